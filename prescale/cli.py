@@ -1,0 +1,52 @@
+"""The `prescale` command: a typer app whose sub-commands live in `prescale/commands/`.
+
+Each sub-command takes ``--json`` to print one machine-readable object. Settings
+come from the environment (``PRESCALE_*``; see ``prescale/settings.py``) and
+``PRESCALE_HOME`` relocates all local state. Exit codes: 0 ok, 1 unexpected
+failure, 2 bad input (nothing was written).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import typer
+
+import prescale.commands as commands_pkg
+
+app = typer.Typer(
+    name="prescale",
+    help="Predictive, heterogeneous autoscaling: forecast each app's demand per phase and provision the cheapest "
+    "mix of CPU VMs, GPU VMs, FPGAs and bare metal ahead of it. State lives under PRESCALE_HOME (default ./.prescale).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_NOT_COMMANDS = {"common"}
+
+
+@app.callback()
+def _root() -> None:
+    """Predictive, heterogeneous autoscaling (see README.md)."""
+
+
+def _register_commands() -> None:
+    """Import every module of `prescale.commands` and let it add its command(s)."""
+    for info in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda m: m.name):
+        if info.name in _NOT_COMMANDS or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{commands_pkg.__name__}.{info.name}")
+        module.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

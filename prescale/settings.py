@@ -1,0 +1,168 @@
+"""One typed settings tree for everything prescale reads from its environment.
+
+Every field has an embedded default, so `prescale demo` runs with no
+configuration at all. All local state (the Parquet store, the quarantine, the
+MLflow SQLite database and artifacts, Prefect's home) lives under one folder,
+``PRESCALE_HOME`` (default ``./.prescale``), so moving or deleting that folder
+moves or resets everything at once.
+
+Environment variables use the prefix ``PRESCALE_`` and ``__`` between a group
+and its field: ``PRESCALE_STORE__ROOT=/data/metrics``,
+``PRESCALE_PROMETHEUS__URL=http://prom:9090``. Paths left unset are derived
+from ``home`` after loading, so setting ``PRESCALE_HOME`` alone relocates every
+one of them.
+
+Decision code never reads settings: callers load them once (``load_settings``)
+and pass plain values in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StoreSettings(BaseModel):
+    """Where accepted metrics and quarantined rows are written (Parquet)."""
+
+    root: Path | None = Field(default=None, description="Root of the metrics dataset. Default: <home>/data/metrics.")
+    quarantine: Path | None = Field(
+        default=None,
+        description="Root of the quarantine dataset (rejected rows with a reason). Default: <home>/data/quarantine.",
+    )
+    compact_min_files: int = Field(
+        default=8, ge=2, description="Compact a partition once it holds at least this many files."
+    )
+
+
+class IngestSettings(BaseModel):
+    """File ingestion."""
+
+    block_size_mib: int = Field(default=64, ge=1, description="CSV read block size; bigger blocks parse faster.")
+
+
+class PrometheusSettings(BaseModel):
+    """The Prometheus metrics source (HTTP API, `query_range`)."""
+
+    url: str = Field(default="http://127.0.0.1:9090", description="Base URL of the Prometheus server.")
+    step_seconds: int = Field(default=60, ge=1, description="Resolution of `query_range`.")
+    chunk_hours: float = Field(
+        default=6.0,
+        gt=0,
+        description="Split long ranges into chunks of this many hours (Prometheus caps points per series at 11,000).",
+    )
+    timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request.")
+    retries: int = Field(default=3, ge=0, description="Retries of one chunk on connection errors, timeouts and 5xx.")
+    backoff_seconds: float = Field(default=0.5, ge=0, description="First retry delay; doubles each retry.")
+
+
+class RegistrySettings(BaseModel):
+    """MLflow tracking and model registry."""
+
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI. Default: sqlite:///<home>/mlflow/mlflow.db.",
+    )
+    artifacts: Path | None = Field(
+        default=None, description="Artifact root for the embedded registry. Default: <home>/mlflow/artifacts."
+    )
+
+
+class PrefectSettings(BaseModel):
+    """Where Prefect keeps its local state when no API server is configured."""
+
+    home: Path | None = Field(default=None, description="PREFECT_HOME for embedded runs. Default: <home>/prefect.")
+
+
+class SearchSettings(BaseModel):
+    """The allocation search (prescale/allocation): solver, budget and the policy it optimises."""
+
+    solver: str = Field(default="optuna", pattern="^(optuna|milp)$", description="optuna (search) or milp (exact).")
+    trials: int = Field(default=60, ge=1, description="Most Optuna trials per decision.")
+    time_budget_ms: int | None = Field(
+        default=800, ge=1, description="Wall-clock budget per decision in ms; unset: trials only (reproducible)."
+    )
+    seed: int = Field(default=0, description="Seed of the Optuna sampler.")
+    covered_quantile: float = Field(default=0.9, gt=0, lt=1, description="Forecast quantile the allocation covers.")
+    risk_quantile: float = Field(default=0.99, gt=0, lt=1, description="Quantile at which risk (uncovered) is read.")
+    churn_cost: float = Field(default=0.05, ge=0, description="USD charged once per node added or removed.")
+    penalty_per_unit: float | None = Field(
+        default=None, gt=0, description="USD/h per uncovered demand unit; unset: penalty_multiple x cheapest unit cost."
+    )
+    penalty_multiple: float = Field(
+        default=10.0, gt=0, description="Uncovered demand costs this many times the cheapest way to serve it."
+    )
+    max_spot_share: float = Field(
+        default=0.5, ge=0, le=1, description="Most of the spend (at on-demand prices) put on spot."
+    )
+    spot_interruption_probability: float = Field(
+        default=0.05, ge=0, le=1, description="Chance that all spot nodes are reclaimed within the horizon."
+    )
+    amortize_hours: float = Field(
+        default=6.0, gt=0, description="Hours over which one-off costs (churn, boot, overlap) are spread."
+    )
+    multi_objective: bool = Field(default=False, description="Search the Pareto front of cost against risk.")
+    storage: str | None = Field(default=None, description="Optuna storage URL (for optuna-dashboard); unset: memory.")
+    catalog: Path = Field(
+        default_factory=lambda: Path(__file__).resolve().parents[1] / "infra" / "catalog.yaml",
+        description="Resource catalog YAML. Default: infra/catalog.yaml in the repository.",
+    )
+    profiles: Path = Field(
+        default_factory=lambda: Path(__file__).resolve().parents[1] / "infra" / "apps",
+        description="Folder of app profiles (<app>.yaml). Default: infra/apps in the repository.",
+    )
+
+
+class ForecastSettings(BaseModel):
+    """Forecaster training (models/, flows/train.py): windows, network budget, calibration, promotion."""
+
+    preset: str = Field(default="default", pattern="^(default|small)$", description="default, or small (tests, demo).")
+    horizon_minutes: float = Field(default=15.0, gt=0, description="How far ahead to forecast (production horizon).")
+    input_minutes: float = Field(default=120.0, gt=0, description="History the LSTM sees per forecast.")
+    max_input_steps: int = Field(default=96, ge=2, description="Cap on the LSTM input window in rows.")
+    quantiles: list[float] = Field(default=[0.05, 0.1, 0.5, 0.9, 0.95], description="Forecast quantile levels.")
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=0.5, description="Share of history held out for scoring.")
+    epochs: int = Field(default=30, ge=1, description="Most LSTM epochs (early stopping usually ends sooner).")
+    max_samples: int = Field(default=20_000, ge=100, description="Most training windows per series (the newest).")
+    conformal_lr: float = Field(default=0.1, gt=0, description="Step of the online interval calibration.")
+    promotion_margin: float = Field(default=0.02, ge=0, lt=1, description="Relative MASE gain a new champion needs.")
+    history_days: float = Field(default=30.0, gt=0, description="Days of history read from the store per training.")
+    min_phase_minutes: float = Field(default=240.0, gt=0, description="Shortest phase run; shorter runs are merged.")
+    threads: int = Field(default=2, ge=1, description="torch threads per training.")
+    seed: int = Field(default=0, description="Seed of every random source in training.")
+
+class Settings(BaseSettings):
+    """The whole tree. Load it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PRESCALE_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    home: Path = Field(
+        default=Path(".prescale"), description="Folder holding all embedded state; relocates everything at once."
+    )
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    forecast: ForecastSettings = Field(default_factory=ForecastSettings)
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        home = self.home.expanduser().absolute()
+        self.home = home
+        self.store.root = self.store.root or home / "data" / "metrics"
+        self.store.quarantine = self.store.quarantine or home / "data" / "quarantine"
+        self.registry.artifacts = self.registry.artifacts or home / "mlflow" / "artifacts"
+        self.registry.tracking_uri = self.registry.tracking_uri or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        self.prefect.home = self.prefect.home or home / "prefect"
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (and any explicit overrides) into a validated tree."""
+    return Settings(**overrides)

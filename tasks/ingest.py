@@ -1,0 +1,112 @@
+"""Prefect tasks for ingestion: one I/O step each, retried where I/O can fail transiently.
+
+The logic lives in ``prescale.metrics``; these wrappers only add retries, names and
+logging. A user error (a missing column, an empty file, a bad mapping) raises
+``MetricsInputError`` and is never retried: retrying cannot fix the input.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from prescale.metrics.ingest import (
+    IngestReport,
+    RawBatch,
+    read_file_batch,
+    read_prometheus_batch,
+    report,
+    store_batch,
+    validate_batch,
+)
+from prescale.metrics.store import MetricsStore, WriteResult
+from prescale.metrics.validation import MetricsInputError, ValidationResult
+
+IO_RETRIES = 3
+IO_RETRY_DELAYS = [1, 5, 15]
+
+
+def transient_only(task, task_run, state) -> bool:
+    """Retry condition: retry I/O failures, never a user error in the input."""
+    try:
+        state.result()
+    except MetricsInputError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return False
+
+
+@task(
+    name="read-metrics-file", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=transient_only
+)
+def read_file(path: str, app: str | None, mapping: str | None, block_size_mib: int = 64) -> RawBatch:
+    batch = read_file_batch(
+        Path(path), app=app, mapping=Path(mapping) if mapping else None, block_size_mib=block_size_mib
+    )
+    get_run_logger().info("read %s rows from %s (batch %s)", f"{len(batch.rows):,}", path, batch.batch_id)
+    return batch
+
+
+@task(
+    name="read-prometheus", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=transient_only
+)
+def read_prometheus(config: str, *, start: datetime, end: datetime, prometheus: dict) -> RawBatch:
+    batch = read_prometheus_batch(Path(config), start=start, end=end, **prometheus)
+    get_run_logger().info("read %s rows from Prometheus %s", f"{len(batch.rows):,}", prometheus.get("url"))
+    return batch
+
+
+@task(name="validate-metrics")
+def validate(batch: RawBatch) -> ValidationResult:
+    return validate_batch(batch)
+
+
+@task(name="store-metrics", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=transient_only)
+def store(batch: RawBatch, result: ValidationResult, root: str, quarantine: str) -> WriteResult:
+    written = store_batch(batch, result, MetricsStore(Path(root), quarantine=Path(quarantine)))
+    logger = get_run_logger()
+    if written.skipped:
+        logger.info("batch %s was already ingested: nothing written", batch.batch_id)
+    else:
+        logger.info("wrote %s rows in %d files", f"{written.rows:,}", written.files)
+    return written
+
+
+@task(name="summarise-ingest")
+def summarise(batch: RawBatch, result: ValidationResult, written: WriteResult, root: str) -> IngestReport:
+    return report(batch, result, written, MetricsStore(Path(root)))
+
+
+@task(name="publish-ingest-artifact", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS)
+def publish_artifact(reports: list[IngestReport]) -> str:
+    """A markdown artifact: read / accepted / quarantined per app, and the reasons."""
+    return str(
+        create_markdown_artifact(
+            key="ingest-summary",
+            markdown=ingest_markdown(reports),
+            description="Rows read, accepted and quarantined per app",
+        )
+    )
+
+
+def ingest_markdown(reports: list[IngestReport]) -> str:
+    lines = ["# Ingest summary", "", "| source | app | read | accepted | quarantined |", "|---|---|---:|---:|---:|"]
+    for rep in reports:
+        for app, counts in rep.per_app.items():
+            lines.append(f"| {rep.source} | {app} | {counts.read:,} | {counts.accepted:,} | {counts.quarantined:,} |")
+        note = " (already ingested: nothing written)" if rep.already_ingested else ""
+        lines.append(
+            f"| **{rep.source}** | **all**{note} | **{rep.read:,}** | **{rep.accepted:,}** | **{rep.quarantined:,}** |"
+        )
+    reasons: dict[str, int] = {}
+    for rep in reports:
+        for reason, count in rep.quarantine_reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    if reasons:
+        lines += ["", "| quarantine reason | rows |", "|---|---:|"]
+        lines += [f"| {reason} | {count:,} |" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,254 @@
+"""Prefect tasks for training: one step each; retried where they touch the store or MLflow.
+
+The work lives in ``models`` (training, scoring, the registry adapter) and
+``prescale.phases`` (phase labels); these wrappers add names, retries and logs,
+and turn every expected failure of one (app, phase) into a *skip with a reason*
+rather than an exception, so one bad app never fails the whole flow:
+
+- ``load-history`` (retried): the store's rows of one app over the last days;
+- ``label-phases``: the panel (the app's demand metrics on a regular grid) and
+  its phase labels, stable against the previous report, which
+  ``read-phase-report``/``write-phase-report`` (retried) keep under
+  ``<home>/phases/<app>.json``;
+- ``train-phase``: every candidate on one (app, phase) (pure compute, no retries:
+  the same data would fail the same way);
+- ``publish-phase`` (retried): runs, model version, champion decision in MLflow;
+- ``publish-train-artifact``: the scores table as a Prefect artifact.
+
+Large inputs (frames, panels, trained models) go between tasks in memory, so the
+tasks use ``cache_policy=NONE``: hashing them would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+
+from models.registry import Registry
+from models.series import Panel, SeriesError, panel_from_long
+from models.train import PanelResult, TrainConfig, train_panels
+from prescale.metrics.store import MetricsStore
+from prescale.phases import PhaseConfig, PhaseReport, assign_phases
+
+IO_RETRIES = 3
+IO_RETRY_DELAYS = [1, 5, 15]
+
+
+@dataclass
+class AppPhases:
+    """One app's panel split into phases, or why it could not be."""
+
+    app: str
+    report: dict[str, Any] | None
+    panels: dict[str, Panel] = field(default_factory=dict)
+    skipped: str | None = None
+
+
+@dataclass
+class PhaseOutcome:
+    """One row of the flow's result (the CLI's ``models`` list)."""
+
+    app: str
+    phase: str
+    champion: str | None = None  # candidate name holding the alias after this run
+    promoted: bool = False
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    best: str | None = None
+    version: str | None = None
+    champion_version: str | None = None
+    reason: str | None = None
+    skipped: str | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)
+    train_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- store ------------------------------------------------------------------------------------------
+
+@task(name="list-apps", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
+def list_apps(store_root: str) -> list[str]:
+    return MetricsStore(Path(store_root)).apps()
+
+
+@task(name="load-history", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
+def load_history(app: str, store_root: str, days: float, metrics: list[str] | None = None) -> pd.DataFrame:
+    """The last ``days`` of the app's rows (relative to its newest row, not to the clock)."""
+    store = MetricsStore(Path(store_root))
+    dates = store.dates(app)
+    if not dates:
+        return pd.DataFrame(columns=["app", "ts", "metric", "value", "phase"])
+    start = pd.Timestamp(dates[-1], tz="UTC") + timedelta(days=1) - timedelta(days=days)
+    rows = store.read(app, start=start.to_pydatetime(), metrics=metrics)
+    get_run_logger().info("%s: %s rows since %s", app, f"{len(rows):,}", start.date())
+    return rows
+
+
+# -- phases -----------------------------------------------------------------------------------------
+
+def _report_path(home: str, app: str) -> Path:
+    return Path(home) / "phases" / f"{app}.json"
+
+
+@task(name="read-phase-report", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
+def read_phase_report(home: str, app: str) -> dict[str, Any] | None:
+    path = _report_path(home, app)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@task(name="write-phase-report", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
+def write_phase_report(home: str, app: str, report: dict[str, Any] | None) -> None:
+    if report is None:
+        return
+    path = _report_path(home, app)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(path)
+
+
+@task(name="label-phases", cache_policy=NONE)
+def label_phases(
+    app: str, rows: pd.DataFrame, config: TrainConfig, *, previous: dict[str, Any] | None = None,
+    min_phase_minutes: float = 240.0, metrics: list[str] | None = None,
+) -> AppPhases:
+    """The app's panel, cut into one panel per phase (other phases' rows set missing)."""
+    return split_phases(app, rows, config, previous=previous, min_phase_minutes=min_phase_minutes, metrics=metrics)
+
+
+def split_phases(
+    app: str, rows: pd.DataFrame, config: TrainConfig, *, previous: dict[str, Any] | None = None,
+    min_phase_minutes: float = 240.0, metrics: list[str] | None = None,
+) -> AppPhases:
+    if rows.empty:
+        return AppPhases(app, None, skipped="no metrics in the store for this app: ingest some first")
+    try:
+        panel = panel_from_long(rows, metrics=metrics, max_fill_steps=config.max_fill_steps)
+    except SeriesError as exc:
+        return AppPhases(app, None, skipped=str(exc))
+    labels = _phase_labels(rows, panel)
+    phase_config = PhaseConfig(
+        window=max(2, round(3600 / panel.step_seconds)),
+        min_steps=max(2, round(min_phase_minutes * 60 / panel.step_seconds)),
+        seed=config.seed,
+    )
+    old = PhaseReport.from_dict(previous) if previous else None
+    ids, report = assign_phases(panel.to_frame(), labels=labels, config=phase_config, previous=old)
+    panels = {pid: panel if len(report.phases) == 1 else panel.where(ids == pid) for pid in report.ids}
+    return AppPhases(app, report.to_dict(), panels)
+
+
+def _phase_labels(rows: pd.DataFrame, panel: Panel) -> pd.Series | None:
+    if "phase" not in rows.columns or rows["phase"].isna().all():
+        return None
+    labelled = rows.dropna(subset=["phase"])
+    stamps = pd.DatetimeIndex(labelled["ts"]).floor(f"{panel.step_seconds}s")
+    per_row = pd.Series(labelled["phase"].astype(str).to_numpy(), index=stamps)
+    per_row = per_row[~per_row.index.duplicated(keep="last")]
+    return per_row.reindex(panel.index)
+
+
+# -- training and publishing ------------------------------------------------------------------------
+
+@task(name="train-phase", cache_policy=NONE)
+def train_phase(app: str, phase: str, panel: Panel, config: TrainConfig) -> PanelResult:
+    logger = get_run_logger()
+    result = train_panels([(f"{app}/{phase}", panel)], config, progress=lambda msg: logger.info("%s", msg))[0]
+    if result.skipped:
+        logger.warning("%s/%s skipped: %s", app, phase, result.skipped)
+    else:
+        logger.info("%s/%s: best %s (MASE %.4f)", app, phase, result.best, result.candidates[result.best].scores.mase)
+    return result
+
+
+@task(name="publish-phase", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
+def publish_phase(
+    result: PanelResult, app: str, phase: str, config: TrainConfig, *, tracking_uri: str, artifact_root: str,
+    margin: float, phase_report: dict[str, Any] | None = None,
+) -> PhaseOutcome:
+    """Log and register in MLflow; a skipped panel becomes a skipped outcome (nothing logged)."""
+    outcome = outcome_of(result, app, phase)
+    if result.skipped or result.best is None:
+        return outcome
+    registry = Registry(tracking_uri, artifact_root=Path(artifact_root))
+    published = registry.publish(result, app=app, phase=phase, config=config, margin=margin,
+                                 phase_report=phase_report)
+    outcome.version = published.version
+    outcome.promoted = published.promoted
+    outcome.reason = published.reason
+    outcome.champion_version = published.champion_version
+    outcome.champion = published.candidate if published.promoted else _candidate_of(registry, published)
+    get_run_logger().info("%s v%s (%s): %s", published.model, published.version, published.alias, published.reason)
+    return outcome
+
+
+def _candidate_of(registry: Registry, published) -> str | None:
+    if published.champion_version is None:
+        return None
+    mv = registry.client.get_model_version(published.model, published.champion_version)
+    return mv.tags.get("prescale.candidate")
+
+
+def outcome_of(result: PanelResult, app: str, phase: str) -> PhaseOutcome:
+    return PhaseOutcome(
+        app=app, phase=phase, scores=result.scores(), best=result.best, skipped=result.skipped,
+        unavailable=dict(result.unavailable),
+        train_seconds={n: round(c.train_seconds, 3) for n, c in result.candidates.items()},
+    )
+
+
+def skipped_outcome(app: str, phase: str, reason: str) -> PhaseOutcome:
+    return PhaseOutcome(app=app, phase=phase, skipped=reason)
+
+
+# -- artifact ---------------------------------------------------------------------------------------
+
+def score_rows(outcomes: list[PhaseOutcome]) -> list[dict[str, Any]]:
+    """One row per (app, phase, candidate), plus one per skipped (app, phase) with its reason."""
+    rows = []
+    for o in outcomes:
+        if o.skipped:
+            rows.append({"app": o.app, "phase": o.phase, "candidate": "-", "mae": None, "mae_last": None,
+                         "mase": None, "smape": None, "coverage_80": None, "coverage_90": None,
+                         "coverage_90_raw": None, "status": f"skipped: {o.skipped}"})
+            continue
+        for name, s in sorted(o.scores.items(), key=lambda kv: kv[1]["mase"]):
+            status = "champion" if name == o.champion else ("best of this run" if name == o.best else "")
+            rows.append({"app": o.app, "phase": o.phase, "candidate": name,
+                         **{k: _r(s.get(k)) for k in ("mae", "mae_last", "mase", "smape", "coverage_80",
+                                                      "coverage_90", "coverage_90_raw")},
+                         "status": status})
+    return rows
+
+
+def _r(value: Any) -> Any:
+    return None if value is None else round(float(value), 4)
+
+
+@task(name="publish-train-artifact", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
+def publish_artifact(outcomes: list[PhaseOutcome], phase_reports: dict[str, Any]) -> None:
+    create_table_artifact(key="train-scores", table=score_rows(outcomes),
+                          description="Held-out scores per app, phase and candidate (MASE ranks; skips say why).")
+    lines = ["# Training", ""]
+    for o in outcomes:
+        if o.skipped:
+            lines.append(f"- **{o.app}/{o.phase}** skipped: {o.skipped}")
+        else:
+            verdict = "promoted" if o.promoted else "not promoted"
+            lines.append(f"- **{o.app}/{o.phase}** best `{o.best}` v{o.version}, {verdict}: {o.reason}")
+    lines += ["", "## Phases", ""]
+    for app, report in phase_reports.items():
+        if report:
+            found = ", ".join(f"{p['id']} ({p['rows']} rows, {p['runs']} runs)" for p in report["phases"])
+            lines.append(f"- **{app}** ({report['method']}): {found}. {report['reason']}")
+    create_markdown_artifact(key="train-summary", markdown="\n".join(lines), description="What training decided.")
+

@@ -1,0 +1,66 @@
+"""The `ingest-metrics` and `demo` flows against Prefect's real API server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from prescale.metrics.store import MetricsStore
+from prescale.metrics.validation import MetricsInputError
+from prescale.settings import load_settings
+
+CORPUS = Path(__file__).resolve().parents[1] / "metrics" / "corpus"
+
+
+async def _artifact(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async with get_client() as client:
+        found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return found
+
+
+def test_ingest_flow_stores_rows_and_publishes_a_summary(prefect_harness, prescale_home):
+    from flows.ingest import ingest_metrics
+
+    report = ingest_metrics(path=str(CORPUS / "negative_value.csv"))
+    assert (report.read, report.accepted, report.quarantined) == (2, 0, 2)
+    report = ingest_metrics(path=str(CORPUS / "clean.csv"))
+    assert report.accepted == report.read == 3
+    settings = load_settings()
+    assert len(MetricsStore(settings.store.root).read("web")) == 3
+    artifacts = asyncio.run(_artifact("ingest-summary"))
+    assert artifacts, "the flow should publish an `ingest-summary` markdown artifact"
+    assert any("clean.csv" in a.data and "| **3** |" in a.data for a in artifacts)
+
+
+def test_ingest_flow_rerun_is_a_no_op(prefect_harness, prescale_home):
+    from flows.ingest import ingest_metrics
+
+    first = ingest_metrics(path=str(CORPUS / "clean.parquet"))
+    again = ingest_metrics(path=str(CORPUS / "clean.parquet"))
+    assert not first.already_ingested and again.already_ingested
+    assert len(MetricsStore(load_settings().store.root).read("web")) == first.accepted
+
+
+def test_ingest_flow_fails_fast_on_unusable_input(prefect_harness, prescale_home):
+    from flows.ingest import ingest_metrics
+
+    with pytest.raises(MetricsInputError, match="truncated or malformed"):
+        ingest_metrics(path=str(CORPUS / "error_truncated.csv"))
+    assert not load_settings().store.root.exists() or not list(load_settings().store.root.rglob("*.parquet"))
+
+
+def test_demo_flow_ingests_the_bundled_traces(prefect_harness, prescale_home):
+    from flows.demo import demo
+
+    result = demo()
+    stored = {row["app"]: row for row in result["stored"]}
+    assert set(stored) == {"web", "analytics", "inference"}
+    for rep in result["ingest"]:
+        assert rep["accepted"] + rep["quarantined"] == rep["read"] > 0
+    assert stored["web"]["rows"] == 20160
+    assert stored["web"]["metrics"] == ["app.requests_per_s"]

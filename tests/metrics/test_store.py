@@ -1,0 +1,154 @@
+"""The Parquet store: partitions, idempotent batches, window reads, compaction, crash safety."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from prescale.metrics.store import MetricsStore
+from prescale.metrics.validation import split
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def frame(start: str, minutes: int, *, apps=("web", "api"), metrics=("cpu_cores", "memory_gib"), seed=0):
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range(start, periods=minutes, freq="min", tz="UTC")
+    rows = [
+        {"app": a, "ts": t, "metric": m, "value": float(rng.uniform(0, 10))} for t in ts for a in apps for m in metrics
+    ]
+    return split(pd.DataFrame(rows)).accepted
+
+
+@pytest.fixture
+def store(tmp_path) -> MetricsStore:
+    return MetricsStore(tmp_path / "metrics", quarantine=tmp_path / "quarantine")
+
+
+def test_layout_is_partitioned_by_app_and_date(store):
+    store.write_batch(frame("2026-03-01T23:00:00Z", 120), batch_id="b1")
+    folders = sorted(str(p.relative_to(store.root)) for p in store.root.glob("app=*/date=*"))
+    assert folders == [
+        "app=api/date=2026-03-01",
+        "app=api/date=2026-03-02",
+        "app=web/date=2026-03-01",
+        "app=web/date=2026-03-02",
+    ]
+    assert store.apps() == ["api", "web"]
+
+
+def test_a_repeated_batch_adds_nothing(store):
+    rows = frame("2026-03-01T00:00:00Z", 30)
+    first = store.write_batch(rows, batch_id="same")
+    again = store.write_batch(rows, batch_id="same")
+    assert not first.skipped and again.skipped
+    assert len(store.read("web")) == 30 * 2
+    assert len(list(store.root.rglob("*.parquet"))) == first.files
+
+
+def test_overlapping_batches_read_back_once_with_the_latest_value(store):
+    store.write_batch(frame("2026-03-01T00:00:00Z", 30, seed=1), batch_id="a")
+    later = frame("2026-03-01T00:20:00Z", 30, seed=2)
+    store.write_batch(later, batch_id="b")
+    rows = store.read("web")
+    assert len(rows) == 50 * 2
+    assert not rows.duplicated(["ts", "metric"]).any()
+    overlap = rows[rows["ts"] == pd.Timestamp("2026-03-01T00:25:00Z")].set_index("metric")["value"]
+    expected = later[(later["app"] == "web") & (later["ts"] == pd.Timestamp("2026-03-01T00:25:00Z"))]
+    assert overlap.sort_index().tolist() == expected.set_index("metric")["value"].sort_index().tolist()
+
+
+def test_window_read_touches_only_its_partitions(store):
+    store.write_batch(frame("2026-03-01T00:00:00Z", 60 * 24 * 5, apps=("web",), metrics=("cpu_cores",)), batch_id="x")
+    start, end = pd.Timestamp("2026-03-03T12:00:00Z"), pd.Timestamp("2026-03-04T12:00:00Z")
+    touched = {p.parent.name for p in store.files("web", start=start, end=end)}
+    assert touched == {"date=2026-03-03", "date=2026-03-04"}
+    rows = store.read("web", start=start, end=end)
+    assert len(rows) == 24 * 60
+    assert rows["ts"].min() == start and rows["ts"].max() == end - pd.Timedelta(minutes=1)
+
+
+def test_read_filters_metrics_and_returns_the_documented_columns(store):
+    store.write_batch(frame("2026-03-01T00:00:00Z", 10), batch_id="x")
+    rows = store.read("api", metrics=["memory_gib"])
+    assert list(rows.columns) == ["app", "ts", "metric", "value", "phase"]
+    assert set(rows["metric"]) == {"memory_gib"} and set(rows["app"]) == {"api"}
+    assert rows["ts"].is_monotonic_increasing
+    assert store.read("nobody").empty
+
+
+def test_compaction_merges_files_and_keeps_the_rows(store):
+    for i in range(10):
+        store.write_batch(frame(f"2026-03-01T0{i}:00:00Z", 60, seed=i), batch_id=f"b{i}")
+    before = store.read("web")
+    result = store.compact(min_files=4)
+    assert result.partitions == 2 and result.files_after == 2 and result.files_before == 20
+    after = store.read("web")
+    pd.testing.assert_frame_equal(before, after)
+    assert len(list((store.root / "app=web").rglob("*.parquet"))) == 1
+
+
+def test_retry_after_a_crash_before_commit_adds_no_duplicates(store):
+    rows = frame("2026-03-01T00:00:00Z", 30)
+    store.write_batch(rows, batch_id="crashy")
+    (store.root / "_batches" / "crashy.json").unlink()  # as if killed after the files, before the commit
+    store.write_batch(rows, batch_id="crashy")
+    assert len(store.read("web")) == 60
+    assert len(list(store.root.glob("app=web/date=*/part-crashy-*.parquet"))) == 1
+
+
+KILL_SCRIPT = """
+import sys
+from pathlib import Path
+from prescale.metrics.ingest import ingest_file
+from prescale.metrics.store import MetricsStore
+store = MetricsStore(Path(sys.argv[2]), quarantine=Path(sys.argv[3]))
+print("start", flush=True)
+ingest_file(Path(sys.argv[1]), store=store)
+print("done", flush=True)
+"""
+
+
+def _write_big_csv(path: Path) -> int:
+    ts = pd.date_range("2026-01-01", periods=60 * 24 * 20, freq="min", tz="UTC")
+    apps = [f"app-{i}" for i in range(20)]
+    big = pd.DataFrame(
+        {
+            "ts": np.repeat(ts.strftime("%Y-%m-%dT%H:%M:%SZ"), len(apps)),
+            "app": np.tile(apps, len(ts)),
+            "metric": "cpu_cores",
+            "value": np.tile(np.arange(len(apps), dtype=float), len(ts)),
+        }
+    )
+    big.to_csv(path, index=False)
+    return len(big)
+
+
+def test_a_killed_ingest_leaves_no_partial_file_and_a_rerun_completes(tmp_path):
+    csv = tmp_path / "big.csv"
+    rows = _write_big_csv(csv)
+    root, quarantine = tmp_path / "metrics", tmp_path / "quarantine"
+    args = [sys.executable, "-c", KILL_SCRIPT, str(csv), str(root), str(quarantine)]
+    for delay in (0.5, 1.5, 2.5):
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        assert proc.stdout.readline().strip() == "start"
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for visible in root.glob("app=*/date=*/part-*.parquet"):
+            pq.read_metadata(visible)  # every visible file is complete
+    store = MetricsStore(root, quarantine=quarantine)
+    finished = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    total = sum(len(store.read(app)) for app in store.apps())
+    assert total == rows
+    assert not list(root.rglob("*.parquet.tmp")) and not list(root.rglob(".tmp-*"))
