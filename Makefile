@@ -6,10 +6,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench clean help
+.PHONY: install run serve test lint bench clean help
 
 help:
-	@echo "make run | make test | make lint | make bench | make clean"
+	@echo "make run | make test | make serve | make lint | make bench | make clean"
 
 # torch first: `torch==2.13.0` is a CPU build that pip finds on this machine's disk; letting
 # darts pull torch itself would download a multi-GB CUDA build.
@@ -24,6 +24,9 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/prescale demo
+
+serve: $(STAMP)
+	$(BIN)/prescale serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

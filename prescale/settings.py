@@ -70,6 +70,16 @@ class RegistrySettings(BaseModel):
     )
 
 
+class ServeSettings(BaseModel):
+    """`prescale serve`: local Prefect and MLflow servers, a work pool and a worker."""
+
+    host: str = Field(default="127.0.0.1", description="Interface the servers listen on.")
+    prefect_port: int = Field(default=4200, ge=1, le=65535, description="Prefect API and UI port.")
+    mlflow_port: int = Field(default=5000, ge=1, le=65535, description="MLflow tracking server and UI port.")
+    work_pool: str = Field(default="prescale", description="Process work pool the deployments run on.")
+    startup_timeout_seconds: float = Field(default=120.0, gt=0, description="Wait this long for each server.")
+
+
 class PrefectSettings(BaseModel):
     """Where Prefect keeps its local state when no API server is configured."""
 
@@ -133,6 +143,58 @@ class ForecastSettings(BaseModel):
     threads: int = Field(default=2, ge=1, description="torch threads per training.")
     seed: int = Field(default=0, description="Seed of every random source in training.")
 
+class SimulationSettings(BaseModel):
+    """The simulated cluster (prescale/cluster/simulated.py): its random source and injectable faults."""
+
+    seed: int = Field(default=0, description="Seed of the simulated cluster's random source (faults).")
+    provision_failure_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Chance that a requested node fails instead of becoming ready."
+    )
+    spot_preemption_per_hour: float = Field(
+        default=0.0, ge=0, description="Rate at which each spot node is reclaimed, per node-hour (Poisson)."
+    )
+    slow_start_probability: float = Field(
+        default=0.0, ge=0, le=1, description="Chance that a node takes slow_start_factor times its lead time."
+    )
+    slow_start_factor: float = Field(default=3.0, ge=1, description="Lead-time multiplier of a slow start.")
+    pod_start_seconds: float = Field(default=20.0, ge=0, description="Seconds from a free slot to a ready replica.")
+
+
+class ClusterSettings(BaseModel):
+    """The cluster backend (prescale/cluster): which one, where it is, and the guardrails of every plan."""
+
+    backend: str = Field(
+        default="simulated", pattern="^(simulated|kubernetes)$", description="simulated (embedded) or kubernetes."
+    )
+    state_file: Path | None = Field(
+        default=None, description="Simulated cluster state, kept between runs. Default: <home>/cluster/state.json."
+    )
+    kubeconfig: Path | None = Field(
+        default=None, description="kubeconfig file; unset: $KUBECONFIG or ~/.kube/config, or in-cluster in a pod."
+    )
+    context: str | None = Field(default=None, description="kubeconfig context; unset: the current context.")
+    namespace: str = Field(default="prescale", description="Namespace of the apps' Deployments, templates, Services.")
+    pool_namespace: str = Field(default="prescale", description="Namespace of the Cluster API MachineDeployments.")
+    capi_version: str = Field(default="v1beta1", description="API version of cluster.x-k8s.io MachineDeployments.")
+    fpga_resource: str = Field(
+        default="xilinx.com/fpga", description="Extended resource the FPGA device plugin advertises per device."
+    )
+    max_step_nodes: int = Field(default=10, ge=1, description="Most nodes added or removed by one plan step.")
+    budget_per_hour: float | None = Field(
+        default=None, gt=0, description="Most USD/h an app may cost at any point of a plan; unset: no cap."
+    )
+    min_nodes_per_app: int = Field(default=1, ge=0, description="Fewest nodes any app keeps (with its own min_nodes).")
+    rollout_deadline_seconds: float = Field(
+        default=600.0, gt=0, description="A step not done this long (plus the type's lead time) is rolled back."
+    )
+    poll_seconds: float = Field(default=5.0, gt=0, description="Interval between readiness checks while waiting.")
+    retries: int = Field(default=5, ge=0, description="Retries of one API call on 409/429/5xx and timeouts.")
+    backoff_seconds: float = Field(default=0.5, ge=0, description="First retry delay; doubles each retry.")
+    backoff_max_seconds: float = Field(default=30.0, ge=0, description="Longest retry delay.")
+    request_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of one Kubernetes API call.")
+    simulation: SimulationSettings = Field(default_factory=SimulationSettings)
+
+
 class Settings(BaseSettings):
     """The whole tree. Load it with :func:`load_settings`."""
 
@@ -148,8 +210,10 @@ class Settings(BaseSettings):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
@@ -160,6 +224,7 @@ class Settings(BaseSettings):
         self.registry.artifacts = self.registry.artifacts or home / "mlflow" / "artifacts"
         self.registry.tracking_uri = self.registry.tracking_uri or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
         self.prefect.home = self.prefect.home or home / "prefect"
+        self.cluster.state_file = self.cluster.state_file or home / "cluster" / "state.json"
         return self
 
 

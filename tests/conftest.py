@@ -52,3 +52,14 @@ def traces() -> Path:
 
         need_component("shared traces", f"expected the real traces at {TRACES}")
     return TRACES
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With PRESCALE_REQUIRE_COMPONENTS=1 (CI), any skipped test fails the run, whatever skipped it."""
+    from tests.support import components_required
+
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if components_required() and skipped and exitstatus == 0:
+        reporter.write_line(f"{skipped} test(s) skipped while PRESCALE_REQUIRE_COMPONENTS=1: failing the run", red=True)
+        session.exitstatus = 1
