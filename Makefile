@@ -37,6 +37,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/allocation.py
 
 clean:
 	rm -rf .prescale .pytest_cache

@@ -1,0 +1,155 @@
+"""`Forecast`: what the forecasting side hands the allocation search.
+
+A forecast covers ``horizon`` steps of ``step_seconds`` each, the first at ``start`` (UTC). For every step and
+every demand metric it holds the values of a few quantiles (at least 0.1, 0.5 and 0.9), in one array::
+
+    values[t, m, k] = the quantiles[k]-quantile of metric m at time start + t * step_seconds
+
+:meth:`Forecast.quantile` reads any level ``q`` in (0, 1) from that grid. Between two given levels it
+interpolates linearly in *probit* space (in ``z = Phi^-1(q)``), which is exact when the predictive
+distribution is normal; beyond the outermost levels it extrapolates the same straight line, so
+``quantile(0.99)`` of a forecast that stops at 0.9 is a normal-tail guess, not a clamp. Crossed quantiles
+(a model's q0.9 below its q0.5 at some step) are repaired by sorting along the quantile axis.
+
+Helpers build forecasts that did not come from a model: :meth:`Forecast.from_median` spreads a median
+path into normal quantiles (for demand files and the example demand of ``prescale plan``), and
+:meth:`Forecast.to_dict` / :meth:`Forecast.from_dict` round-trip through JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtri
+
+DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
+
+
+class ForecastError(ValueError):
+    """A forecast's shape or values do not fit together; the message names the offending value."""
+
+
+@dataclass(frozen=True, eq=False)
+class Forecast:
+    """Quantiles of each demand metric at each step of the horizon (see the module docstring)."""
+
+    start: pd.Timestamp
+    step_seconds: int
+    metrics: list[str]
+    quantiles: list[float]
+    values: np.ndarray
+
+    def __post_init__(self) -> None:
+        start = pd.Timestamp(self.start)
+        start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+        values = np.asarray(self.values, dtype=float)
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "metrics", list(self.metrics))
+        object.__setattr__(self, "quantiles", [float(q) for q in self.quantiles])
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.step_seconds <= 0:
+            raise ForecastError(f"step_seconds must be > 0, got {self.step_seconds}")
+        qs = self.quantiles
+        if not qs or any(not 0 < q < 1 for q in qs) or sorted(set(qs)) != qs:
+            raise ForecastError(f"quantiles must be strictly increasing levels in (0, 1), got {qs}")
+        expected = (len(self.metrics), len(qs))
+        if self.values.ndim != 3 or self.values.shape[1:] != expected or self.values.shape[0] < 1:
+            raise ForecastError(
+                f"values must be shaped (horizon >= 1, {expected[0]} metrics, {expected[1]} quantiles), "
+                f"got {self.values.shape}"
+            )
+        if not np.isfinite(self.values).all():
+            raise ForecastError("values contain NaN or infinity; fill or drop those steps first")
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ForecastError(f"duplicate metric names in {self.metrics}")
+
+    @property
+    def horizon(self) -> int:
+        """Number of steps."""
+        return int(self.values.shape[0])
+
+    @property
+    def index(self) -> pd.DatetimeIndex:
+        """The timestamp of each step."""
+        return pd.date_range(self.start, periods=self.horizon, freq=pd.Timedelta(seconds=self.step_seconds))
+
+    def quantile(self, q: float) -> np.ndarray:
+        """The ``q``-quantile of every metric at every step, shaped (horizon, n_metrics)."""
+        return self.quantiles_at([q])[:, :, 0]
+
+    def quantiles_at(self, levels: Sequence[float]) -> np.ndarray:
+        """Several levels at once, shaped (horizon, n_metrics, len(levels)); see :meth:`quantile`."""
+        levels = np.asarray(levels, dtype=float)
+        if np.any((levels <= 0) | (levels >= 1)):
+            raise ForecastError(f"quantile levels must be in (0, 1), got {levels.tolist()}")
+        grid = np.sort(self.values, axis=2)
+        if len(self.quantiles) == 1:
+            return np.repeat(grid, len(levels), axis=2)
+        z_known = ndtri(np.asarray(self.quantiles))
+        z = ndtri(levels)
+        # Segment j joins known levels j and j+1; outside the range the first / last segment is extended.
+        seg = np.clip(np.searchsorted(z_known, z, side="right") - 1, 0, len(z_known) - 2)
+        z0, z1 = z_known[seg], z_known[seg + 1]
+        w = (z - z0) / (z1 - z0)
+        lo, hi = grid[:, :, seg], grid[:, :, seg + 1]
+        return lo + (hi - lo) * w
+
+    def metric_index(self, name: str) -> int:
+        if name not in self.metrics:
+            raise ForecastError(f"forecast has no metric {name!r}; it has {self.metrics}")
+        return self.metrics.index(name)
+
+    def select(self, metrics: Sequence[str]) -> Forecast:
+        """The same forecast restricted to (and ordered by) ``metrics``."""
+        idx = [self.metric_index(m) for m in metrics]
+        return Forecast(self.start, self.step_seconds, list(metrics), self.quantiles, self.values[:, idx, :])
+
+    @classmethod
+    def from_median(
+        cls,
+        median: np.ndarray,
+        *,
+        start: pd.Timestamp,
+        step_seconds: int,
+        metrics: Sequence[str],
+        spread: float = 0.15,
+        quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    ) -> Forecast:
+        """Normal quantiles around a median path: ``q0.9 - q0.5 = spread * q0.5`` at every step."""
+        median = np.asarray(median, dtype=float)
+        if median.ndim == 1:
+            median = median[:, None]
+        sigma = spread * np.abs(median) / ndtri(0.9)
+        z = ndtri(np.asarray(quantiles, dtype=float))
+        values = median[:, :, None] + sigma[:, :, None] * z[None, None, :]
+        return cls(pd.Timestamp(start), int(step_seconds), list(metrics), list(quantiles), values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_dict` reads it back."""
+        return {
+            "start": self.start.isoformat(),
+            "step_seconds": self.step_seconds,
+            "metrics": self.metrics,
+            "quantiles": self.quantiles,
+            "values": self.values.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Forecast:
+        missing = [k for k in ("start", "step_seconds", "metrics", "quantiles", "values") if k not in data]
+        if missing:
+            raise ForecastError(f"forecast JSON lacks key(s) {missing}")
+        return cls(
+            pd.Timestamp(data["start"]),
+            int(data["step_seconds"]),
+            list(data["metrics"]),
+            list(data["quantiles"]),
+            np.asarray(data["values"], dtype=float),
+        )

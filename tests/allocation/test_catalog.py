@@ -1,0 +1,143 @@
+"""The shipped catalog and profiles load; bad files fail with the file, the field and the value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prescale.catalog import (
+    KINDS,
+    CatalogError,
+    check_profile,
+    list_profiles,
+    load_catalog,
+    load_profile,
+    parse_catalog,
+    parse_profile,
+    resolve_profile,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+CATALOG = REPO / "infra" / "catalog.yaml"
+APPS = REPO / "infra" / "apps"
+
+
+def test_shipped_catalog_has_every_kind_and_at_least_twelve_types():
+    catalog = load_catalog(CATALOG)
+    assert len(catalog) >= 12
+    assert {t.kind for t in catalog} == set(KINDS)
+    assert "aws" in catalog.source.lower()
+    for t in catalog:
+        assert t.pool.labels["node.kubernetes.io/instance-type"] == t.name
+        assert t.pool.labels["prescale.io/kind"] == t.kind
+        if t.kind in ("gpu-vm", "fpga", "bare-metal"):
+            assert t.pool.taints, f"{t.name} should be tainted"
+
+
+def test_lead_times_follow_the_kinds():
+    catalog = load_catalog(CATALOG)
+    slowest = {k: max(t.lead_time_seconds for t in catalog.of_kind(k)) for k in KINDS}
+    fastest = {k: min(t.lead_time_seconds for t in catalog.of_kind(k)) for k in KINDS}
+    assert slowest["cpu-vm"] <= 120 < fastest["gpu-vm"]
+    assert slowest["gpu-vm"] < fastest["fpga"] and fastest["bare-metal"] >= 900
+
+
+@pytest.mark.parametrize("app", ["web", "inference", "transcoder", "analytics"])
+def test_shipped_profiles_load_and_match_the_catalog(app):
+    profile = resolve_profile(app, APPS)
+    check_profile(profile, load_catalog(CATALOG))
+    assert profile.name == app and profile.example_demand is not None
+
+
+def test_profile_by_name_for_an_app_without_its_own_file():
+    profile = resolve_profile("shop", APPS, profile="web")
+    assert profile.name == "shop"
+    assert profile.metrics == resolve_profile("web", APPS).metrics
+
+
+def test_missing_profile_names_the_choices():
+    with pytest.raises(CatalogError, match=r"no profile 'shop'.*available: analytics, inference.*--profile"):
+        resolve_profile("shop", APPS)
+
+
+def test_served_is_derived_from_tags_or_given():
+    catalog = load_catalog(CATALOG)
+    web, transcoder = resolve_profile("web", APPS), resolve_profile("transcoder", APPS)
+    c7g = catalog["c7g.2xlarge"]
+    assert web.served(c7g) == pytest.approx((60 * 8 * 100 / 45, 2000 * 16))
+    assert transcoder.served(catalog["vt1.3xlarge"]) == (16.0,)
+    assert transcoder.incompatibility(catalog["f2.6xlarge"]).startswith("incompatible: no bitstream")
+    assert web.incompatibility(catalog["g5.xlarge"]).startswith("incompatible: app 'web' runs on cpu-vm")
+
+
+def _catalog_data() -> dict:
+    return yaml.safe_load(CATALOG.read_text())
+
+
+BAD_TYPES = [
+    pytest.param(
+        {"price": {"on_demand": 1.0, "spot": 2.0}}, "price: Value error, spot price 2.0 exceeds", id="spot-above"
+    ),
+    pytest.param({"kind": "gpu"}, "kind: Input should be 'cpu-vm'", id="unknown-kind"),
+    pytest.param({"quota": -1}, "quota: Input should be greater than or equal to 0 (got -1)", id="negative-quota"),
+    pytest.param({"lead_time_seconds": "soon"}, "lead_time_seconds: Input should be a valid number", id="lead-time"),
+    pytest.param(
+        {"capacity": {"vcpu": 4, "memory_gib": 16, "gpus": 1}}, "cpu-vm cannot have accelerators", id="cpu-with-gpu"
+    ),
+    pytest.param({"colour": "blue"}, "colour: Extra inputs are not permitted", id="unknown-field"),
+]
+
+
+@pytest.mark.parametrize(("patch", "message"), BAD_TYPES)
+def test_bad_catalog_names_the_type_field_and_value(patch, message):
+    data = _catalog_data()
+    data["types"][0].update(patch)
+    with pytest.raises(CatalogError) as err:
+        parse_catalog(data, source="catalog.yaml")
+    text = str(err.value)
+    assert text.startswith("catalog.yaml: ")
+    assert "types[0] (m7i.xlarge)" in text and message in text, text
+
+
+def test_duplicate_type_names_are_rejected():
+    data = _catalog_data()
+    data["types"].append(dict(data["types"][0]))
+    with pytest.raises(CatalogError, match="duplicate type name 'm7i.xlarge'"):
+        parse_catalog(data)
+
+
+BAD_PROFILES = [
+    pytest.param({"kinds": ["gpu"]}, "kinds[0]: Input should be 'cpu-vm'", id="unknown-kind"),
+    pytest.param({"serves": {"c7g.2xlarge": {"rps": 1}}}, "unknown metric(s) ['rps']", id="unknown-metric"),
+    pytest.param({"min_nodes": 5, "max_nodes": 2}, "max_nodes (2) must be >= min_nodes (5)", id="min-above-max"),
+    pytest.param({"workload_class": "io"}, "workload_class: Input should be 'compute'", id="workload-class"),
+    pytest.param({"kinds": ["fpga"]}, "fpga_bitstreams is empty", id="fpga-without-bitstream"),
+]
+
+
+@pytest.mark.parametrize(("patch", "message"), BAD_PROFILES)
+def test_bad_profile_names_the_field(patch, message):
+    data = yaml.safe_load((APPS / "web.yaml").read_text())
+    data.update(patch)
+    with pytest.raises(CatalogError) as err:
+        parse_profile(data, source="web.yaml")
+    assert message in str(err.value), str(err.value)
+
+
+def test_profile_serving_an_unknown_type_fails_the_cross_check(tmp_path):
+    data = yaml.safe_load((APPS / "web.yaml").read_text())
+    data["serves"] = {"c9.large": {"requests_per_second": 10}}
+    (tmp_path / "web.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(CatalogError, match=r"serves names unknown type\(s\) \['c9.large'\]"):
+        check_profile(load_profile(tmp_path / "web.yaml"), load_catalog(CATALOG))
+
+
+def test_unreadable_files_are_catalog_errors(tmp_path):
+    (tmp_path / "bad.yaml").write_text("types: [\n")
+    with pytest.raises(CatalogError, match="not valid YAML"):
+        load_catalog(tmp_path / "bad.yaml")
+    with pytest.raises(CatalogError, match="file not found"):
+        load_catalog(tmp_path / "absent.yaml")
+    assert list_profiles(tmp_path / "absent") == []

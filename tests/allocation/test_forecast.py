@@ -1,0 +1,64 @@
+"""`Forecast`: shape checks and reading any quantile from a few."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+
+from prescale.forecast import Forecast, ForecastError
+
+START = pd.Timestamp("2026-03-02T10:00:00Z")
+
+
+def normal_forecast(mu=100.0, sigma=10.0, levels=(0.1, 0.5, 0.9)) -> Forecast:
+    values = np.array([[[norm.ppf(q, mu, sigma) for q in levels]]] * 3)
+    return Forecast(START, 60, ["rps"], list(levels), values)
+
+
+@pytest.mark.parametrize("q", [pytest.param(q, id=f"q{q}") for q in (0.1, 0.3, 0.5, 0.75, 0.95, 0.99, 0.01)])
+def test_quantiles_of_a_normal_are_exact_inside_and_outside_the_grid(q):
+    fc = normal_forecast()
+    assert fc.quantile(q) == pytest.approx(np.full((3, 1), norm.ppf(q, 100, 10)))
+
+
+def test_crossed_quantiles_are_sorted():
+    values = np.array([[[120.0, 100.0, 90.0]]])
+    fc = Forecast(START, 60, ["rps"], [0.1, 0.5, 0.9], values)
+    assert fc.quantile(0.1)[0, 0] == 90.0 and fc.quantile(0.9)[0, 0] == 120.0
+
+
+BAD = [
+    pytest.param(dict(step_seconds=0), "step_seconds must be > 0", id="step"),
+    pytest.param(dict(quantiles=[0.5, 0.1, 0.9]), "strictly increasing", id="unsorted-levels"),
+    pytest.param(dict(quantiles=[0.0, 0.5, 1.0]), "in (0, 1)", id="levels-out-of-range"),
+    pytest.param(dict(values=np.zeros((3, 2, 3))), "shaped (horizon >= 1, 1 metrics, 3 quantiles)", id="shape"),
+    pytest.param(dict(values=np.full((2, 1, 3), np.nan)), "NaN", id="nan"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD)
+def test_bad_forecasts_name_the_value(change, message):
+    args = dict(start=START, step_seconds=60, metrics=["rps"], quantiles=[0.1, 0.5, 0.9], values=np.ones((2, 1, 3)))
+    args.update(change)
+    with pytest.raises(ForecastError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Forecast(**args)
+
+
+def test_from_median_and_json_round_trip():
+    fc = Forecast.from_median(
+        np.array([100.0, 200.0]), start="2026-03-02 10:00", step_seconds=60, metrics=["rps"], spread=0.1
+    )
+    assert fc.start == START  # naive timestamps are read as UTC
+    assert fc.quantile(0.9)[:, 0] == pytest.approx([110.0, 220.0])
+    back = Forecast.from_dict(fc.to_dict())
+    assert np.array_equal(back.values, fc.values) and back.start == fc.start and back.metrics == fc.metrics
+    assert list(fc.index) == [START, START + pd.Timedelta(minutes=1)]
+
+
+def test_select_reorders_metrics_and_names_missing_ones():
+    fc = Forecast(START, 60, ["a", "b"], [0.5], np.array([[[1.0], [2.0]]]))
+    assert fc.select(["b", "a"]).values[0, :, 0].tolist() == [2.0, 1.0]
+    with pytest.raises(ForecastError, match="no metric 'c'"):
+        fc.select(["c"])

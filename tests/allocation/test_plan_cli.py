@@ -1,0 +1,80 @@
+"""`prescale plan`: the JSON contract, demand files, and exit code 2 on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from prescale.cli import app
+
+runner = CliRunner()
+FAST = ["--trials", "5", "--seed", "1"]
+
+
+def plan(*args: str):
+    return runner.invoke(app, ["plan", *args, "--json"])
+
+
+@pytest.fixture(autouse=True)
+def _home(prescale_home, monkeypatch):
+    monkeypatch.setenv("PRESCALE_SEARCH__TIME_BUDGET_MS", "5000")
+
+
+def test_plan_json_has_the_promised_keys():
+    result = plan("--app", "inference", *FAST)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert {"allocation", "cost_per_hour", "covered", "rejected", "runner_ups"} <= set(out)
+    assert out["allocation"] and all(isinstance(v, int) and v > 0 for v in out["allocation"].values())
+    assert out["rejected"]["vt1.3xlarge"].startswith("incompatible")
+    assert out["demand"] == "example" and out["current"] == {"g6.xlarge": 2}
+
+
+def test_plan_reads_a_quantile_csv_and_current_nodes(tmp_path):
+    csv = tmp_path / "demand.csv"
+    rows = ["ts,streams@0.1,streams@0.5,streams@0.9"]
+    rows += [f"2026-03-02T10:{m:02d}:00Z,{40 + m},{50 + m},{60 + m}" for m in range(10)]
+    csv.write_text("\n".join(rows) + "\n")
+    result = plan("--app", "transcoder", "--demand", str(csv), "--current", "vt1.3xlarge=4", "--solver", "milp")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["current"] == {"vt1.3xlarge": 4} and out["solver"] == "milp"
+    assert out["allocation"].get("vt1.3xlarge", 0) >= 4  # FPGAs take 600 s: the running ones stay
+    assert out["rejected"]["g5.xlarge"].startswith("incompatible")
+
+
+def test_profile_option_plans_an_app_without_its_own_file():
+    result = plan("--app", "shop", "--profile", "web", *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["app"] == "shop"
+
+
+BAD = [
+    pytest.param(["--app", "shop"], "no profile 'shop'", id="unknown-app"),
+    pytest.param(["--app", "web", "--current", "c7g.2xlarge"], "expected TYPE=N", id="bad-current"),
+    pytest.param(["--app", "web", "--current", "c9.huge=2"], "unknown type(s) ['c9.huge']", id="unknown-type"),
+    pytest.param(["--app", "web", "--demand", "/nonexistent.csv"], "not found", id="missing-demand"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD)
+def test_bad_input_exits_2_with_a_message(args, message):
+    result = plan(*args)
+    assert result.exit_code == 2
+    assert message in json.loads(result.stdout)["error"]
+
+
+def test_missing_metric_column_names_it(tmp_path):
+    csv = tmp_path / "demand.csv"
+    csv.write_text("requests_per_second\n100\n200\n")
+    result = plan("--app", "web", "--demand", str(csv))
+    assert result.exit_code == 2
+    assert "missing column(s) ['connections']" in json.loads(result.stdout)["error"]
+
+
+def test_plan_prints_a_table_without_json():
+    result = runner.invoke(app, ["plan", "--app", "web", *FAST])
+    assert result.exit_code == 0, result.output
+    assert "allocation" in result.stdout and "not chosen" in result.stdout and "runner-up" in result.stdout
