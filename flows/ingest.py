@@ -7,7 +7,9 @@ Two modes, chosen by parameters:
   the overlap between consecutive windows is collapsed by the store on read).
 
 Either way: read -> validate -> store (quarantine + accepted rows, idempotent batch)
--> a markdown artifact with read / accepted / quarantined per app.
+-> compact the touched apps' partitions that piled up files (minute batches add one
+file per partition each run) -> a markdown artifact with read / accepted /
+quarantined per app.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from prefect import flow
 
 from prescale.metrics.ingest import IngestReport
 from prescale.settings import load_settings
-from tasks.ingest import publish_artifact, read_file, read_prometheus, store, summarise, validate
+from tasks.ingest import compact, publish_artifact, read_file, read_prometheus, store, summarise, validate
 
 
 @flow(name="ingest-metrics", log_prints=True)
@@ -53,5 +55,6 @@ def ingest_metrics(
     result = validate(batch)
     written = store(batch, result, str(settings.store.root), str(settings.store.quarantine))
     summary = summarise(batch, result, written, str(settings.store.root))
+    compact(str(settings.store.root), sorted(summary.per_app), settings.store.compact_min_files)
     publish_artifact([summary])
     return summary

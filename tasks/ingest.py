@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
@@ -22,21 +23,33 @@ from prescale.metrics.ingest import (
     store_batch,
     validate_batch,
 )
-from prescale.metrics.store import MetricsStore, WriteResult
+from prescale.metrics.prometheus import PrometheusConfigError, PrometheusQueryError, PrometheusUnavailableError
+from prescale.metrics.store import CompactionResult, MetricsStore, WriteResult
 from prescale.metrics.validation import MetricsInputError, ValidationResult
 
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [1, 5, 15]
 
 
+def is_transient(exc: BaseException) -> bool:
+    """An allow-list of failures a retry can fix: I/O hiccups and an unreachable server.
+
+    Everything else (bad input, a bad query, a bug) fails at once: retrying the same
+    input cannot change the outcome and would only delay the error by the retry delays.
+    """
+    if isinstance(exc, MetricsInputError | PrometheusQueryError | PrometheusConfigError):
+        return False
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
+        return False
+    return isinstance(exc, PrometheusUnavailableError | httpx.TransportError | TimeoutError | OSError)
+
+
 def transient_only(task, task_run, state) -> bool:
-    """Retry condition: retry I/O failures, never a user error in the input."""
+    """Prefect retry condition: retry only :func:`is_transient` failures."""
     try:
         state.result()
-    except MetricsInputError:
-        return False
-    except Exception:  # noqa: BLE001 - anything else may be transient
-        return True
+    except Exception as exc:  # noqa: BLE001 - classified just below
+        return is_transient(exc)
     return False
 
 
@@ -74,6 +87,26 @@ def store(batch: RawBatch, result: ValidationResult, root: str, quarantine: str)
     else:
         logger.info("wrote %s rows in %d files", f"{written.rows:,}", written.files)
     return written
+
+
+@task(
+    name="compact-metrics", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=transient_only
+)
+def compact(root: str, apps: list[str], min_files: int) -> CompactionResult:
+    """Merge the partitions of these apps that have piled up `min_files` files (minute batches do)."""
+    store = MetricsStore(Path(root))
+    results = [store.compact(app=app, min_files=min_files) for app in apps]
+    merged = CompactionResult(
+        partitions=sum(r.partitions for r in results),
+        files_before=sum(r.files_before for r in results),
+        files_after=sum(r.files_after for r in results),
+        rows=sum(r.rows for r in results),
+    )
+    if merged.partitions:
+        get_run_logger().info(
+            "compacted %d partitions: %d files -> %d", merged.partitions, merged.files_before, merged.files_after
+        )
+    return merged
 
 
 @task(name="summarise-ingest")

@@ -69,7 +69,34 @@ class TimestampSpec(BaseModel):
         synthetic = self.column is None or self.unit == "index"
         if synthetic and (self.start is None or self.step_seconds is None):
             raise ValueError("timestamps from the row order or an index column need both `start` and `step_seconds`")
+        if self.start is not None:
+            aware_instant(self.start, "timestamp.start")
+        if self.timezone is not None:
+            _check_timezone(self.timezone)
         return self
+
+
+def aware_instant(text: str, where: str) -> pd.Timestamp:
+    """Parse a mapping's instant; it must carry a UTC offset (or Z)."""
+    try:
+        instant = pd.Timestamp(text)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{where}: {text!r} is not an ISO 8601 instant") from exc
+    if instant.tzinfo is None:
+        raise ValueError(f"{where}: {text!r} has no UTC offset; write e.g. {text}Z or {text}-04:00")
+    return instant.tz_convert("UTC")
+
+
+def _check_timezone(timezone: str) -> None:
+    try:
+        if timezone[:1] in "+-":
+            pd.Timestamp("2000-01-01T00:00:00" + timezone)
+        else:
+            pd.Timestamp("2000-01-01").tz_localize(timezone)
+    except Exception as exc:  # noqa: BLE001 - pandas raises several types for a bad zone
+        raise ValueError(
+            f"timestamp.timezone: {timezone!r} is neither a UTC offset like '-04:00' nor a zone name"
+        ) from exc
 
 
 class MetricColumn(BaseModel):
@@ -80,13 +107,28 @@ class MetricColumn(BaseModel):
 
 
 class AppsFromColumns(BaseModel):
-    """Every column except the time column is one app (e.g. one Azure VM per column)."""
+    """Every data column is one app (e.g. one Azure VM per column).
+
+    Data columns are all columns except the time column, the columns that exclude
+    rules read, and those listed in ``skip``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     metric: str
     name: str = Field(default="{app}-{n:03d}", description="App name template: {app} is --app, {n} the column number.")
     scale: float = 1.0
+    skip: list[str] = Field(default_factory=list, description="Columns that are not apps.")
+
+    @model_validator(mode="after")
+    def _check(self) -> AppsFromColumns:
+        try:
+            self.name.format(app="app", n=0, column="c")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"apps_from_columns.name: {self.name!r} may use only {{app}}, {{n}} and {{column}}"
+            ) from exc
+        return self
 
 
 class ExcludeRule(BaseModel):
@@ -99,6 +141,17 @@ class ExcludeRule(BaseModel):
     equals: float | str | None = None
     start: str | None = Field(default=None, alias="from")
     end: str | None = Field(default=None, alias="to")
+
+    @model_validator(mode="after")
+    def _check(self) -> ExcludeRule:
+        if self.column is None and self.start is None and self.end is None:
+            raise ValueError(f"exclude rule {self.reason!r} names neither a column nor a from/to window")
+        if (self.column is None) != (self.equals is None):
+            raise ValueError(f"exclude rule {self.reason!r}: give `column` and `equals` together")
+        for bound, where in ((self.start, "from"), (self.end, "to")):
+            if bound is not None:
+                aware_instant(bound, f"exclude rule {self.reason!r} `{where}`")
+        return self
 
 
 class Mapping(BaseModel):
@@ -131,7 +184,7 @@ def load_mapping(path: Path) -> Mapping:
         raise MetricsInputError(f"cannot read mapping {path}: {exc}") from exc
     try:
         return Mapping.model_validate(data or {})
-    except ValidationError as exc:
+    except (ValidationError, ValueError) as exc:
         raise MetricsInputError(f"invalid mapping {path}:\n{exc}") from exc
 
 
@@ -149,6 +202,8 @@ def _file_format(path: Path, declared: str | None) -> str:
 def _check_not_empty(path: Path) -> None:
     if not path.exists():
         raise MetricsInputError(f"no such file: {path}")
+    if not path.is_file():
+        raise MetricsInputError(f"{path} is not a file")
     if path.stat().st_size == 0:
         raise MetricsInputError(f"{path} is empty (0 bytes): nothing to ingest")
 
@@ -170,9 +225,17 @@ def _csv_header(path: Path) -> list[str]:
     """Column names from the first block only (a streaming reader, not the whole file)."""
     try:
         with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20)) as reader:
-            return reader.schema.names
-    except pa.ArrowInvalid as exc:
+            names = reader.schema.names
+    except (pa.ArrowException, OSError) as exc:
         raise MetricsInputError(f"cannot read {path} as csv: truncated or malformed ({exc})") from exc
+    _unique_columns(path, names)
+    return names
+
+
+def _unique_columns(path: Path, names: list[str]) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise MetricsInputError(f"{path} repeats column name(s) {repeated}: each column needs its own name")
 
 
 def _read_table(path: Path, fmt: str, **csv_kwargs) -> pa.Table:
@@ -231,6 +294,7 @@ def read_mapped(path: Path, mapping: Mapping, *, app: str | None = None) -> pd.D
     path = Path(path)
     table = _read_table(path, _file_format(path, mapping.format), as_text=False)
     _no_rows(path, table)
+    _unique_columns(path, table.column_names)
     frame = table.to_pandas()
     _require_columns(path, frame, mapping)
     empty = {name: _empty_cells(table[name]) for name in table.column_names}
@@ -244,7 +308,12 @@ def read_mapped(path: Path, mapping: Mapping, *, app: str | None = None) -> pd.D
             empty,
             mapping.apps_from_columns,
             prefix=app or mapping.app,
-            skip={mapping.timestamp.column},
+            skip={
+                mapping.timestamp.column,
+                mapping.app_column,
+                mapping.phase_column,
+                *(r.column for r in mapping.exclude),
+            },
         )
     return _wide_to_long(frame, ts, excluded, empty, mapping, app=app or mapping.app)
 
@@ -257,69 +326,99 @@ def _require_columns(path: Path, frame: pd.DataFrame, mapping: Mapping) -> None:
         raise MetricsInputError(f"{path} lacks column(s) {missing} named by the mapping; found {list(frame.columns)}")
 
 
+_OFFSET = r"(?:[Zz]|[+-]\d\d(?::?\d\d)?)$"
+
+
 def _timestamps(frame: pd.DataFrame, spec: TimestampSpec) -> pd.Series:
-    """One UTC instant per row; NaT where a row's time cannot be parsed."""
+    """One UTC instant per row; NaT where a row's time cannot be parsed (validation then says why)."""
     if spec.column is None:
-        steps = pd.Series(np.arange(len(frame), dtype="float64"))
-        return pd.Timestamp(spec.start).tz_convert("UTC") + pd.to_timedelta(steps * spec.step_seconds, unit="s")
+        return _from_steps(pd.Series(np.arange(len(frame), dtype="float64")), spec)
     raw = frame[spec.column]
     if spec.unit == "index":
-        steps = pd.to_numeric(raw, errors="coerce") - spec.index_origin
-        return pd.Timestamp(spec.start).tz_convert("UTC") + pd.to_timedelta(steps * spec.step_seconds, unit="s")
+        index = pd.to_numeric(raw, errors="coerce")
+        return _from_steps((index - spec.index_origin).where(index == np.floor(index)), spec)
     if spec.unit in {"s", "ms"}:
         seconds = pd.to_numeric(raw, errors="coerce") / (1000.0 if spec.unit == "ms" else 1.0)
-        origin = pd.Timestamp(spec.start).tz_convert("UTC") if spec.start else pd.Timestamp(0, tz="UTC")
+        origin = aware_instant(spec.start, "timestamp.start") if spec.start else pd.Timestamp(0, tz="UTC")
         return origin + pd.to_timedelta(seconds, unit="s")
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
         return raw.dt.tz_convert("UTC")
-    parsed = pd.to_datetime(raw.astype("string"), format="ISO8601", errors="coerce", utc=spec.timezone is None)
-    if spec.timezone is not None:
-        parsed = _localise(raw.astype("string"), spec.timezone)
-    return parsed
+    if pd.api.types.is_datetime64_dtype(raw.dtype):  # a typed column without zone: the mapping's zone, else UTC
+        return raw.dt.tz_localize(spec.timezone or "UTC").dt.tz_convert("UTC")
+    return _parse_text(raw.astype("string").str.strip(), spec.timezone)
+
+
+def _from_steps(steps: pd.Series, spec: TimestampSpec) -> pd.Series:
+    return aware_instant(spec.start, "timestamp.start") + pd.to_timedelta(steps * spec.step_seconds, unit="s")
+
+
+def _parse_text(text: pd.Series, timezone: str | None) -> pd.Series:
+    """Text with an offset is taken as written; text without one is read in `timezone`, or is NaT."""
+    has_offset = text.str.contains(_OFFSET, regex=True, na=False).to_numpy()
+    parts = [pd.to_datetime(text[has_offset], format="ISO8601", utc=True, errors="coerce")]
+    if timezone is not None and (~has_offset).any():
+        parts.append(_localise(text[~has_offset], timezone))
+    else:
+        parts.append(pd.Series(pd.NaT, index=text.index[~has_offset], dtype="datetime64[ns, UTC]"))
+    return pd.concat(parts).sort_index()
 
 
 def _localise(text: pd.Series, timezone: str) -> pd.Series:
-    """Parse text timestamps; those without an offset are read in `timezone`."""
-    offset = pd.Timestamp("2000-01-01T00:00:00" + timezone).utcoffset() if timezone[0] in "+-" else None
-    naive = pd.to_datetime(text.str.replace(r"(Z|[+-]\d\d:?\d\d)$", "", regex=True), format="ISO8601", errors="coerce")
-    if offset is not None:
-        return (naive - offset).dt.tz_localize("UTC")
+    """Parse text timestamps without an offset as wall-clock time in `timezone`."""
+    naive = pd.to_datetime(text, format="ISO8601", errors="coerce")
+    if timezone[0] in "+-":
+        return (naive - pd.Timestamp("2000-01-01T00:00:00" + timezone).utcoffset()).dt.tz_localize("UTC")
     return naive.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
 
 
-def _excluded(frame: pd.DataFrame, ts: pd.Series, rules: list[ExcludeRule]) -> np.ndarray:
-    excluded = np.zeros(len(frame), dtype=bool)
+def _excluded(frame: pd.DataFrame, ts: pd.Series, rules: list[ExcludeRule]) -> pd.Series:
+    """The first matching rule's reason per row (missing where no rule matches)."""
+    excluded = pd.Series(pd.NA, index=frame.index, dtype="string")
     for rule in rules:
         mask = np.ones(len(frame), dtype=bool)
         if rule.column is not None:
             column = frame[rule.column]
             target = rule.equals
             if pd.api.types.is_numeric_dtype(column.dtype) and isinstance(target, str):
-                target = float(target)
+                try:
+                    target = float(target)
+                except ValueError as exc:
+                    raise MetricsInputError(
+                        f"exclude rule {rule.reason!r}: column {rule.column!r} is numeric but `equals` is {target!r}"
+                    ) from exc
             mask &= (column == target).to_numpy(dtype=bool, na_value=False)
         if rule.start is not None:
-            mask &= (ts >= pd.Timestamp(rule.start).tz_convert("UTC")).to_numpy(dtype=bool, na_value=False)
+            mask &= (ts >= aware_instant(rule.start, "from")).to_numpy(dtype=bool, na_value=False)
         if rule.end is not None:
-            mask &= (ts < pd.Timestamp(rule.end).tz_convert("UTC")).to_numpy(dtype=bool, na_value=False)
-        excluded |= mask
+            mask &= (ts < aware_instant(rule.end, "to")).to_numpy(dtype=bool, na_value=False)
+        excluded[mask & excluded.isna().to_numpy()] = rule.reason
     return excluded
 
 
-def _scaled(column: pd.Series, scale: float) -> pd.Series:
-    if scale == 1.0 or not pd.api.types.is_numeric_dtype(column.dtype):
-        return column  # text columns are judged (bad_type) by validation, unscaled
-    return column.astype("float64") * scale
+def _scaled(column: pd.Series, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers in the metric's unit, and where a non-empty cell was not a number (validation: bad_type)."""
+    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+        return column.to_numpy(dtype="float64", na_value=np.nan) * scale, np.zeros(len(column), dtype=bool)
+    text = column.astype("string").str.strip()
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+    nan_literal = text.str.lower().isin(["nan", "-nan", "+nan"]).to_numpy(dtype=bool, na_value=False)
+    filled = (text.notna() & (text != "")).to_numpy(dtype=bool, na_value=False)
+    unparsed = filled & numbers.isna().to_numpy() & ~nan_literal
+    return numbers.to_numpy() * scale, unparsed
 
 
 def _wide_to_long(frame, ts, excluded, empty, mapping: Mapping, *, app: str | None) -> pd.DataFrame:
     pieces = []
     for metric, spec in mapping.metrics.items():
+        values, unparsed = _scaled(frame[spec.column], spec.scale)
         piece = {
             "ts": ts,
             "metric": metric,
-            "value": _scaled(frame[spec.column], spec.scale),
-            "excluded": excluded,
+            "value": values,
             "value_missing": empty[spec.column],
+            "value_unparsed": unparsed,
+            "excluded": excluded.notna().to_numpy(),
+            "excluded_reason": excluded,
         }
         if mapping.app_column:
             piece["app"] = frame[mapping.app_column]
@@ -334,20 +433,19 @@ def _wide_to_long(frame, ts, excluded, empty, mapping: Mapping, *, app: str | No
 def _apps_from_columns(frame, ts, excluded, empty, spec: AppsFromColumns, *, prefix: str | None, skip) -> pd.DataFrame:
     if prefix is None:
         raise MetricsInputError("this mapping makes one app per column: give --app as the app name prefix")
-    columns = [c for c in frame.columns if c not in skip]
+    columns = [c for c in frame.columns if c not in skip and c not in spec.skip]
     names = [spec.name.format(app=prefix, n=n, column=column) for n, column in enumerate(columns)]
     rows = len(frame)
-    values = [_scaled(frame[c], spec.scale) for c in columns]
-    numeric = all(pd.api.types.is_numeric_dtype(v.dtype) for v in values)
+    scaled = [_scaled(frame[c], spec.scale) for c in columns]
     return pd.DataFrame(
         {
             "app": pd.Categorical.from_codes(np.repeat(np.arange(len(names)), rows), categories=names),
             "ts": np.tile(ts.to_numpy(), len(columns)),
             "metric": pd.Categorical.from_codes(np.zeros(rows * len(columns), dtype=np.int8), [spec.metric]),
-            "value": np.concatenate([v.to_numpy(dtype="float64") for v in values])
-            if numeric
-            else pd.concat(values, ignore_index=True).astype("string"),
-            "excluded": np.tile(excluded, len(columns)),
+            "value": np.concatenate([values for values, _ in scaled]),
+            "value_unparsed": np.concatenate([unparsed for _, unparsed in scaled]),
             "value_missing": np.concatenate([empty[c] for c in columns]),
+            "excluded": np.tile(excluded.notna().to_numpy(), len(columns)),
+            "excluded_reason": np.tile(excluded.to_numpy(dtype=object), len(columns)),
         }
     )

@@ -18,8 +18,9 @@ import pandas as pd
 
 from prescale.metrics.files import load_mapping, read_canonical, read_mapped
 from prescale.metrics.prometheus import fetch_range, load_prometheus_config
+from prescale.metrics.schema import is_valid_app_name
 from prescale.metrics.store import MetricsStore, WriteResult, batch_id_for, file_digest
-from prescale.metrics.validation import ValidationResult, split
+from prescale.metrics.validation import MetricsInputError, ValidationResult, split
 
 
 @dataclass
@@ -61,6 +62,11 @@ class IngestReport:
 def read_file_batch(path: Path, *, app: str | None, mapping: Path | None, block_size_mib: int = 64) -> RawBatch:
     """Read a CSV/Parquet file (canonical, or through a YAML mapping) into a raw batch."""
     path = Path(path)
+    if app is not None and not is_valid_app_name(app):
+        raise MetricsInputError(
+            f"--app {app!r} is not a valid Kubernetes Service name: use a lower-case letter, then lower-case "
+            "alphanumerics and '-' (at most 63), e.g. 'web' or 'video-api'"
+        )
     with ThreadPoolExecutor(max_workers=1) as pool:
         digest = pool.submit(file_digest, path)  # hashing releases the GIL: overlap it with parsing
         if mapping is not None:

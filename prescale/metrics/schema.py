@@ -2,9 +2,9 @@
 
 A metrics row is ``(app, ts, metric, value[, phase])``:
 
-- ``app``: a valid Kubernetes name (RFC 1123 label: lower-case alphanumerics and
-  ``-``, at most 63 characters, starting and ending alphanumeric), because each
-  app becomes Deployments and Services named after it.
+- ``app``: a valid Kubernetes Service name (RFC 1035 label: lower-case
+  alphanumerics and ``-``, at most 63 characters, starting with a letter and ending
+  alphanumeric), because each app becomes Deployments and a Service named after it.
 - ``ts``: a UTC instant (stored as ``timestamp[ns, tz=UTC]``).
 - ``metric``: one of :data:`KNOWN_METRICS` (fixed unit and bounds), or a free-form
   app-level metric ``app.<snake_case>`` such as ``app.requests_per_s``. App metrics
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-APP_NAME_PATTERN = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+APP_NAME_PATTERN = r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
 APP_METRIC_PATTERN = r"app\.[a-z][a-z0-9_]{0,62}"
 PHASE_PATTERN = r"[a-z0-9]([-_a-z0-9]{0,61}[a-z0-9])?"
 COLUMNS = ("app", "ts", "metric", "value", "phase")

@@ -20,6 +20,11 @@ A batch whose commit record exists is skipped when it comes again: a retried or
 repeated batch adds nothing. A batch killed before its commit left at most some
 complete files behind; its retry deletes them before moving its own in.
 
+The commit record is the unit of idempotency, not of visibility: readers list the
+partition folders, so the complete files of a batch killed between its renames and
+its commit are visible (valid rows, each file whole) until the batch is retried,
+which replaces them, or a compaction folds them in.
+
 **Reading** (:meth:`MetricsStore.read`) lists only the ``date=`` folders of the
 asked window for the one app, so it touches only the partitions it needs, then
 filters on ``ts`` inside them. Rows with the same ``(ts, metric)`` from different
@@ -64,6 +69,12 @@ FILE_SCHEMA = pa.schema(
 )
 PARTITIONING = ds.partitioning(pa.schema([("app", pa.string()), ("date", pa.date32())]), flavor="hive")
 KEY = ["ts", "metric"]
+# Quarantine files: every cell as text (as read), so batches of any source read back together.
+QUARANTINE_SCHEMA = pa.schema(
+    [("source_row", pa.int64())]
+    + [(c, pa.string()) for c in ("app", "raw_app", "ts", "metric", "value", "phase", "reason", "detail", "source")]
+)
+_QUARANTINE_READ = QUARANTINE_SCHEMA.append(pa.field("batch_id", pa.string()))
 
 
 @dataclass(frozen=True)
@@ -173,15 +184,21 @@ class MetricsStore:
         """Store rejected rows with their reasons, one file per batch (replaced on retry)."""
         if not len(rows):
             return None
-        table = pa.Table.from_pandas(rows.assign(source=source, batch_id=batch_id), preserve_index=False)
-        path = self.quarantine / f"batch={batch_id}" / "part-0.parquet"
+        frame = rows.assign(source=source)
+        table = pa.table(
+            {f.name: pa.array(frame[f.name].to_numpy(), type=f.type, from_pandas=True) for f in QUARANTINE_SCHEMA}
+        )
+        path = self.quarantine / f"batch_id={batch_id}" / "part-0.parquet"
         _atomic_write_table(table, path)
         return path
 
     def read_quarantine(self) -> pd.DataFrame:
+        """Every quarantined row of every batch, with its `batch_id`."""
         if not self.quarantine.exists():
-            return pd.DataFrame(columns=["source_row", "reason"])
-        return ds.dataset(self.quarantine, format="parquet", partitioning="hive").to_table().to_pandas()
+            return pd.DataFrame(columns=[f.name for f in QUARANTINE_SCHEMA] + ["batch_id"])
+        partitioning = ds.partitioning(pa.schema([("batch_id", pa.string())]), flavor="hive")
+        dataset = ds.dataset(self.quarantine, format="parquet", partitioning=partitioning, schema=_QUARANTINE_READ)
+        return dataset.to_table().to_pandas()
 
     def _commit_path(self, batch_id: str) -> Path:
         return self.root / "_batches" / f"{batch_id}.json"
@@ -204,8 +221,8 @@ class MetricsStore:
 
     def files(self, app: str, *, start: datetime | None = None, end: datetime | None = None) -> list[Path]:
         """Data files of `app` whose date partition can hold rows in [start, end)."""
-        first = pd.Timestamp(start).tz_convert("UTC").date() if start is not None else date.min
-        last = (pd.Timestamp(end).tz_convert("UTC") - pd.Timedelta(1, "ns")).date() if end is not None else date.max
+        first = utc(start).date() if start is not None else date.min
+        last = (utc(end) - pd.Timedelta(1, "ns")).date() if end is not None else date.max
         if start is not None and end is not None and (last - first) < timedelta(days=400):
             days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
         else:
@@ -296,13 +313,19 @@ def _dictionary(values: pd.Series) -> pa.DictionaryArray:
     )
 
 
+def utc(instant) -> pd.Timestamp:
+    """An instant as a UTC timestamp; naive datetimes are taken as UTC."""
+    stamp = pd.Timestamp(instant)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
 def _filter(start, end, metrics) -> ds.Expression | None:
     expr = None
     conditions = []
     if start is not None:
-        conditions.append(ds.field("ts") >= pa.scalar(pd.Timestamp(start).tz_convert("UTC"), pa.timestamp("ns", "UTC")))
+        conditions.append(ds.field("ts") >= pa.scalar(utc(start), pa.timestamp("ns", "UTC")))
     if end is not None:
-        conditions.append(ds.field("ts") < pa.scalar(pd.Timestamp(end).tz_convert("UTC"), pa.timestamp("ns", "UTC")))
+        conditions.append(ds.field("ts") < pa.scalar(utc(end), pa.timestamp("ns", "UTC")))
     if metrics:
         conditions.append(ds.field("metric").isin(list(metrics)))
     for condition in conditions:

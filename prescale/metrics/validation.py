@@ -38,8 +38,10 @@ from prescale.metrics.schema import REQUIRED_COLUMNS, ROW_SCHEMA
 REASONS: dict[str, str] = {
     "excluded": "excluded by the column mapping (a known gap or a flagged outage; see the mapping's rule)",
     "missing_app": "no app name: give --app or map an app column",
-    "invalid_app_name": "app is not a valid Kubernetes name (lower-case alphanumerics and '-', at most 63)",
-    "bad_timestamp": "timestamp could not be parsed: use ISO 8601 with a UTC offset, or epoch seconds",
+    "invalid_app_name": "app is not a valid Kubernetes Service name (RFC 1035: a lower-case letter, then "
+    "lower-case alphanumerics and '-', at most 63)",
+    "bad_timestamp": "timestamp could not be parsed: use ISO 8601 with a UTC offset, or epoch seconds "
+    "(1973..2286; not milliseconds)",
     "missing_metric": "metric name is empty",
     "unknown_metric": "metric is neither a known metric nor an app metric named 'app.<snake_case>'",
     "missing_value": "value is empty",
@@ -102,29 +104,50 @@ def _as_category(values: pd.Series) -> pd.Series:
     return cat.cat.remove_categories(blank) if blank else cat
 
 
+# Epoch seconds are accepted only in this window (1973-03-03 .. 2286-11-20): a bare
+# "20260101" or "2026" is a date typed wrongly, not an instant in 1970.
+EPOCH_MIN, EPOCH_MAX = 1e8, 1e10
+_NS_MIN, _NS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+
+
+def _to_ns_utc(ts: pd.Series) -> pd.Series:
+    """Cast to ``datetime64[ns, UTC]``; instants nanoseconds cannot hold (year 1600, 2300) become NaT."""
+    if ts.dtype == "datetime64[ns, UTC]":
+        return ts
+    outside = ((ts < _NS_MIN) | (ts > _NS_MAX)).to_numpy(dtype=bool, na_value=False)
+    if outside.any():
+        ts = ts.copy()
+        ts[outside] = pd.NaT
+    return ts.astype("datetime64[ns, UTC]")
+
+
+def _from_epoch(seconds: pd.Series) -> pd.Series:
+    plausible = seconds.between(EPOCH_MIN, EPOCH_MAX)
+    return pd.to_datetime(seconds.where(plausible), unit="s", utc=True, errors="coerce")
+
+
 def _parse_ts(raw: pd.Series, reasons: np.ndarray) -> pd.Series:
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
         ts = raw.dt.tz_convert("UTC")
     elif pd.api.types.is_datetime64_dtype(raw.dtype):
-        ts = raw.dt.tz_localize("UTC")  # tz-naive timestamps from a typed source are taken as UTC
+        ts = raw.dt.tz_localize("UTC")  # typed sources (Parquet timestamps without zone) store UTC
     elif pd.api.types.is_numeric_dtype(raw.dtype):
-        ts = pd.to_datetime(raw.astype("float64"), unit="s", utc=True, errors="coerce")
+        ts = _from_epoch(raw.astype("float64"))
     else:
-        ts = _parse_ts_strings(raw.astype("string"))
-    ts = ts.astype("datetime64[ns, UTC]")
+        ts = _parse_ts_strings(raw.astype("string").str.strip().str.replace(r"z$", "Z", regex=True))
+    ts = _to_ns_utc(ts)
     _mark(reasons, ts.isna().to_numpy(), "bad_timestamp")
     return ts
 
 
 def _parse_ts_strings(text: pd.Series) -> pd.Series:
     numeric = pd.to_numeric(text, errors="coerce")
-    ts = pd.to_datetime(numeric, unit="s", utc=True, errors="coerce")
+    ts = _to_ns_utc(_from_epoch(numeric))
     rest = numeric.isna() & text.notna()
     if rest.any():
-        parsed = pd.to_datetime(text[rest], format="ISO8601", utc=True, errors="coerce")
-        naive = ~text[rest].str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True, na=False)
+        parsed = _to_ns_utc(pd.to_datetime(text[rest], format="ISO8601", utc=True, errors="coerce"))
+        naive = ~text[rest].str.contains(r"(?:[Zz]|[+-]\d\d(?::?\d\d)?)$", regex=True, na=False)
         parsed[naive.to_numpy()] = pd.NaT  # an instant without an offset is ambiguous
-        ts = ts.astype("datetime64[ns, UTC]")
         ts[rest] = parsed
     return ts
 
@@ -157,6 +180,8 @@ def normalise(raw: pd.DataFrame, *, app: str | None = None) -> tuple[pd.DataFram
         _mark(reasons, raw["excluded"].to_numpy(dtype=bool), "excluded")
     if "value_missing" in raw.columns:  # typed readers know an empty cell from a NaN; pandas does not
         _mark(reasons, raw["value_missing"].to_numpy(dtype=bool), "missing_value")
+    if "value_unparsed" in raw.columns:  # mapped readers scale numbers and flag the text they could not parse
+        _mark(reasons, raw["value_unparsed"].to_numpy(dtype=bool), "bad_type")
     apps = raw["app"] if "app" in raw.columns else pd.Series(app, index=raw.index, dtype="string")
     if app is not None and "app" in raw.columns:
         apps = apps.astype("string").replace("", pd.NA).fillna(app)
@@ -179,10 +204,13 @@ def _apply_schema(frame: pd.DataFrame, reasons: np.ndarray) -> None:
         ROW_SCHEMA.validate(frame, lazy=True)
     except pa_errors.SchemaErrors as errors:
         cases = errors.failure_cases
-        cases = cases[cases["index"].notna()]
         for (check, column), group in cases.groupby(["check", "column"], dropna=False, sort=False):
             reason = _reason_for(str(check), column)
             mask = np.zeros(len(frame), dtype=bool)
+            if group["index"].isna().any():
+                raise RuntimeError(
+                    f"pandera failed {check!r} on {column!r} for the whole frame, not per row"
+                ) from errors
             mask[group["index"].astype("int64").to_numpy()] = True
             if check == "not_nullable":
                 mask &= reasons == OK  # the parse step already said why most values are missing
@@ -206,7 +234,7 @@ def split(raw: pd.DataFrame, *, app: str | None = None) -> ValidationResult:
     reasons[np.flatnonzero(clean)[dup]] = _PRIORITY["duplicate_key"]
     bad = reasons != OK
     accepted = frame.loc[~bad].reset_index(drop=True)
-    quarantined = _quarantine_rows(raw, reasons, bad)
+    quarantined = _quarantine_rows(raw, frame, reasons, bad)
     counts = quarantined["reason"].value_counts().to_dict() if len(quarantined) else {}
     return ValidationResult(accepted=accepted, quarantined=quarantined, read=len(raw), reasons=counts)
 
@@ -228,15 +256,34 @@ def _duplicated(frame: pd.DataFrame) -> np.ndarray:
     return pd.Series(key).duplicated(keep="first").to_numpy()
 
 
-def _quarantine_rows(raw: pd.DataFrame, reasons: np.ndarray, bad: np.ndarray) -> pd.DataFrame:
-    """Rejected rows exactly as read (as text), with their source row and reason."""
+QUARANTINE_COLUMNS = ("app", "raw_app", "ts", "metric", "value", "phase", "reason", "detail")
+
+
+def _quarantine_rows(raw: pd.DataFrame, frame: pd.DataFrame, reasons: np.ndarray, bad: np.ndarray) -> pd.DataFrame:
+    """Rejected rows as text: the app they count for, the raw cells, the reason and its explanation.
+
+    ``app`` is the effective app (after ``--app`` filled an empty cell), ``raw_app``
+    the cell as read. ``source_row`` is the row of the long batch (for a mapped
+    file: row x metric, in mapping order). Every column but ``source_row`` is a
+    string, so quarantine files of any batch read back together.
+    """
     rows = np.flatnonzero(bad)
     out = pd.DataFrame({"source_row": rows.astype("int64")})
-    for column in ("app", "ts", "metric", "value", "phase"):
-        if column in raw.columns:
-            out[column] = raw[column].iloc[rows].astype("string").to_numpy()
-        else:
-            out[column] = pd.array([None] * len(rows), dtype="string")
+    out["app"] = frame["app"].iloc[rows].astype("string").to_numpy()
+    out["raw_app"] = _text(raw, "app", rows)
+    for column in ("ts", "metric", "value", "phase"):
+        out[column] = _text(raw, column, rows)
     out["reason"] = pd.array(_CODES[reasons[rows]], dtype="string")
-    out["detail"] = out["reason"].map(REASONS)
+    detail = out["reason"].map(REASONS).astype("string")
+    if "excluded_reason" in raw.columns:
+        excluded = (out["reason"] == "excluded").to_numpy(dtype=bool, na_value=False)
+        rule = _text(raw, "excluded_reason", rows)
+        detail[excluded] = "excluded by the column mapping: " + pd.Series(rule, dtype="string")[excluded]
+    out["detail"] = detail
     return out
+
+
+def _text(raw: pd.DataFrame, column: str, rows: np.ndarray) -> np.ndarray:
+    if column not in raw.columns:
+        return pd.array([None] * len(rows), dtype="string")
+    return raw[column].iloc[rows].astype("string").to_numpy()

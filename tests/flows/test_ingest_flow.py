@@ -64,3 +64,38 @@ def test_demo_flow_ingests_the_bundled_traces(prefect_harness, prescale_home):
         assert rep["accepted"] + rep["quarantined"] == rep["read"] > 0
     assert stored["web"]["rows"] == 20160
     assert stored["web"]["metrics"] == ["app.requests_per_s"]
+
+
+def test_ingest_flow_compacts_partitions_that_piled_up(prefect_harness, prescale_home, monkeypatch, tmp_path):
+    from flows.ingest import ingest_metrics
+
+    monkeypatch.setenv("PRESCALE_STORE__COMPACT_MIN_FILES", "3")
+    for minute in range(3):  # three one-minute batches of the same app and day
+        path = tmp_path / f"m{minute}.csv"
+        path.write_text(f"ts,app,metric,value\n2026-01-01T00:0{minute}:00Z,web,cpu_cores,{minute}\n")
+        ingest_metrics(path=str(path))
+    store = MetricsStore(load_settings().store.root)
+    assert len(store.files("web")) == 1
+    assert store.read("web")["value"].tolist() == [0.0, 1.0, 2.0]
+
+
+async def _task_runs(name: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    async with get_client() as client:
+        return await client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_=name)))
+
+
+def test_user_errors_are_not_retried(prefect_harness, prescale_home, tmp_path):
+    from flows.ingest import ingest_metrics
+
+    mapping = tmp_path / "naive.yaml"
+    mapping.write_text(
+        "timestamp: {start: '2026-01-01T00:00:00', step_seconds: 60}\nmetrics: {cpu_cores: {column: v}}\n"
+    )
+    before = {r.id for r in asyncio.run(_task_runs("read-metrics-file"))}
+    with pytest.raises(MetricsInputError, match="no UTC offset"):
+        ingest_metrics(path=str(CORPUS / "clean.csv"), app="web", mapping=str(mapping))
+    runs = [r for r in asyncio.run(_task_runs("read-metrics-file")) if r.id not in before]
+    assert len(runs) == 1 and runs[0].run_count == 1  # failed once, no retries

@@ -410,3 +410,26 @@ def test_invalid_config_names_file_and_problem(tmp_path: Path, text: str, fragme
 def test_missing_config_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(PrometheusConfigError, match="cannot read Prometheus queries file .*absent.yaml"):
         load_prometheus_config(tmp_path / "absent.yaml")
+
+
+def test_prometheus_window_flows_into_the_store_idempotently(prometheus, tmp_path):
+    """What the one-minute deployment runs: read_prometheus_batch -> validate -> store, twice for one window."""
+    from prescale.metrics.ingest import read_prometheus_batch, report, store_batch, validate_batch
+    from prescale.metrics.store import MetricsStore
+
+    config = tmp_path / "queries.yaml"
+    config.write_text("apps:\n  web:\n    cpu_cores: 'prescale_test_cpu_cores{app=\"web\"}'\n")
+    store = MetricsStore(tmp_path / "m", quarantine=tmp_path / "q")
+    start, end = ANCHOR + timedelta(hours=1), ANCHOR + timedelta(hours=3)
+    http = {"chunk_hours": 1.0, "timeout_seconds": 10.0, "retries": 1, "backoff_seconds": 0.1}
+    reports = []
+    for _ in range(2):
+        batch = read_prometheus_batch(config, start=start, end=end, url=prometheus.url, step_seconds=60, **http)
+        result = validate_batch(batch)
+        reports.append(report(batch, result, store_batch(batch, result, store), store))
+    assert reports[0].accepted == reports[0].read == 121 and reports[0].quarantined == 0
+    assert reports[1].already_ingested and reports[1].batch_id == reports[0].batch_id
+    rows = store.read("web")
+    assert len(rows) == 121
+    first = int(rows["ts"].iloc[0].timestamp())
+    assert rows["value"].iloc[0] == pytest.approx(cpu_cores(first))

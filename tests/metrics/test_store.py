@@ -133,22 +133,33 @@ def _write_big_csv(path: Path) -> int:
     return len(big)
 
 
+def _kill_when_writing(args: list[str], root: Path, *, nth_file: int) -> bool:
+    """Start an ingest and SIGKILL it as soon as `nth_file` temporary or final data files exist."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout.readline().strip() == "start"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(root.glob("app=*/date=*/*.parquet"))) >= nth_file:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.002)
+    proc.wait()
+    return False
+
+
 def test_a_killed_ingest_leaves_no_partial_file_and_a_rerun_completes(tmp_path):
     csv = tmp_path / "big.csv"
     rows = _write_big_csv(csv)
     root, quarantine = tmp_path / "metrics", tmp_path / "quarantine"
     args = [sys.executable, "-c", KILL_SCRIPT, str(csv), str(root), str(quarantine)]
-    for delay in (0.5, 1.5, 2.5):
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=REPO)
-        assert proc.stdout.readline().strip() == "start"
-        time.sleep(delay)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        for visible in root.glob("app=*/date=*/part-*.parquet"):
-            pq.read_metadata(visible)  # every visible file is complete
-    store = MetricsStore(root, quarantine=quarantine)
+    killed = [_kill_when_writing(args, root, nth_file=n) for n in (1, 150)]
+    assert any(killed), "the ingest finished before any kill: the test did not exercise a crash"
+    assert not list((root / "_batches").glob("*.json")), "a killed batch must not be committed"
+    for visible in root.glob("app=*/date=*/part-*.parquet"):
+        pq.read_metadata(visible)  # every file a reader can see is complete
     finished = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert finished.returncode == 0, finished.stderr
-    total = sum(len(store.read(app)) for app in store.apps())
-    assert total == rows
-    assert not list(root.rglob("*.parquet.tmp")) and not list(root.rglob(".tmp-*"))
+    store = MetricsStore(root, quarantine=quarantine)
+    assert sum(len(store.read(app)) for app in store.apps()) == rows
+    assert not list(root.rglob(".tmp-*")), "the rerun removes the killed attempt's temporary files"

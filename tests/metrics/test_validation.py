@@ -13,7 +13,17 @@ from prescale.metrics.validation import REASONS, split
 APPS = ["web", "api-2", "Bad_Name", "", None]
 METRICS = ["cpu_cores", "gpu_util", "app.requests_per_s", "bogus", None]
 VALUES = ["1.5", "0", "-2", "150", "NaN", "inf", "", "abc", None, "99.9"]
-TIMES = ["2026-01-01T00:00:00Z", "2026-01-01T00:01:00+02:00", "1767225600", "nope", "2026-01-01T00:00:00", None]
+TIMES = [
+    "2026-01-01T00:00:00Z",
+    "2026-01-01T00:01:00+02:00",
+    "1767225600",
+    "nope",
+    "2026-01-01T00:00:00",
+    None,
+    "2300-01-01T00:00:00Z",  # beyond what nanoseconds hold
+    "99999999999",
+    "20260101",  # a date typed as a number, not epoch seconds
+]
 
 
 @st.composite
@@ -79,3 +89,22 @@ def test_typed_frames_pass_without_text_round_trip():
     result = split(raw)
     assert result.reasons == {"nan_value": 1}
     assert result.accepted["ts"].dtype == "datetime64[ns, UTC]"
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        pytest.param("2300-01-01T00:00:00Z", id="year-2300"),
+        pytest.param("1600-01-01T00:00:00Z", id="year-1600"),
+        pytest.param("99999999999", id="epoch-beyond-2286"),
+        pytest.param("20260101", id="date-as-number"),
+        pytest.param("1e3", id="tiny-epoch"),
+    ],
+)
+def test_implausible_instants_are_quarantined_not_fatal(ts):
+    raw = pd.DataFrame(
+        {"ts": [ts, "2026-01-01T00:00:00Z"], "app": ["web"] * 2, "metric": ["cpu_cores"] * 2, "value": ["1", "2"]}
+    )
+    result = split(raw)
+    assert result.reasons == {"bad_timestamp": 1}
+    assert result.accepted["value"].tolist() == [2.0]
