@@ -130,8 +130,8 @@ class ForecastSettings(BaseModel):
 
     preset: str = Field(default="default", pattern="^(default|small)$", description="default, or small (tests, demo).")
     horizon_minutes: float = Field(default=15.0, gt=0, description="How far ahead to forecast (production horizon).")
-    input_minutes: float = Field(default=120.0, gt=0, description="History the LSTM sees per forecast.")
-    max_input_steps: int = Field(default=96, ge=2, description="Cap on the LSTM input window in rows.")
+    input_minutes: float = Field(default=240.0, gt=0, description="History the LSTM sees per forecast.")
+    max_input_steps: int = Field(default=64, ge=2, description="Cap on the LSTM input window in rows.")
     quantiles: list[float] = Field(default=[0.05, 0.1, 0.5, 0.9, 0.95], description="Forecast quantile levels.")
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.5, description="Share of history held out for scoring.")
     epochs: int = Field(default=30, ge=1, description="Most LSTM epochs (early stopping usually ends sooner).")
@@ -195,6 +195,39 @@ class ClusterSettings(BaseModel):
     simulation: SimulationSettings = Field(default_factory=SimulationSettings)
 
 
+class ReplaySettings(BaseModel):
+    """Trace replay (prescale/replay, `prescale backtest`): window, demand mapping, forecaster, sweeps, oracle."""
+
+    days: float = Field(default=7.0, gt=0, description="Days replayed: the last days of the app's metrics.")
+    metric: str | None = Field(default=None, description="Stored metric driving demand; unset: chosen by name.")
+    peak_scale: float = Field(
+        default=1.0, gt=0, description="The history's p99 becomes this multiple of the profile's example peak."
+    )
+    forecaster: str = Field(
+        default="best",
+        pattern="^(best|persistence|seasonal_naive|ses|holt_winters)$",
+        description="best (train every candidate before the window, keep the lowest MASE) or one baseline.",
+    )
+    preset: str = Field(default="small", pattern="^(default|small)$", description="Training preset of 'best'.")
+    warmup_minutes: float = Field(default=60.0, ge=0, description="Unscored warm-up (at least 2x the slowest lead).")
+    lookahead_minutes: float = Field(default=30.0, gt=0, description="Forecast this far past the slowest lead.")
+    hold_minutes: float = Field(default=5.0, ge=0, description="Predictive keeps what the next lead + this needs.")
+    quantiles: list[float] = Field(default=[0.5, 0.8, 0.9, 0.95], description="Predictive sweep: covered quantiles.")
+    headrooms: list[float] = Field(default=[0.0, 0.05, 0.1, 0.2, 0.35], description="Predictive sweep: headrooms.")
+    targets: list[float] = Field(default=[0.5, 0.6, 0.7, 0.8, 0.9], description="Reactive sweep: target utilisation.")
+    reactive_types: list[str] = Field(default=["all", "fast"], description="Reactive sweep: all types, fastest tier.")
+    static_factors: list[float] = Field(
+        default=[0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25], description="Static sweep: multiples of the history peak."
+    )
+    tolerance: float = Field(default=0.1, ge=0, description="Reactive: no change within this of the target.")
+    stabilisation_seconds: float = Field(default=300.0, ge=0, description="Reactive scale-down stabilisation.")
+    consolidation_margin: float = Field(default=0.1, ge=0, description="Swap to the cheapest mix when this dearer.")
+    cover_resolution: float = Field(default=0.01, gt=0, lt=1, description="Relative grid step of cached covers.")
+    oracle_time_limit_seconds: float = Field(default=120.0, gt=0, description="Time budget of the oracle's MILP.")
+    oracle_gap: float = Field(default=1e-3, ge=0, description="Relative MIP gap of each oracle chunk.")
+    output: Path | None = Field(default=None, description="Folder for plots and reports. Default: <home>/backtest.")
+
+
 class Settings(BaseSettings):
     """The whole tree. Load it with :func:`load_settings`."""
 
@@ -214,6 +247,7 @@ class Settings(BaseSettings):
     search: SearchSettings = Field(default_factory=SearchSettings)
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -1,0 +1,184 @@
+"""`prescale apply --app APP`: decide (allocation, then plan) and act (the configured cluster backend).
+
+Composition root for one decision carried out, in order: settings -> catalog and the app's profile ->
+the cluster (``cluster.backend``: the simulated one under PRESCALE_HOME by default, or Kubernetes) ->
+``observe()`` -> demand (``--demand FILE``, or the profile's example ramp, as ``prescale plan``) ->
+``allocate`` with what runs as the current nodes -> ``make_plan`` with the guardrails from
+``ClusterSettings`` -> with ``--dry-run`` stop here and show the plan (the same code without the apply);
+otherwise ``cluster.apply(plan)`` and show each step's outcome.
+
+Exit codes: 0 applied, nothing to do, or a dry run; 1 the plan failed or was rolled back (the report says
+which step and why; the cluster is left consistent and the next run continues from it), or the cluster's
+API stayed unreachable; 2 bad input, or a plan blocked by a guardrail (nothing was changed).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import typer
+from rich.table import Table
+
+from prescale.allocation import AllocationError, allocate
+from prescale.catalog import CatalogError, check_profile, load_catalog, resolve_profile
+from prescale.cluster import (
+    ApplyReport,
+    ClusterError,
+    ClusterUnavailable,
+    Plan,
+    PlanError,
+    guardrails_from,
+    make_plan,
+    open_cluster,
+)
+from prescale.commands.common import (
+    EXIT_USER_ERROR,
+    console,
+    emit_json,
+    err_console,
+    run_guarded,
+    settings_for_command,
+)
+from prescale.commands.plan import DEMAND_HELP, example_forecast, policy_from_settings, read_demand
+from prescale.forecast import ForecastError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def apply(
+        app_name: str = typer.Option(..., "--app", help="App to decide for and provision."),
+        profile: str | None = typer.Option(None, "--profile", help="Use this profile (infra/apps/NAME.yaml)."),
+        demand: Path | None = typer.Option(None, "--demand", help=DEMAND_HELP),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan; change nothing."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object (allocation, plan, report)."),
+    ) -> None:
+        """Choose the app's nodes for its demand and move it there make-before-break through the cluster backend.
+
+        New capacity is provisioned and the app started there before old capacity is drained; a step not done
+        within the rollout deadline is rolled back. Backend and guardrails: PRESCALE_CLUSTER__* (simulated by
+        default, its state under PRESCALE_HOME). Exit code 1 if the plan failed or was rolled back, 2 on bad
+        input or a plan a guardrail blocked.
+        """
+        outcome: dict[str, Any] = {}
+
+        def body() -> None:
+            try:
+                result = decide_and_apply(app_name, profile=profile, demand=demand, dry_run=dry_run)
+            except ClusterUnavailable as exc:  # not bad input: the cluster's API is down; exit 1 below
+                outcome["unavailable"] = exc
+                return
+            outcome.update(result)
+            if as_json:
+                emit_json(result["payload"])
+            else:
+                print_result(result["plan"], result["report"], result["payload"])
+
+        run_guarded(
+            body, as_json=as_json, user_errors=(CatalogError, ForecastError, AllocationError, PlanError, ClusterError)
+        )
+        if "unavailable" in outcome:
+            error = outcome["unavailable"]
+            if as_json:
+                emit_json({"error": str(error), "type": type(error).__name__})
+            else:
+                err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+            raise typer.Exit(1)
+        plan, report = outcome.get("plan"), outcome.get("report")
+        if plan is not None and plan.blocked:
+            raise typer.Exit(EXIT_USER_ERROR)
+        if report is not None and not report.ok:
+            raise typer.Exit(1)
+
+
+def decide_and_apply(app: str, *, profile: str | None, demand: Path | None, dry_run: bool) -> dict[str, Any]:
+    """The command's work, returned for printing: the allocation, the plan and (unless dry) the report."""
+    settings = settings_for_command()
+    catalog = load_catalog(settings.search.catalog)
+    prof = resolve_profile(app, settings.search.profiles, profile)
+    check_profile(prof, catalog)
+    cluster = open_cluster(settings.cluster, catalog, now=time.time())
+    state = cluster.observe()
+    holdings = state.holdings(app)
+    running = {t: h.nodes for t, h in holdings.items() if h.nodes}
+    forecast, source = _demand(prof, demand)
+    decision = allocate(forecast, catalog, prof, running, policy_from_settings(settings.search))
+    plan = make_plan(
+        app,
+        holdings,
+        decision.nodes,
+        catalog=catalog,
+        profile=prof,
+        guardrails=guardrails_from(settings.cluster),
+        spot=decision.spot,
+        others=state.others(app),
+    )
+    report = None if dry_run or plan.blocked else cluster.apply(plan)
+    payload = {
+        "app": app,
+        "backend": settings.cluster.backend,
+        "dry_run": dry_run,
+        "demand": source,
+        "current": running,
+        "allocation": decision.nodes,
+        "spot": decision.spot,
+        "cost_per_hour": round(decision.cost_per_hour, 4),
+        "covered": decision.covered,
+        "plan": plan.to_dict(),
+        "status": "blocked" if plan.blocked else ("dry-run" if report is None else report.status),
+        "report": report.to_dict() if report is not None else None,
+    }
+    return {"plan": plan, "report": report, "payload": payload}
+
+
+def _demand(prof, demand: Path | None):
+    start = pd.Timestamp.now(tz="UTC").floor("60s") + pd.Timedelta(seconds=60)
+    if demand is not None:
+        return read_demand(demand, prof, start=start, step_seconds=60, spread=0.15), str(demand)
+    if prof.example_demand is None:
+        raise PlanError(f"profile {prof.name!r} has no example_demand; pass --demand FILE")
+    return example_forecast(prof, start=start), "example"
+
+
+def print_result(plan: Plan, report: ApplyReport | None, payload: dict[str, Any]) -> None:
+    alloc = ", ".join(f"{t} x{n}" for t, n in payload["allocation"].items()) or "nothing"
+    console.print(
+        f"[bold]{plan.app}[/] on {payload['backend']}: allocation {alloc} "
+        f"({payload['cost_per_hour']:,.2f} USD/h, {'covered' if payload['covered'] else 'NOT covered'})",
+        highlight=False,
+    )
+    if plan.blocked:
+        for reason in plan.blocked:
+            console.print(f"[bold red]blocked:[/] {reason}", highlight=False)
+        return
+    table = Table(title="plan (make-before-break)" + (" - dry run" if report is None else ""))
+    for col in ("#", "step", "outcome", "seconds", "detail"):
+        table.add_column(col)
+    done = {(o.step.index, o.rollback): o for o in report.outcomes} if report else {}
+    for step in plan.steps:
+        o = done.get((step.index, False))
+        table.add_row(
+            str(step.index),
+            step.describe(),
+            o.status if o else "-",
+            f"{o.seconds:,.0f}" if o else "",
+            o.detail if o else "",
+        )
+    for o in (x for x in (report.outcomes if report else ()) if x.rollback):
+        table.add_row("", "rollback: " + o.step.describe(), o.status, f"{o.seconds:,.0f}", o.detail)
+    console.print(table)
+    console.print(
+        f"cost {plan.cost_before:,.2f} -> {plan.cost_after:,.2f} USD/h (peak {plan.peak_cost:,.2f} while "
+        "old and new overlap)",
+        highlight=False,
+    )
+    if report is None:
+        console.print("dry run: nothing changed" if plan.steps else "nothing to change")
+        return
+    colour = "green" if report.ok else "red"
+    console.print(f"[{colour}]{report.status}[/]: {report.detail}", highlight=False)
+    floor = ", ".join(f"{m} {v:,.1f}" for m, v in zip(report.metrics, report.floor, strict=True))
+    low = ", ".join(f"{m} {v:,.1f}" for m, v in zip(report.metrics, report.serving_min, strict=True))
+    console.print(f"serving capacity: lowest {low} (floor {floor})", highlight=False)
