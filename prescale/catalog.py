@@ -249,6 +249,12 @@ class DemandMetric(_Frozen):
     )
     basis: Basis | None = Field(default=None, description="Score to scale; default: the app's workload class.")
     description: str = ""
+    source: str | None = Field(
+        default=None,
+        description="Stored metric that measures this demand (e.g. app.requests_per_s); default: none, so the "
+        "orchestrator cannot forecast it and covers it at zero, saying so in the ledger.",
+    )
+    source_scale: float = Field(default=1.0, gt=0, description="Multiply the stored metric by this.")
 
 
 class ReplicaShape(_Frozen):

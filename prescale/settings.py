@@ -70,6 +70,27 @@ class RegistrySettings(BaseModel):
     )
 
 
+class OrchestrateSettings(BaseModel):
+    """The every-minute decision loop (flows/orchestrate.py)."""
+
+    ledger: Path | None = Field(default=None, description="Decision ledger (Parquet). Default: <home>/ledger.")
+    lookback_hours: float = Field(default=192.0, gt=0, description="History read per decision (8 days feeds "
+                                  "the weekly Holt-Winters and daily baselines).")  # fmt: skip
+    target_utilisation: float = Field(default=0.8, gt=0, le=1, description="Reactive fallback and floor: "
+                                      "capacity = observed demand / this.")  # fmt: skip
+    error_budget: float = Field(default=0.35, gt=0, description="Largest relative error of the recent median "
+                                "forecasts before the champion is set aside for the reactive rule.")  # fmt: skip
+    min_coverage: float = Field(default=0.5, ge=0, le=1, description="Lowest recent coverage of the 80% band.")
+    monitor_points: int = Field(default=240, ge=1, description="Recent forecast points judged by monitoring.")
+    min_points: int = Field(default=30, ge=1, description="Points needed before monitoring judges at all.")
+    max_staleness_hours: float = Field(default=2.0, gt=0, description="Newest metric older than this: no "
+                                       "decision for the app (stale input), reported as skipped.")  # fmt: skip
+    dry_run: bool = Field(default=False, description="Decide and record, never apply.")
+    retrain_deployment: str = Field(default="train-forecasters/train-daily",
+                                    description="Deployment run when a champion falls outside its budget.")
+    max_workers: int = Field(default=2, ge=1, description="Apps decided in parallel (threads).")
+
+
 class ServeSettings(BaseModel):
     """`prescale serve`: local Prefect and MLflow servers, a work pool and a worker."""
 
@@ -140,7 +161,7 @@ class ForecastSettings(BaseModel):
     promotion_margin: float = Field(default=0.02, ge=0, lt=1, description="Relative MASE gain a new champion needs.")
     history_days: float = Field(default=30.0, gt=0, description="Days of history read from the store per training.")
     min_phase_minutes: float = Field(default=240.0, gt=0, description="Shortest phase run; shorter runs are merged.")
-    threads: int = Field(default=2, ge=1, description="torch threads per training.")
+    threads: int = Field(default=1, ge=1, description="torch threads per training (more hurts on a busy host).")
     seed: int = Field(default=0, description="Seed of every random source in training.")
 
 class SimulationSettings(BaseModel):
@@ -200,8 +221,11 @@ class ReplaySettings(BaseModel):
 
     days: float = Field(default=7.0, gt=0, description="Days replayed: the last days of the app's metrics.")
     metric: str | None = Field(default=None, description="Stored metric driving demand; unset: chosen by name.")
-    peak_scale: float = Field(
-        default=1.0, gt=0, description="The history's p99 becomes this multiple of the profile's example peak."
+    peak_scale: float | None = Field(
+        default=None,
+        gt=0,
+        description="Map a trace onto the profile: its history's p99 becomes this multiple of the example peak. "
+        "Unset: the app's own units when the profile declares the metric's source, else 1.",
     )
     forecaster: str = Field(
         default="best",
@@ -244,6 +268,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    orchestrate: OrchestrateSettings = Field(default_factory=OrchestrateSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
@@ -258,6 +283,7 @@ class Settings(BaseSettings):
         self.registry.artifacts = self.registry.artifacts or home / "mlflow" / "artifacts"
         self.registry.tracking_uri = self.registry.tracking_uri or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
         self.prefect.home = self.prefect.home or home / "prefect"
+        self.orchestrate.ledger = self.orchestrate.ledger or home / "ledger"
         self.cluster.state_file = self.cluster.state_file or home / "cluster" / "state.json"
         return self
 

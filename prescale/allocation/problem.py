@@ -61,8 +61,10 @@ and on-demand is not counted as churn; every spot node is lost together (a corre
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -100,6 +102,13 @@ class Policy:
     exact_gap: float = 1e-4  # relative MIP gap of the exact (milp) solver
     runner_ups: int = 3
     study_name: str | None = None
+
+    @classmethod
+    def from_settings(cls, search: Any, **overrides: Any) -> Policy:
+        """From ``SearchSettings`` (same field names; the caller reads settings, not this module), plus overrides."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in search.model_dump().items() if k in names}
+        return cls(**{**values, **overrides})
 
     def __post_init__(self) -> None:
         between_0_1 = "must be between 0 and 1 (exclusive)"

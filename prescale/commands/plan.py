@@ -12,7 +12,6 @@ quantiles ``spread`` wide (q0.9 = (1 + spread) x median), starting one step from
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -88,9 +87,7 @@ def register(app: typer.Typer) -> None:
 
 def policy_from_settings(search: SearchSettings, **overrides: Any) -> Policy:
     """The :class:`Policy` for ``allocate`` from the settings group (same field names), plus overrides."""
-    names = {f.name for f in dataclasses.fields(Policy)}
-    values = {k: v for k, v in search.model_dump().items() if k in names}
-    return Policy(**{**values, **overrides})
+    return Policy.from_settings(search, **overrides)
 
 
 def parse_current(items: list[str]) -> dict[str, int]:

@@ -117,7 +117,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_write_table(table: pa.Table, path: Path) -> None:
+def atomic_write_table(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
     pq.write_table(table, tmp)
@@ -177,7 +177,7 @@ class MetricsStore:
             relative = f"app={names[group // n_days]}/date={partition_day.isoformat()}/part-{batch_id}-0.parquet"
             jobs.append((data.slice(int(lo), int(hi - lo)), relative))
         with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(lambda job: _atomic_write_table(job[0], self.root / job[1]), jobs))
+            list(pool.map(lambda job: atomic_write_table(job[0], self.root / job[1]), jobs))
         return [relative for _, relative in jobs]
 
     def write_quarantine(self, rows: pd.DataFrame, *, batch_id: str, source: str = "") -> Path | None:
@@ -189,7 +189,7 @@ class MetricsStore:
             {f.name: pa.array(frame[f.name].to_numpy(), type=f.type, from_pandas=True) for f in QUARANTINE_SCHEMA}
         )
         path = self.quarantine / f"batch_id={batch_id}" / "part-0.parquet"
-        _atomic_write_table(table, path)
+        atomic_write_table(table, path)
         return path
 
     def read_quarantine(self) -> pd.DataFrame:
@@ -273,7 +273,7 @@ class MetricsStore:
         table = ds.dataset([str(f) for f in files], schema=FILE_SCHEMA, format="parquet").to_table()
         frame = table.to_pandas().drop_duplicates(KEY, keep="last").sort_values(["ts", "metric"], kind="stable")
         digest = batch_id_for(*(f.name for f in files), str(time.time_ns()))
-        _atomic_write_table(
+        atomic_write_table(
             pa.Table.from_pandas(frame, schema=FILE_SCHEMA, preserve_index=False), folder / f"part-c-{digest}.parquet"
         )
         for f in files:

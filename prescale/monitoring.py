@@ -1,0 +1,87 @@
+"""Watching the forecasts: compare what earlier decisions forecast with what then happened.
+
+Each ledger row carries the forecast it acted on for the app's primary demand
+metric: ``start``, ``step_seconds`` and the 10/50/90% quantiles per step. Joined
+with the observed values at those instants, the last ``window`` forecast points
+give:
+
+- ``mae``: mean absolute error of the median,
+- ``relative_error``: ``mae / mean(|observed|)`` (scale-free, comparable across apps),
+- ``coverage_80``: the share of observations inside the [q10, q90] band.
+
+A champion is **outside its error budget** when at least ``min_points`` points
+are known and ``relative_error > error_budget`` or ``coverage_80`` falls below
+``min_coverage``; with fewer points nothing is concluded (``verdict="warming-up"``).
+The orchestrator then falls back to the reactive rule and asks for retraining.
+
+Pure: rows and observations in, a :class:`Health` out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Health:
+    verdict: str  # "ok", "warming-up" or "outside-budget"
+    points: int
+    mae: float | None = None
+    relative_error: float | None = None
+    coverage_80: float | None = None
+    reason: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return self.verdict != "outside-budget"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def forecast_points(decisions: pd.DataFrame) -> pd.DataFrame:
+    """Every (ts, q10, q50, q90) that earlier predictive decisions forecast; the latest forecast wins per ts."""
+    frames = []
+    for order, forecast in enumerate(decisions.get("forecast", [])):
+        if not forecast or "q50" not in forecast:
+            continue
+        steps = len(forecast["q50"])
+        ts = pd.Timestamp(forecast["start"]) + pd.to_timedelta(np.arange(steps) * forecast["step_seconds"], unit="s")
+        frames.append(pd.DataFrame({"ts": ts, "q10": forecast["q10"], "q50": forecast["q50"],
+                                    "q90": forecast["q90"], "order": order}))  # fmt: skip
+    if not frames:
+        return pd.DataFrame(columns=["ts", "q10", "q50", "q90"])
+    points = pd.concat(frames).sort_values(["ts", "order"]).drop_duplicates("ts", keep="last")
+    return points.drop(columns="order").reset_index(drop=True)
+
+
+def forecast_health(
+    decisions: pd.DataFrame,
+    observed: pd.Series,
+    *,
+    window: int = 240,
+    min_points: int = 30,
+    error_budget: float = 0.35,
+    min_coverage: float = 0.5,
+) -> Health:
+    """Judge the recent forecasts against `observed` (a Series of the primary metric indexed by UTC ts)."""
+    points = forecast_points(decisions)
+    if points.empty or observed.empty:
+        return Health("warming-up", 0, reason="no earlier forecast to compare yet")
+    joined = points.join(observed.rename("actual"), on="ts", how="inner").dropna().tail(window)
+    if len(joined) < min_points:
+        return Health("warming-up", len(joined), reason=f"{len(joined)} of {min_points} points known")
+    error = (joined["q50"] - joined["actual"]).abs()
+    scale = max(float(joined["actual"].abs().mean()), 1e-9)
+    inside = (joined["actual"] >= joined["q10"]) & (joined["actual"] <= joined["q90"])
+    mae, relative, coverage = float(error.mean()), float(error.mean() / scale), float(inside.mean())
+    if relative > error_budget:
+        reason = f"relative error {relative:.0%} over the budget {error_budget:.0%}"
+        return Health("outside-budget", len(joined), mae, relative, coverage, reason)
+    if coverage < min_coverage:
+        reason = f"80% band covered only {coverage:.0%} of the last {len(joined)} points"
+        return Health("outside-budget", len(joined), mae, relative, coverage, reason)
+    return Health("ok", len(joined), mae, relative, coverage, "within budget")

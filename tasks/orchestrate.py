@@ -1,0 +1,268 @@
+"""Prefect tasks of the orchestrate loop: gather (I/O), decide (pure CPU), apply (cluster), record (ledger).
+
+Per app, ``gather`` reads everything a decision needs (recent rows, the phase
+report, the ledger's recent decisions, the champion's forecaster: registry I/O,
+cached per process by ``ChampionLoader`` and refreshed when the alias moves) and
+``decide`` turns it into an allocation and a plan with no I/O. ``apply_plans``
+then carries the plans out one app after another through the one cluster backend
+(the simulated cluster keeps one state file; Kubernetes sees one writer), and
+``record`` appends one ledger row per app. A failure of one app becomes that
+app's row (``outcome="failed"`` with the error): it never stops the others.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from models.registry import ChampionLoader, Registry
+from prescale.allocation import Policy, allocate
+from prescale.catalog import AppProfile, check_profile, load_catalog, resolve_profile
+from prescale.cluster import guardrails_from, make_plan, open_cluster
+from prescale.ledger import DecisionRow, Ledger
+from prescale.metrics.store import MetricsStore
+from prescale.monitoring import Health, forecast_health
+from prescale.orchestrate import (
+    apply_floor,
+    bind_forecast,
+    observed_demand,
+    reactive_forecast,
+    sources,
+    summarise_forecast,
+)
+from prescale.phases import DEFAULT_PHASE, PhaseReport, current_phase
+from prescale.settings import Settings
+from tasks.ingest import IO_RETRIES, IO_RETRY_DELAYS
+
+_LOADERS: dict[str, ChampionLoader] = {}
+
+
+def champion_loader(tracking_uri: str) -> ChampionLoader:
+    """One loader per registry per process, so champions stay cached across cycles of a long-lived worker."""
+    if tracking_uri not in _LOADERS:
+        _LOADERS[tracking_uri] = ChampionLoader(Registry(tracking_uri))
+    return _LOADERS[tracking_uri]
+
+
+@dataclass
+class Gathered:
+    """Everything one decision needs, fetched before deciding."""
+
+    app: str
+    now: pd.Timestamp
+    profile: AppProfile
+    rows: pd.DataFrame
+    phase: str
+    forecast: Any = None  # a Forecast of stored metrics, from the champion
+    champion_version: str | None = None
+    why: str = ""
+    health: Health | None = None
+    error: str = ""
+
+
+@dataclass
+class Decided:
+    app: str
+    row: DecisionRow
+    plan: Any = None
+
+
+@task(name="gather-inputs", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
+def gather(app: str, now: pd.Timestamp, settings: Settings) -> Gathered:
+    """Recent rows, phase, recent decisions and the champion's forecast for one app."""
+    catalog = load_catalog(settings.search.catalog)
+    profile = resolve_profile(app, settings.search.profiles)
+    check_profile(profile, catalog)
+    metrics = sorted({source for source, _ in sources(profile).values()})
+    start = now - pd.Timedelta(hours=settings.orchestrate.lookback_hours)
+    rows = MetricsStore(settings.store.root).read(app, start=start, end=now + pd.Timedelta(seconds=1), metrics=metrics)
+    gathered = Gathered(app=app, now=now, profile=profile, rows=rows, phase=DEFAULT_PHASE)
+    if rows.empty:
+        gathered.error = f"no metrics for {app!r} in the {settings.orchestrate.lookback_hours:g} h before {now}"
+        return gathered
+    age = now - rows["ts"].max()
+    if age > pd.Timedelta(hours=settings.orchestrate.max_staleness_hours):
+        gathered.error = f"newest metric of {app!r} is {age} old (limit {settings.orchestrate.max_staleness_hours} h)"
+        return gathered
+    gathered.phase = _phase(app, rows, settings)
+    gathered.health = _health(app, rows, now, profile, settings)
+    _forecast(gathered, settings)
+    return gathered
+
+
+def _phase(app: str, rows: pd.DataFrame, settings: Settings) -> str:
+    path = Path(settings.home) / "phases" / f"{app}.json"
+    if not path.is_file():
+        return DEFAULT_PHASE
+    report = PhaseReport.from_dict(pd.read_json(path, typ="series").to_dict())
+    wide = rows.pivot_table(index="ts", columns="metric", values="value")
+    labels = rows.drop_duplicates("ts").set_index("ts")["phase"] if rows["phase"].notna().any() else None
+    try:
+        return current_phase(wide, report, labels=labels)
+    except (ValueError, KeyError):
+        return report.ids[0] if report.ids else DEFAULT_PHASE
+
+
+def _health(app: str, rows: pd.DataFrame, now: pd.Timestamp, profile: AppProfile, settings: Settings) -> Health:
+    cfg = settings.orchestrate
+    decisions = Ledger(cfg.ledger).read(app, start=now - pd.Timedelta(hours=cfg.lookback_hours), end=now)
+    bound = sources(profile)
+    if decisions.empty or not bound:
+        return Health("warming-up", 0, reason="no earlier decision")
+    name, (source, scale) = next(iter(bound.items()))
+    observed = rows[rows["metric"] == source].set_index("ts")["value"] * scale
+    return forecast_health(
+        decisions[decisions["mode"] == "predictive"],
+        observed,
+        window=cfg.monitor_points,
+        min_points=cfg.min_points,
+        error_budget=cfg.error_budget,
+        min_coverage=cfg.min_coverage,
+    )
+
+
+def _forecast(gathered: Gathered, settings: Settings) -> None:
+    if gathered.health is not None and not gathered.health.healthy:
+        gathered.why = f"champion set aside: {gathered.health.reason}; reactive fallback, retraining requested"
+        return
+    loader = champion_loader(settings.registry.tracking_uri)
+    try:
+        forecaster = loader.get(gathered.app, gathered.phase)
+        history = gathered.rows[gathered.rows["ts"] <= gathered.now]
+        gathered.forecast = forecaster.forecast(history)
+        gathered.champion_version = loader.version(gathered.app, gathered.phase)
+        gathered.why = f"champion v{gathered.champion_version} ({forecaster.candidate}) of phase {gathered.phase}"
+    except LookupError as exc:
+        gathered.why = f"no champion: {exc}; reactive fallback"
+    except Exception as exc:  # noqa: BLE001 - a corrupt or failing model must not stop the decision
+        gathered.why = f"champion failed ({type(exc).__name__}: {exc}); reactive fallback"
+
+
+@task(name="decide", cache_policy=NONE)
+def decide(gathered: Gathered, held: dict, settings: Settings) -> Decided:
+    """Demand to cover -> allocation -> plan; pure given its inputs."""
+    started = time.perf_counter()
+    cfg, profile = settings.orchestrate, gathered.profile
+    row = DecisionRow(
+        decided_at=gathered.now, app=gathered.app, phase=gathered.phase, mode="reactive", why=gathered.why,
+        champion_version=gathered.champion_version, covered_quantile=settings.search.covered_quantile,
+        cost_per_hour=0.0, outcome="skipped", health=gathered.health.to_dict() if gathered.health else {},
+    )  # fmt: skip
+    if gathered.error:
+        row.error, row.why = gathered.error, "no decision: " + gathered.error
+        return Decided(gathered.app, row)
+    catalog = load_catalog(settings.search.catalog)
+    observed = observed_demand(gathered.rows, profile)
+    demand, row.mode = _demand(gathered, observed, settings)
+    demand, floored = apply_floor(demand, observed, target_utilisation=cfg.target_utilisation)
+    if floored:
+        row.why += "; observed demand above the forecast band: reactive floor raised capacity"
+    holdings, others = held["holdings"], held["others"]
+    running = {t: h.nodes for t, h in holdings.items() if h.nodes}
+    policy = Policy.from_settings(settings.search)
+    allocation = allocate(demand, catalog, profile, running, policy, now=gathered.now)
+    plan = make_plan(gathered.app, holdings, allocation.nodes, catalog=catalog, profile=profile,
+                     guardrails=guardrails_from(settings.cluster), spot=allocation.spot, others=others)  # fmt: skip
+    row.observed = observed
+    row.forecast = summarise_forecast(demand, demand.metrics[0])
+    row.allocation, row.cost_per_hour, row.reasons = allocation.nodes, allocation.cost_per_hour, allocation.rejected
+    row.plan = plan.to_dict().get("steps", [])
+    row.retrain_requested = gathered.health is not None and not gathered.health.healthy
+    row.outcome = "planned"
+    row.duration_s = time.perf_counter() - started
+    return Decided(gathered.app, row, plan=plan)
+
+
+def _demand(gathered: Gathered, observed: dict[str, float], settings: Settings):
+    profile = gathered.profile
+    if gathered.forecast is not None:
+        bound, unbound = bind_forecast(gathered.forecast, profile)
+        if unbound:
+            gathered.why += f"; no data for {list(unbound)}: covered at zero"
+        return bound, "predictive"
+    step = int(gathered.rows["ts"].diff().dropna().median().total_seconds()) if len(gathered.rows) > 1 else 60
+    horizon = max(1, round(settings.forecast.horizon_minutes * 60 / step))
+    start = gathered.rows["ts"].max() + pd.Timedelta(seconds=step)
+    fallback = reactive_forecast(observed, profile, start=start, step_seconds=step, horizon=horizon,
+                                 target_utilisation=settings.orchestrate.target_utilisation)  # fmt: skip
+    return fallback, "reactive"
+
+
+@task(name="observe-cluster", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
+def observe(apps: list[str], settings: Settings, now: float) -> dict[str, dict]:
+    """What runs now, per app: its node holdings per type and the other apps' claims (for quotas)."""
+    cluster = open_cluster(settings.cluster, load_catalog(settings.search.catalog), now=now)
+    state = cluster.observe()
+    return {app: {"holdings": state.holdings(app), "others": state.others(app)} for app in apps}
+
+
+@task(name="apply-plans", cache_policy=NONE)
+def apply_plans(decided: list[Decided], settings: Settings, now: float) -> list[Decided]:
+    """Carry out each planned decision, one app after another; a failure is that app's outcome only."""
+    if settings.orchestrate.dry_run:
+        for d in decided:
+            if d.row.outcome == "planned":
+                d.row.outcome = "dry-run"
+        return decided
+    cluster = open_cluster(settings.cluster, load_catalog(settings.search.catalog), now=now)
+    logger = get_run_logger()
+    for d in decided:
+        if d.row.outcome != "planned":
+            continue
+        if d.plan.blocked:
+            d.row.outcome, d.row.error = "blocked", "; ".join(d.plan.blocked)
+            continue
+        try:
+            report = cluster.apply(d.plan)
+            d.row.outcome = report.status
+        except Exception as exc:  # noqa: BLE001 - one app's failure is recorded, the others go on
+            d.row.outcome, d.row.error = "failed", f"{type(exc).__name__}: {exc}"
+            logger.warning("apply failed for %s: %s", d.app, exc)
+    return decided
+
+
+@task(name="record-decisions", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
+def record(decided: list[Decided], ledger_root: str) -> int:
+    Ledger(Path(ledger_root)).append([d.row for d in decided])
+    return len(decided)
+
+
+@task(name="request-retraining", retries=1, retry_delay_seconds=5, cache_policy=NONE)
+def request_retraining(apps: list[str], deployment: str) -> str:
+    """Start the training deployment for these apps; say so plainly when it is not deployed here."""
+    from prefect.deployments import run_deployment
+
+    try:
+        run = run_deployment(deployment, parameters={"apps": apps}, timeout=0)
+    except Exception as exc:  # noqa: BLE001 - no deployment (local runs): the ledger still carries the request
+        return f"retraining of {apps} requested, but deployment {deployment!r} could not be run: {exc}"
+    return f"retraining of {apps} scheduled as flow run {run.name}"
+
+
+@task(name="publish-orchestrate-artifact", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
+      cache_policy=NONE)  # fmt: skip
+def publish_artifact(decided: list[Decided]) -> None:
+    lines = ["# Orchestrate cycle", "", "| app | phase | mode | allocation | $/h | outcome | why |",
+             "|---|---|---|---|---:|---|---|"]  # fmt: skip
+    for d in decided:
+        alloc = ", ".join(f"{n}x {t}" for t, n in sorted(d.row.allocation.items())) or "-"
+        why = (d.row.why + (f" ({d.row.error})" if d.row.error else "")).replace("|", "/")
+        lines.append(f"| {d.app} | {d.row.phase} | {d.row.mode} | {alloc} | {d.row.cost_per_hour:.2f} | "
+                     f"{d.row.outcome} | {why} |")  # fmt: skip
+    create_markdown_artifact(key="orchestrate-cycle", markdown="\n".join(lines) + "\n",
+                             description="One decision per app")  # fmt: skip
+
+
+def unexpected(app: str, now: pd.Timestamp, error: BaseException) -> Decided:
+    """The ledger row of an app whose gather or decide step raised."""
+    row = DecisionRow(decided_at=now, app=app, phase=DEFAULT_PHASE, mode="none", why="decision failed",
+                      champion_version=None, covered_quantile=None, cost_per_hour=0.0, outcome="failed",
+                      error=f"{type(error).__name__}: {error}")  # fmt: skip
+    return Decided(app, row)

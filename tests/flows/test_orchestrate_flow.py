@@ -1,0 +1,74 @@
+"""The `orchestrate` flow: Prefect's real API server, a real MLflow registry (SQLite), the simulated cluster."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from prescale.ledger import Ledger
+from prescale.metrics.store import MetricsStore
+from prescale.settings import load_settings
+from tests.flows.test_train_flow import _store_app
+from tests.forecasting.conftest import daily_frame
+
+START = "2024-03-04"
+
+
+@pytest.fixture
+def trained_web(prefect_harness, prescale_home, monkeypatch):
+    """`web` (requests per second, 3 days at 5 minutes) with a trained champion; `analytics` with data only."""
+    monkeypatch.setenv("PRESCALE_FORECAST__EPOCHS", "1")
+    monkeypatch.setenv("PRESCALE_SEARCH__TIME_BUDGET_MS", "300")
+    from flows.train import train_forecasters
+
+    store = MetricsStore(load_settings().store.root)
+    web = daily_frame(3.0, seed=7, metrics=("app.requests_per_s",), start=START) * 20
+    _store_app(store, "web", web)
+    _store_app(store, "analytics", daily_frame(3.0, seed=8, metrics=("cpu_cores",), start=START))
+    report = train_forecasters(apps=["web"], preset="small")
+    assert report.models[0].champion, report.to_dict()
+    import tasks.orchestrate
+
+    tasks.orchestrate._LOADERS.clear()
+    return web.index[-1] + pd.Timedelta(minutes=5)
+
+
+def test_cycle_decides_applies_and_records_every_app(trained_web):
+    from flows.orchestrate import orchestrate
+
+    rows = {r["app"]: r for r in orchestrate(apps=["web", "analytics", "ghost"], at=str(trained_web))}
+    web, analytics, ghost = rows["web"], rows["analytics"], rows["ghost"]
+    assert web["mode"] == "predictive" and web["champion_version"] == "1"
+    assert web["outcome"] in {"ok", "applied", "noop"} and web["cost_per_hour"] > 0
+    assert analytics["mode"] == "reactive" and "no champion" in analytics["why"]
+    assert ghost["outcome"] == "failed" and "ghost" in ghost["error"]  # no profile: only this app fails
+    ledger = Ledger(load_settings().orchestrate.ledger)
+    recorded = ledger.read("web")
+    assert len(recorded) == 1 and recorded["forecast"][0]["metric"] == "requests_per_second"
+    assert len(recorded["forecast"][0]["q50"]) >= 3
+
+
+def test_a_corrupt_champion_falls_back_to_the_reactive_rule(trained_web):
+    from flows.orchestrate import orchestrate
+
+    shutil.rmtree(load_settings().registry.artifacts)  # the registered model files are gone
+    (row,) = orchestrate(apps=["web"], at=str(trained_web))
+    assert row["mode"] == "reactive"
+    assert "champion failed" in row["why"]
+    assert row["outcome"] != "failed" and row["cost_per_hour"] > 0
+
+
+def test_observed_demand_above_the_band_raises_capacity_at_once(trained_web, monkeypatch):
+    from flows.orchestrate import orchestrate
+
+    monkeypatch.setenv("PRESCALE_ORCHESTRATE__DRY_RUN", "true")
+    (calm,) = orchestrate(apps=["web"], at=str(trained_web))
+    store = MetricsStore(load_settings().store.root)
+    spike = pd.DataFrame({"app": ["web"], "ts": [trained_web], "metric": ["app.requests_per_s"], "value": [5000.0]})
+    store.write_batch(spike.assign(phase=None), batch_id="spike")
+    (burst,) = orchestrate(apps=["web"], at=str(trained_web + pd.Timedelta(minutes=1)))
+    assert "reactive floor" in burst["why"]
+    assert burst["cost_per_hour"] > calm["cost_per_hour"]
+    assert burst["outcome"] == "dry-run"
