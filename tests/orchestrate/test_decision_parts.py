@@ -1,0 +1,106 @@
+"""The pure parts of a decision: binding, fallback, floor, ledger round trip, monitoring verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prescale.catalog import parse_profile
+from prescale.forecast import Forecast
+from prescale.ledger import DecisionRow, Ledger
+from prescale.monitoring import forecast_health
+from prescale.orchestrate import apply_floor, bind_forecast, observed_demand, reactive_forecast, summarise_forecast
+
+PROFILE = parse_profile(
+    {
+        "name": "web",
+        "metrics": [
+            {"name": "requests_per_second", "per_unit": 60, "source": "app.requests_per_s", "source_scale": 2.0},
+            {"name": "connections", "per_unit": 2000, "basis": "memory_gib"},
+        ],
+        "kinds": ["cpu-vm"],
+        "workload_class": "latency",
+        "replica": {"vcpu": 0.5, "memory_gib": 1},
+    }
+)
+START = pd.Timestamp("2026-01-01T00:00:00Z")
+
+
+def stored_forecast(level: float = 10.0) -> Forecast:
+    return Forecast.from_median(np.full((4, 1), level), start=START, step_seconds=60, metrics=["app.requests_per_s"])
+
+
+def test_binding_renames_scales_and_reports_unbound_metrics():
+    bound, unbound = bind_forecast(stored_forecast(10.0), PROFILE)
+    assert bound.metrics == ["requests_per_second", "connections"]
+    assert bound.quantile(0.5)[:, 0].tolist() == [20.0] * 4
+    assert bound.quantile(0.5)[:, 1].tolist() == [0.0] * 4
+    assert unbound == ("connections",)
+
+
+def test_observed_demand_takes_the_newest_value_in_profile_units():
+    rows = pd.DataFrame(
+        {"ts": [START, START + pd.Timedelta(minutes=1)], "metric": ["app.requests_per_s"] * 2, "value": [1.0, 3.0]}
+    )
+    assert observed_demand(rows, PROFILE) == {"requests_per_second": 6.0}
+
+
+def test_reactive_fallback_is_last_value_over_the_target():
+    fallback = reactive_forecast({"requests_per_second": 40.0}, PROFILE, start=START, step_seconds=60, horizon=5,
+                                 target_utilisation=0.8)  # fmt: skip
+    assert fallback.horizon == 5
+    assert fallback.quantile(0.5)[:, 0] == pytest.approx([50.0] * 5)
+
+
+@pytest.mark.parametrize(
+    ("observed", "raised", "median_now"),
+    [
+        pytest.param(15.0, False, 20.0, id="inside-band-no-floor"),
+        pytest.param(80.0, True, 100.0, id="above-band-floor-to-observed-over-target"),
+    ],
+)
+def test_reactive_floor(observed, raised, median_now):
+    bound, _ = bind_forecast(stored_forecast(10.0), PROFILE)
+    floored, was_raised = apply_floor(bound, {"requests_per_second": observed}, target_utilisation=0.8)
+    assert was_raised is raised
+    assert floored.quantile(0.5)[0, 0] == pytest.approx(median_now)
+
+
+def test_ledger_round_trip(tmp_path):
+    bound, _ = bind_forecast(stored_forecast(10.0), PROFILE)
+    row = DecisionRow(
+        decided_at=START, app="web", phase="default", mode="predictive", why="champion v1", champion_version="1",
+        covered_quantile=0.9, cost_per_hour=1.5, outcome="ok", allocation={"m7i.xlarge": 2},
+        forecast=summarise_forecast(bound, "requests_per_second"),
+    )  # fmt: skip
+    ledger = Ledger(tmp_path)
+    ledger.append([row])
+    back = ledger.read("web")
+    assert back["allocation"][0] == {"m7i.xlarge": 2}
+    assert back["forecast"][0]["q50"] == [20.0] * 4
+    assert ledger.read("web", start=START + pd.Timedelta(seconds=1)).empty
+
+
+def _decisions(levels: list[float]) -> pd.DataFrame:
+    forecasts = []
+    for i, level in enumerate(levels):
+        f = Forecast.from_median(np.full((1, 1), level), start=START + pd.Timedelta(minutes=i), step_seconds=60,
+                                 metrics=["requests_per_second"], spread=0.1)  # fmt: skip
+        forecasts.append(summarise_forecast(f, "requests_per_second"))
+    return pd.DataFrame({"forecast": forecasts})
+
+
+@pytest.mark.parametrize(
+    ("forecast_level", "verdict"),
+    [pytest.param(100.0, "ok", id="accurate"), pytest.param(200.0, "outside-budget", id="twice-too-high")],
+)
+def test_monitoring_verdicts(forecast_level, verdict):
+    observed = pd.Series(100.0, index=START + pd.to_timedelta(np.arange(60), unit="min"))
+    health = forecast_health(_decisions([forecast_level] * 60), observed, min_points=30)
+    assert health.verdict == verdict and health.points == 60
+
+
+def test_monitoring_waits_for_enough_points():
+    observed = pd.Series(100.0, index=START + pd.to_timedelta(np.arange(5), unit="min"))
+    assert forecast_health(_decisions([500.0] * 5), observed, min_points=30).verdict == "warming-up"
