@@ -46,11 +46,8 @@ def is_transient(exc: BaseException) -> bool:
 
 def transient_only(task, task_run, state) -> bool:
     """Prefect retry condition: retry only :func:`is_transient` failures."""
-    try:
-        state.result()
-    except Exception as exc:  # noqa: BLE001 - classified just below
-        return is_transient(exc)
-    return False
+    outcome = state.result(raise_on_failure=False)  # the exception itself; re-raising it here recursed
+    return isinstance(outcome, BaseException) and is_transient(outcome)
 
 
 @task(

@@ -42,4 +42,4 @@ def run_guarded(action: Callable[[], None], *, as_json: bool, user_errors: tuple
             emit_json({"error": str(exc), "type": type(exc).__name__})
         else:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_USER_ERROR) from exc
+        raise typer.Exit(EXIT_USER_ERROR) from None  # the message says it all; no chained trace

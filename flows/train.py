@@ -1,0 +1,138 @@
+"""`train-forecasters`: per app and phase, train every candidate and promote in MLflow. Wiring only.
+
+For each app (all apps in the store, or the ones asked for):
+load the last ``history_days`` of rows -> the demand panel and its phases (stable
+ids against the previous report) -> per (app, phase), mapped: train and score
+every candidate -> publish to MLflow (runs, a new version, the champion decision)
+-> one table artifact of the scores and a markdown summary of the decisions and
+the phases found.
+
+Nothing that goes wrong for one app or phase stops the others: too little
+history, a constant or gappy series, a phase too short, even an unexpected
+error, each ends as a row with ``skipped`` and the reason.
+
+Tasks run one at a time (``max_workers=1``): a training uses the machine's
+cores through torch threads, and SQLite (the embedded MLflow) prefers one
+writer. The deployment in ``prefect.yaml`` runs this daily.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from models.train import TrainConfig
+from prescale.settings import load_settings
+from tasks.train import (
+    AppPhases,
+    PhaseOutcome,
+    label_phases,
+    list_apps,
+    load_history,
+    publish_artifact,
+    publish_phase,
+    read_phase_report,
+    skipped_outcome,
+    train_phase,
+    write_phase_report,
+)
+
+
+@dataclass
+class TrainReport:
+    """What the flow returns (and ``prescale train --json`` prints)."""
+
+    models: list[PhaseOutcome] = field(default_factory=list)
+    phases: dict[str, Any] = field(default_factory=dict)
+    preset: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"preset": self.preset, "models": [m.to_dict() for m in self.models], "phases": self.phases}
+
+
+@flow(name="train-forecasters", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+def train_forecasters(
+    apps: list[str] | None = None,
+    preset: str | None = None,
+    metrics: list[str] | None = None,
+    history_days: float | None = None,
+) -> TrainReport:
+    settings = load_settings()
+    fs = settings.forecast
+    config = TrainConfig.from_settings(fs, preset=preset)
+    root, home = str(settings.store.root), str(settings.home)
+    apps = list(apps) if apps else list_apps(root)
+    days = history_days or fs.history_days
+    report = TrainReport(preset=preset or fs.preset)
+    histories = _settled(load_history.map(apps, unmapped(root), unmapped(days), unmapped(metrics)))
+    previous = _settled(read_phase_report.map(unmapped(home), apps))
+    split = []
+    for app, rows, old in zip(apps, histories, previous, strict=True):
+        if isinstance(rows, BaseException):
+            report.models.append(skipped_outcome(app, "-", f"could not read the store: {rows}"))
+            continue
+        split.append(label_phases.submit(app, rows, config, previous=None if isinstance(old, BaseException) else old,
+                                         min_phase_minutes=fs.min_phase_minutes, metrics=metrics))
+    jobs: list[tuple[AppPhases, str]] = []
+    for phases in _settled(split):
+        if isinstance(phases, BaseException):
+            report.models.append(skipped_outcome("?", "-", f"phase labelling failed: {phases}"))
+            continue
+        report.phases[phases.app] = phases.report
+        if phases.skipped:
+            report.models.append(skipped_outcome(phases.app, "-", phases.skipped))
+            continue
+        write_phase_report(home, phases.app, phases.report)
+        jobs += [(phases, phase) for phase in phases.panels]
+    report.models += _train_and_publish(jobs, config, settings=settings)
+    publish_artifact(report.models, report.phases)
+    _log(report)
+    return report
+
+
+def _train_and_publish(jobs: list[tuple[AppPhases, str]], config: TrainConfig, *, settings) -> list[PhaseOutcome]:
+    if not jobs:
+        return []
+    apps = [p.app for p, _ in jobs]
+    phases = [phase for _, phase in jobs]
+    panels = [p.panels[phase] for p, phase in jobs]
+    results = _settled(train_phase.map(apps, phases, panels, unmapped(config)))
+    outcomes: list[PhaseOutcome] = []
+    publish = []
+    for (owner, phase), result in zip(jobs, results, strict=True):
+        if isinstance(result, BaseException):
+            outcomes.append(skipped_outcome(owner.app, phase, f"training failed: {type(result).__name__}: {result}"))
+            continue
+        publish.append((owner, phase, publish_phase.submit(
+            result, owner.app, phase, config, tracking_uri=settings.registry.tracking_uri,
+            artifact_root=str(settings.registry.artifacts), margin=settings.forecast.promotion_margin,
+            phase_report=owner.report,
+        )))
+    for owner, phase, future in publish:
+        done = _settled([future])[0]
+        outcomes.append(done if not isinstance(done, BaseException)
+                        else skipped_outcome(owner.app, phase, f"publishing failed: {type(done).__name__}: {done}"))
+    return outcomes
+
+
+def _settled(futures) -> list[Any]:
+    """Each future's result, or the exception it ended with (never raises)."""
+    out = []
+    for future in futures:
+        try:
+            out.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - one failure must not stop the others
+            out.append(exc)
+    return out
+
+
+def _log(report: TrainReport) -> None:
+    logger = get_run_logger()
+    for m in report.models:
+        if m.skipped:
+            logger.warning("%s/%s skipped: %s", m.app, m.phase, m.skipped)
+        else:
+            logger.info("%s/%s: best %s, champion %s (v%s)", m.app, m.phase, m.best, m.champion, m.champion_version)

@@ -1,0 +1,92 @@
+"""The darts LSTM candidate: shapes, quantile order, seeded determinism, save/load, global fits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.lstm import LstmCandidate, LstmConfig, Scaling, TrainPart
+from tests.forecasting.conftest import DAY, daily_panel
+
+QS = (0.1, 0.5, 0.9)
+
+
+def _config(**overrides) -> LstmConfig:
+    base = dict(input_steps=24, horizon=3, quantiles=QS, hidden_dim=8, epochs=2, max_samples=400, patience=1,
+                season=DAY, seed=0)
+    return LstmConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    panel = daily_panel(3.0)
+    return panel, LstmCandidate(_config()).fit([TrainPart(panel, 2 * DAY, int(2.5 * DAY))])
+
+
+def test_backtest_gives_ordered_quantiles_for_every_origin(fitted):
+    panel, model = fitted
+    origins = np.arange(int(2.5 * DAY), 3 * DAY - 3)
+    q = model.predict(panel, origins)
+    assert q.shape == (len(origins), 3, 1, 3)
+    assert np.isfinite(q).all() and (np.diff(q, axis=-1) >= 0).all()
+    # it learnt the level: the median is in the data's range, not around the scaled 0..1
+    assert 3 < np.median(q[..., 1]) < 20
+
+
+def test_forecast_after_the_last_row_matches_the_backtest_from_the_same_origin(fitted):
+    panel, model = fitted
+    origin = 3 * DAY - 10
+    backtest = model.predict(panel, np.array([origin]))[0]
+    ahead = model.forecast(panel.head(origin + 1))
+    np.testing.assert_allclose(ahead, backtest, rtol=1e-4, atol=1e-4)
+
+
+def test_same_seed_same_model_other_seed_other_model():
+    panel = daily_panel(2.5)
+    part = [TrainPart(panel, 2 * DAY - 40, 2 * DAY + 20)]
+    origins = np.arange(2 * DAY + 40, 2 * DAY + 60)
+    a = LstmCandidate(_config(seed=3)).fit(part).predict(panel, origins)
+    b = LstmCandidate(_config(seed=3)).fit(part).predict(panel, origins)
+    c = LstmCandidate(_config(seed=4)).fit(part).predict(panel, origins)
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert not np.allclose(a, c, rtol=1e-3)
+
+
+def test_save_and_load_round_trip(fitted, tmp_path):
+    panel, model = fitted
+    model.save(tmp_path / "m")
+    again = LstmCandidate.load(tmp_path / "m")
+    np.testing.assert_allclose(again.forecast(panel), model.forecast(panel), rtol=1e-5)
+    assert again.config == model.config
+
+
+def test_one_global_model_for_several_series_keeps_each_scale():
+    small, large = daily_panel(2.5, seed=1), daily_panel(2.5, seed=2)
+    large = type(large)(large.index, large.values * 100, large.metrics, large.step_seconds)
+    parts = [TrainPart(p, 2 * DAY - 40, 2 * DAY + 20) for p in (small, large)]
+    model = LstmCandidate(_config(seasonal_lag=True)).fit(parts)
+    origins = np.arange(2 * DAY + 40, 2 * DAY + 60)
+    med_small = np.median(model.predict(small, origins, part=0)[..., 1])
+    med_large = np.median(model.predict(large, origins, part=1)[..., 1])
+    assert 50 < med_large / med_small < 200
+
+
+def test_multivariate_output_has_one_slot_per_metric():
+    panel = daily_panel(2.5, metrics=("cpu_cores", "memory_gib"))
+    model = LstmCandidate(_config()).fit([TrainPart(panel, 2 * DAY - 40, 2 * DAY + 20)])
+    q = model.predict(panel, np.arange(2 * DAY + 40, 2 * DAY + 50))
+    assert q.shape == (10, 3, 2, 3)
+    assert np.median(q[:, :, 1, 1]) > 1.5 * np.median(q[:, :, 0, 1])  # metric 2 is twice metric 1
+
+
+def test_too_short_to_train_names_the_window():
+    panel = daily_panel(0.1)
+    with pytest.raises(ValueError, match="input window 24"):
+        LstmCandidate(_config()).fit([TrainPart(panel, 20, 25)])
+
+
+def test_scaling_inverts_exactly():
+    values = np.array([[0.0, -5.0], [10.0, 5.0], [3.0, 0.0]])
+    for log in (False, True):
+        s = Scaling.fit(values, log_target=log)
+        np.testing.assert_allclose(s.inverse(s.forward(values), axis=1), values, atol=1e-9)

@@ -1,0 +1,136 @@
+"""Training one panel: every candidate on the same windows, and bad input skipped with a reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.series import panel_from_wide
+from models.train import TrainConfig, check_panel, is_lstm_based, rank, rescore, split_panel, train_panels
+from tests.forecasting.conftest import DAY, daily_frame, daily_panel, tiny_config
+
+
+def test_every_candidate_is_scored_on_the_same_windows(trained):
+    assert trained.skipped is None
+    names = set(trained.candidates)
+    assert {"persistence", "seasonal_naive", "ses", "holt_winters", "lstm"} <= names
+    # the ensemble competes, unless validation gave one member all the weight (and then it says so)
+    assert any(n.startswith("lstm+") for n in names) or "all the weight" in trained.unavailable["ensemble"]
+    windows = {c.scores.windows for c in trained.candidates.values()}
+    assert windows == {len(trained.split.test_origins)}
+    for c in trained.candidates.values():
+        s = c.scores
+        assert s.coverage_90 is not None and s.coverage_90_raw is not None
+        assert 0 <= s.coverage_80 <= s.coverage_90 <= 1
+
+
+def test_the_best_has_the_lowest_mase(trained):
+    best = trained.best
+    assert trained.candidates[best].scores.mase == min(c.scores.mase for c in trained.candidates.values())
+
+
+def test_holt_winters_beats_persistence_on_a_daily_sine(trained):
+    s = {n: c.scores for n, c in trained.candidates.items()}
+    assert s["holt_winters"].mae < s["persistence"].mae
+
+
+def test_the_split_keeps_the_held_out_tail_after_validation_after_training(trained):
+    split = trained.split
+    assert split.train_stop < split.val_stop
+    assert split.val_origins.max() + 3 < split.val_stop <= split.test_origins.min() + 1
+
+
+def test_ranking_breaks_ties_towards_the_simpler_candidate(trained):
+    tied = {n: trained.candidates[n] for n in ("lstm", "ses")}
+    lstm_scores = tied["lstm"].scores
+    from dataclasses import replace
+
+    tied["ses"] = replace(tied["ses"], scores=replace(tied["ses"].scores, mase=lstm_scores.mase))
+    assert rank(tied) == "ses"
+    assert is_lstm_based("lstm+ses") and not is_lstm_based("ses")
+
+
+def test_rescoring_the_winner_reproduces_its_scores(trained):
+    best = trained.candidates[trained.best]
+    again = rescore(best.forecaster, trained, tiny_config())
+    assert again.mase == pytest.approx(best.scores.mase, rel=1e-6)
+
+
+def test_rescoring_refuses_a_forecaster_of_other_metrics(trained):
+    panel = daily_panel(4.0, seed=1, metrics=("memory_gib",))
+    other = type(trained)(trained.key, panel, trained.split, {}, None)
+    reason = rescore(trained.candidates[trained.best].forecaster, other, tiny_config())
+    assert isinstance(reason, str) and "memory_gib" in reason
+
+
+def _constant():
+    frame = daily_frame(4.0)
+    frame["cpu_cores"] = 3.0
+    return panel_from_wide(frame)
+
+
+def _mostly_missing():
+    frame = daily_frame(4.0)
+    frame.iloc[np.random.default_rng(0).random(len(frame)) < 0.7] = np.nan
+    return panel_from_wide(frame, max_fill_steps=0)
+
+
+def _chopped():
+    frame = daily_frame(4.0)
+    frame.iloc[::20] = np.nan  # a hole every 20 rows: no stretch holds input + horizon
+    return panel_from_wide(frame, max_fill_steps=0)
+
+
+def _gappy_tail():
+    frame = daily_frame(4.0)
+    frame.iloc[-int(0.2 * len(frame)) :: 10] = np.nan
+    return panel_from_wide(frame, max_fill_steps=0)
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        pytest.param(lambda: daily_panel(0.3), "too little history", id="too-short"),
+        pytest.param(_constant, "constant series", id="constant"),
+        pytest.param(_mostly_missing, "too gappy", id="mostly-missing"),
+        pytest.param(_chopped, "gap-free stretch", id="no-long-stretch"),
+        pytest.param(_gappy_tail, "held-out tail", id="gappy-held-out-tail"),
+    ],
+)
+def test_bad_input_is_skipped_with_a_reason(make, words):
+    result = train_panels([("bad", make())], tiny_config())[0]
+    assert result.skipped is not None and words in result.skipped
+    assert result.candidates == {} and result.best is None
+
+
+def test_a_bad_panel_does_not_stop_the_good_one():
+    good, bad = daily_panel(4.0), daily_panel(0.3)
+    results = train_panels([("good", good), ("bad", bad)], tiny_config(ensemble=False))
+    assert results[0].best is not None and results[1].skipped
+
+
+def test_nan_gaps_inside_training_are_trained_around_not_filled():
+    frame = daily_frame(4.0)
+    frame.iloc[300:400] = np.nan  # a 100-row outage in training
+    panel = panel_from_wide(frame, max_fill_steps=3)
+    assert np.isnan(panel.values[300:400]).all()
+    assert check_panel(panel, tiny_config()) is None
+    split = split_panel(panel, tiny_config())
+    assert not isinstance(split, str)
+
+
+def test_presets_are_named_and_unknown_ones_refused():
+    assert TrainConfig.preset("small").hidden_dim < TrainConfig().hidden_dim
+    with pytest.raises(ValueError, match="'huge'"):
+        TrainConfig.preset("huge")
+    assert TrainConfig().steps(300) == (48, 3)  # 4 hours at 5 minutes
+    assert TrainConfig().steps(60) == (64, 15)  # capped at 64 rows
+    assert DAY == 288
+
+
+@pytest.mark.parametrize(
+    ("days", "weekly"), [pytest.param(13, False, id="under-two-weeks"), pytest.param(14, True, id="two-weeks")]
+)
+def test_the_weekly_lag_needs_two_weeks_of_training_rows(days, weekly):
+    config = TrainConfig().lstm(300, train_rows=days * DAY)
+    assert config.weekly_lag is weekly and config.seasonal_lag
