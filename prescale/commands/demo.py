@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         manifest: Path = typer.Option(DEFAULT_MANIFEST, "--manifest", help="Which traces become which apps."),
+        quick: bool = typer.Option(False, "--quick", help="Less history and training (the test suite's mode)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     ) -> None:
         """Run the main job on the bundled traces (data/): ingest each app and show what was stored.
@@ -29,7 +30,7 @@ def register(app: typer.Typer) -> None:
                 console.print(f"prescale demo: state under [bold]{settings.home}[/] (starting Prefect, ~20 s) ...")
             from flows.demo import demo as demo_flow
 
-            result = demo_flow(manifest=str(manifest))
+            result = demo_flow(manifest=str(manifest), quick=quick)
             if as_json:
                 emit_json(result)
             else:
@@ -57,3 +58,23 @@ def print_summary(result: dict) -> None:
             row["app"], f"{row['rows']:,}", ", ".join(row["metrics"]), row["first"], row["last"], str(row["partitions"])
         )
     console.print(stored)
+    models = Table(title="forecasters (MLflow)")
+    for column in ("app", "phase", "champion", "promoted", "MASE", "cov90", "note"):
+        models.add_column(column)
+    for m in result["train"]["models"]:
+        score = (m.get("scores") or {}).get(m.get("champion") or "", {})
+        models.add_row(
+            m["app"],
+            m["phase"],
+            str(m.get("champion") or "-"),
+            str(m.get("promoted")),
+            _fmt(score.get("mase")),
+            _fmt(score.get("coverage_90")),
+            m.get("skipped") or "",
+        )
+    console.print(models)
+    console.print(f"MLflow runs and models: {result['tracking_uri']} (open the UI with `prescale serve`)")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -57,13 +57,17 @@ def test_ingest_flow_fails_fast_on_unusable_input(prefect_harness, prescale_home
 def test_demo_flow_ingests_the_bundled_traces(prefect_harness, prescale_home):
     from flows.demo import demo
 
-    result = demo()
+    result = demo(quick=True)
     stored = {row["app"]: row for row in result["stored"]}
     assert set(stored) == {"web", "analytics", "inference"}
     for rep in result["ingest"]:
         assert rep["accepted"] + rep["quarantined"] == rep["read"] > 0
     assert stored["web"]["rows"] == 20160
     assert stored["web"]["metrics"] == ["app.requests_per_s"]
+    trained = {(m["app"], m["phase"]): m for m in result["train"]["models"]}
+    assert {app for app, _ in trained} == {"web", "analytics", "inference"}
+    web = next(m for (app, _), m in trained.items() if app == "web")
+    assert web["champion"] and web["scores"][web["champion"]]["mae"] > 0
 
 
 def test_ingest_flow_compacts_partitions_that_piled_up(prefect_harness, prescale_home, monkeypatch, tmp_path):
