@@ -51,7 +51,8 @@ def test_flow_trains_publishes_and_skips_bad_apps_with_a_reason(prefect_harness,
     payload = report.to_dict()
     assert {"app", "phase", "champion", "promoted", "scores"} <= set(payload["models"][0])
     table = asyncio.run(_artifacts("train-scores"))
-    assert table and "constant series" in table[0].data and "holt_winters" in table[0].data
+    # the session's Prefect server holds other tests' training artifacts too: find this run's
+    assert any("constant series" in a.data and "holt_winters" in a.data for a in table)
     assert (settings.home / "phases" / "svc.json").is_file()
 
     again = train_forecasters(apps=["svc"], preset="small")
