@@ -1,0 +1,400 @@
+"""Benchmark: scaling policies replayed on the shared real traces, compared at equal violation budgets.
+
+Traces (``../shared/traces``): NASA HTTP at one minute (requests/s), the three cluster aggregates at five
+minutes (Alibaba CPU %, Google Borg CPU, Azure V2 CPU), and Azure V1 per-VM CPU % series (the first
+``--vms`` VM columns, in file order, whose history is neither flat nor mostly zero). Each trace is mapped
+onto every shipped profile: ``web`` (single kind: CPU VMs) and the mixed ``analytics`` (CPU VMs + bare
+metal), ``inference`` (CPU + GPU VMs), ``transcoder`` (CPU VMs + FPGAs); the history's p99 becomes the
+profile's example peak times ``--peak-scale`` (``prescale.replay.inputs``).
+
+Per trace: the forecaster is trained once on the history before the window (``tasks.backtest.
+historical_forecasts``, candidate ``best`` on the ``small`` preset unless ``--forecaster`` names a
+baseline) with the horizon the slowest profile needs, and forecasts every replayed step in one batch.
+Per (trace, profile): every policy's sweep and the oracle (``prescale.replay.backtest``), each policy's
+cost at the 0.5% and zero violation budgets, predictive's saving against reactive and static at those
+budgets and its distance to the oracle, predictive's and the oracle's slack. A trace is *periodic* when the
+autocorrelation of its history's hourly means at a lag of one day is at least 0.6.
+
+Fast path, measured: (1) the cover cache's rounding loss, the cost of the cached cover of a rounded-up
+level against the exact cover of the level itself, on every level the NASA replays asked for; (2) the
+predictive policy deciding through the cache against the same policy with ``allocate`` (exact MILP) deciding
+every step (``policies.Allocating``) on a one-day slice of two traces, both on the mixed profiles: cost and
+violations of the whole replay, and the time per decision; (3) speed: one predictive setting over the
+7-day one-minute NASA window, and the batched forecasts.
+
+Writes ``benchmarks/results/replay.json`` and ``.md``. Run (about an hour on 2 cores, in the background):
+``.venv/bin/python benchmarks/replay.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.series import Panel, panel_from_wide  # noqa: E402
+from models.train import TrainConfig  # noqa: E402
+from prescale.catalog import load_catalog, resolve_profile  # noqa: E402
+from prescale.replay import ReplayConfig, backtest, build_fleet, run_rule, score_series  # noqa: E402
+from prescale.replay.covers import CoverCache  # noqa: E402
+from prescale.replay.engine import context, rules_for  # noqa: E402
+from prescale.replay.inputs import demand_map, make_input, plan_window  # noqa: E402
+from prescale.replay.policies import Allocating, Predictive  # noqa: E402
+from tasks.backtest import historical_forecasts  # noqa: E402
+
+TRACES = ROOT.parent / "shared" / "traces"
+PROFILES = ("web", "analytics", "inference", "transcoder")
+OUT = ROOT / "benchmarks" / "results"
+CACHE = ROOT / ".prescale" / "bench-cache"
+QUANTILES = (0.05, 0.1, 0.5, 0.9, 0.95)
+
+
+@dataclass
+class Trace:
+    name: str
+    index: pd.DatetimeIndex
+    values: np.ndarray
+    days: float
+    source: str
+
+
+def load_traces(vms: int) -> list[Trace]:
+    out = [_nasa()]
+    agg = TRACES / "cluster_aggregates"
+    out.append(_rows("alibaba2018-cpu", agg / "alibaba2018_machine_usage_300s.csv", "cpu_util_percent", days=2.0))
+    out.append(_rows("google2019-cpu", agg / "google2019_instance_usage_300s.csv", "avg_cpu", days=7.0))
+    out.append(_rows("azure2019-cpu", agg / "azure2019_vm_cpu_mem_300s.csv", "cpu_usage", days=7.0))
+    out += _azure_vms(vms)
+    return out
+
+
+def _nasa() -> Trace:
+    df = pd.read_csv(TRACES / "nasa_http" / "nasa_requests_1min_reconstructed.csv")
+    ts = pd.to_datetime(df.iloc[:, 0]).dt.tz_localize("-04:00").dt.tz_convert("UTC")
+    values = df["requests"].to_numpy(float) / 60.0
+    return Trace("nasa-1min", pd.DatetimeIndex(ts), values, 7.0, "nasa_http/nasa_requests_1min_reconstructed.csv")
+
+
+def _rows(name: str, path: Path, column: str, *, days: float) -> Trace:
+    df = pd.read_csv(path)
+    index = pd.date_range("2019-01-01", periods=len(df), freq="300s", tz="UTC")
+    return Trace(name, index, df[column].to_numpy(float), days, f"{path.parent.name}/{path.name}:{column}")
+
+
+def _azure_vms(count: int) -> list[Trace]:
+    df = pd.read_csv(TRACES / "azure_v1_pervm" / "microsoft_avg_100.csv")
+    index = pd.date_range("2017-01-01", periods=len(df), freq="300s", tz="UTC")
+    out = []
+    for col in df.columns[1:]:
+        x = df[col].to_numpy(float)
+        hist = x[: len(x) - 7 * 288]
+        if np.nanmean(hist > 0.5) < 0.9 or np.nanstd(hist) < 0.1 * np.nanmean(hist):
+            continue
+        out.append(Trace(f"azure-vm-{col}", index, x, 7.0, f"azure_v1_pervm/microsoft_avg_100.csv:{col}"))
+        if len(out) == count:
+            break
+    return out
+
+
+def daily_acf(values: np.ndarray, step_seconds: int) -> float:
+    """Autocorrelation of the hourly means at a lag of one day (minute-level noise does not hide the pattern)."""
+    per_hour = max(1, round(3600 / step_seconds))
+    usable = len(values) // per_hour * per_hour
+    hourly = pd.Series(np.asarray(values[:usable], dtype=float).reshape(-1, per_hour).mean(axis=1))
+    return float(hourly.autocorr(24)) if len(hourly) > 48 else float("nan")
+
+
+def forecasts_for(trace: Trace, panel: Panel, window, *, candidate: str, preset: str):
+    key = f"{trace.name}-{candidate}-{preset}-{window.replay_start}-{window.horizon}"
+    path = CACHE / f"{key}.npz"
+    if path.exists():
+        data = np.load(path, allow_pickle=True)
+        return data["values"], str(data["candidate"]), float(data["train"]), float(data["predict"])
+    config = replace(TrainConfig.preset(preset, quantiles=QUANTILES, threads=2),
+                     horizon_minutes=window.horizon * window.step_seconds / 60)
+    batch = historical_forecasts(panel, window, candidate=candidate, config=config, history_days=30.0)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(path, values=batch.values, candidate=batch.candidate, train=batch.train_seconds,
+             predict=batch.predict_seconds)
+    return batch.values, batch.candidate, batch.train_seconds, batch.predict_seconds
+
+
+def replay_trace(trace: Trace, catalog, config: ReplayConfig, args) -> tuple[list[dict], dict]:
+    frame = pd.DataFrame({"x": trace.values}, index=trace.index)
+    panel = panel_from_wide(frame.dropna())
+    max_lead = max(float(t.lead_time_seconds) for t in catalog)
+    window = plan_window(len(panel), panel.step_seconds, days=trace.days, max_lead_seconds=max_lead,
+                         lookahead_minutes=30.0)
+    started = time.perf_counter()
+    fc, candidate, train_s, predict_s = forecasts_for(trace, panel, window, candidate=args.forecaster,
+                                                      preset=args.preset)
+    info = {"trace": trace.name, "source": trace.source, "step_seconds": panel.step_seconds,
+            "days": trace.days, "forecaster": candidate, "train_seconds": round(train_s, 1),
+            "forecast_seconds": round(predict_s, 1),
+            "daily_acf": round(daily_acf(panel.values[: window.replay_start, 0], panel.step_seconds), 3)}
+    print(f"{trace.name}: forecaster {candidate} ({time.perf_counter() - started:.0f} s)", flush=True)
+    rows = []
+    for name in args.profiles:
+        profile = resolve_profile(name, ROOT / "infra" / "apps")
+        fleet = build_fleet(catalog, profile, step_seconds=panel.step_seconds)
+        horizon = int(np.ceil((fleet.lead_seconds.max() + 30 * 60) / panel.step_seconds))
+        dmap = demand_map(panel.values[: window.replay_start, 0], profile, "x", peak_scale=args.peak_scale)
+        inp = make_input(trace.name, panel.index, panel.values[:, 0], window, dmap, forecast=fc[:, :horizon],
+                         quantiles=QUANTILES, source={"forecaster": candidate})
+        began = time.perf_counter()
+        result = backtest(inp, fleet, config)
+        rows.append(_row(trace, info, name, result, time.perf_counter() - began))
+        print(f"  {name}: {json.dumps(rows[-1]['comparison'])} ({rows[-1]['seconds']:.0f} s)", flush=True)
+    return rows, info
+
+
+def _row(trace: Trace, info: dict, profile: str, result, seconds: float) -> dict:
+    d = result.to_dict()
+    pol = d["policies"]
+    return {
+        "trace": trace.name, "profile": profile, "periodic": bool(info["daily_acf"] >= 0.6),
+        "mixed": profile != "web", "budget_costs": d["budget_costs"], "comparison": d["comparison"],
+        "headline": {k: {"setting": v["setting"], "cost": v["cost"], "violations": v["slo_violation_minutes"],
+                         "slack": v["slack"], "migrations": v["migrations"]} for k, v in pol.items()},
+        "frontiers": {k: v["frontier"] for k, v in pol.items()},
+        "oracle": d["oracle"], "covers": d["covers"], "seconds": round(seconds, 1),
+        "policy_seconds": d["seconds"], "scored_minutes": d["window"]["scored_steps"] * info["step_seconds"] / 60,
+    }
+
+
+# ----------------------------------------------------------------------------------- fast-path checks
+
+
+def rounding_loss(catalog, levels_per_profile: int = 200, seed: int = 0) -> dict:
+    """Cached cover of a rounded-up level against the exact cover of the level, on random levels."""
+    rng = np.random.default_rng(seed)
+    losses = []
+    for name in PROFILES:
+        profile = resolve_profile(name, ROOT / "infra" / "apps")
+        fleet = build_fleet(catalog, profile, step_seconds=60)
+        cache = CoverCache(fleet)
+        peak = np.array([profile.example_demand.peak[m] for m in profile.metric_names])
+        for _ in range(levels_per_profile):
+            level = peak * rng.uniform(0.02, 1.5)
+            everything = tuple(range(fleet.n))
+            cached = fleet.cost_per_hour(cache.cover(level, everything))
+            exact = fleet.cost_per_hour(cache.exact(level, everything))
+            losses.append(cached / exact - 1.0 if exact > 0 else 0.0)
+    arr = np.array(losses)
+    return {"levels": len(arr), "mean": float(arr.mean()), "p95": float(np.quantile(arr, 0.95)),
+            "max": float(arr.max()), "zero_share": float((arr <= 1e-9).mean())}
+
+
+def allocate_vs_fast(trace: Trace, catalog, profile_name: str, args, *, hours: float = 24.0) -> dict:
+    """One replay decided by the cache (``Predictive``) against one decided by ``allocate`` every step."""
+    frame = pd.DataFrame({"x": trace.values}, index=trace.index)
+    panel = panel_from_wide(frame.dropna())
+    max_lead = max(float(t.lead_time_seconds) for t in catalog)
+    full = plan_window(len(panel), panel.step_seconds, days=trace.days, max_lead_seconds=max_lead,
+                       lookahead_minutes=30.0)
+    fc, *_ = forecasts_for(trace, panel, full, candidate=args.forecaster, preset=args.preset)
+    profile = resolve_profile(profile_name, ROOT / "infra" / "apps")
+    fleet = build_fleet(catalog, profile, step_seconds=panel.step_seconds)
+    horizon = int(np.ceil((fleet.lead_seconds.max() + 30 * 60) / panel.step_seconds))
+    steps = full.warmup + round(hours * 3600 / panel.step_seconds)
+    window = replace(full, rows=full.replay_start + steps)
+    dmap = demand_map(panel.values[: full.replay_start, 0], profile, "x", peak_scale=args.peak_scale)
+    inp = make_input(trace.name, panel.index[: window.rows], panel.values[: window.rows, 0], window, dmap,
+                     forecast=fc[:steps, :horizon], quantiles=QUANTILES)
+    config = ReplayConfig()
+    ctx = context(inp, fleet, config)
+    out = {"trace": trace.name, "profile": profile_name, "steps": steps - full.warmup, "settings": []}
+    for q, h in ((0.9, 0.1), (0.95, 0.2)):
+        fast = Predictive(ctx, covered=inp.covered(q) * (1 + h), floor=ctx.observed * (1 + h), quantile=q,
+                          headroom=h, hold=config.hold_steps(inp.step_seconds))
+        t0 = time.perf_counter()
+        fast_score = score_series(fleet, run_rule(fleet, fast, len(inp.index)), inp.demand, start=inp.start)
+        fast_s = time.perf_counter() - t0
+        slow = Allocating(ctx, forecast=inp.forecast, quantiles=inp.quantiles, floor=ctx.observed * (1 + h),
+                          start=inp.index[0], quantile=q, headroom=h)
+        slow_score = score_series(fleet, run_rule(fleet, slow, len(inp.index)), inp.demand, start=inp.start)
+        out["settings"].append({
+            "setting": fast.setting,
+            "fast": {"cost": round(fast_score.cost, 2), "violations": fast_score.slo_violation_minutes,
+                     "ms_per_decision": round(1000 * fast_s / len(inp.index), 3)},
+            "allocate": {"cost": round(slow_score.cost, 2), "violations": slow_score.slo_violation_minutes,
+                         "ms_per_decision": round(1000 * slow.seconds / len(inp.index), 1)},
+            "cost_difference": round(fast_score.cost / slow_score.cost - 1.0, 4) if slow_score.cost else None,
+        })
+        print(f"  allocate vs fast {trace.name}/{profile_name} {out['settings'][-1]}", flush=True)
+    return out
+
+
+def speed(trace: Trace, catalog, args) -> dict:
+    """One predictive setting over the 7-day one-minute window (cold cover cache), and the batched forecasts."""
+    frame = pd.DataFrame({"x": trace.values}, index=trace.index)
+    panel = panel_from_wide(frame.dropna())
+    max_lead = max(float(t.lead_time_seconds) for t in catalog)
+    window = plan_window(len(panel), panel.step_seconds, days=7.0, max_lead_seconds=max_lead, lookahead_minutes=30.0)
+    fc, candidate, train_s, predict_s = forecasts_for(trace, panel, window, candidate=args.forecaster,
+                                                      preset=args.preset)
+    out = {"trace": trace.name, "steps": window.rows - window.replay_start, "forecaster": candidate,
+           "train_seconds": round(train_s, 1), "forecast_seconds": round(predict_s, 1), "profiles": {}}
+    for name in ("web", "analytics"):
+        profile = resolve_profile(name, ROOT / "infra" / "apps")
+        fleet = build_fleet(catalog, profile, step_seconds=panel.step_seconds)
+        dmap = demand_map(panel.values[: window.replay_start, 0], profile, "x")
+        inp = make_input(trace.name, panel.index, panel.values[:, 0], window, dmap, forecast=fc,
+                         quantiles=QUANTILES)
+        config = ReplayConfig(quantiles=(0.9,), headrooms=(0.1,))
+        t0 = time.perf_counter()
+        ctx = context(inp, fleet, config)
+        rule = next(iter(rules_for("predictive", inp, ctx, config)))
+        run_rule(fleet, rule, len(inp.index))
+        out["profiles"][name] = {"replay_seconds": round(time.perf_counter() - t0, 2), "covers": ctx.covers.stats}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+def aggregate(rows: list[dict]) -> dict:
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return None if not values else float(np.mean(values))
+
+    groups = {
+        "all": rows,
+        "periodic": [r for r in rows if r["periodic"]],
+        "mixed-lead-time profiles": [r for r in rows if r["mixed"]],
+        "periodic, mixed": [r for r in rows if r["periodic"] and r["mixed"]],
+        "single kind (web)": [r for r in rows if not r["mixed"]],
+    }
+    out = {}
+    for name, group in groups.items():
+        out[name] = {
+            "n": len(group),
+            **{f"vs_reactive_{b}": mean([r["comparison"][b]["vs_reactive"] for r in group]) for b in ("0.5%", "0")},
+            **{f"over_oracle_{b}": mean([r["comparison"][b]["over_oracle"] for r in group]) for b in ("0.5%", "0")},
+            "predictive_more_expensive": sum(
+                1 for r in group for b in ("0.5%", "0")
+                if r["comparison"][b]["vs_reactive"] is not None and r["comparison"][b]["vs_reactive"] < 0
+            ),
+            "predictive_slack": mean([r["headline"]["predictive"]["slack"] for r in group]),
+            "oracle_slack": mean([r["headline"].get("oracle", {}).get("slack") for r in group]),
+        }
+    return out
+
+
+def markdown(payload: dict) -> str:
+    def pct(v):
+        return "-" if v is None else f"{v:+.1%}"
+
+    def usd(v):
+        return "-" if v is None else f"{v:,.0f}"
+
+    lines = ["# Replay: policies at equal violation budgets", "",
+             f"Command: `{payload['command']}`. Costs in USD over the scored window; budgets are shares of the "
+             "scored minutes. `vs reactive`: how much cheaper predictive is than reactive at the same budget "
+             "(each at its own cheapest setting within the budget); `over oracle`: predictive's cost over the "
+             "oracle's zero-violation cost. `-`: no setting reaches the budget.", "",
+             "| trace | profile | periodic | predictive 0.5% | reactive 0.5% | static 0.5% | oracle 0 "
+             "| predictive 0 | reactive 0 | vs reactive 0.5% | vs reactive 0 | over oracle 0.5% | over oracle 0 "
+             "| slack pred / oracle |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in payload["rows"]:
+        c, b, h = r["comparison"], r["budget_costs"], r["headline"]
+        lines.append(
+            f"| {r['trace']} | {r['profile']} | {'yes' if r['periodic'] else 'no'} | {usd(b['predictive']['0.5%'])} "
+            f"| {usd(b['reactive']['0.5%'])} | {usd(b['static']['0.5%'])} | {usd(b.get('oracle', {}).get('0'))} "
+            f"| {usd(b['predictive']['0'])} | {usd(b['reactive']['0'])} | {pct(c['0.5%']['vs_reactive'])} "
+            f"| {pct(c['0']['vs_reactive'])} | {pct(c['0.5%']['over_oracle'])} | {pct(c['0']['over_oracle'])} "
+            f"| {h['predictive']['slack']:.0%} / {h.get('oracle', {}).get('slack', 0):.0%} |"
+        )
+    lines += ["", "| group | n | vs reactive 0.5% | vs reactive 0 | over oracle 0.5% | over oracle 0 "
+              "| pred. dearer (cases) | slack pred / oracle |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for name, g in payload["aggregate"].items():
+        lines.append(f"| {name} | {g['n']} | {pct(g['vs_reactive_0.5%'])} | {pct(g['vs_reactive_0'])} "
+                     f"| {pct(g['over_oracle_0.5%'])} | {pct(g['over_oracle_0'])} | {g['predictive_more_expensive']} "
+                     f"| {_p(g['predictive_slack'])} / {_p(g['oracle_slack'])} |")
+    fp = payload.get("fast_path", {})
+    if fp:
+        lines += ["", "## Fast path", ""]
+        rl = fp.get("rounding")
+        if rl:
+            lines.append(f"- cover cache rounding loss over {rl['levels']} random levels: mean {rl['mean']:.3%}, "
+                         f"p95 {rl['p95']:.3%}, max {rl['max']:.3%}; no loss at {rl['zero_share']:.0%} of levels")
+        for item in fp.get("allocate_vs_fast", []):
+            for s in item["settings"]:
+                lines.append(
+                    f"- {item['trace']}/{item['profile']} {s['setting']}, {item['steps']} steps: cache "
+                    f"{s['fast']['cost']} USD, {s['fast']['violations']} violation min, "
+                    f"{s['fast']['ms_per_decision']} ms/decision; allocate (exact MILP every step) "
+                    f"{s['allocate']['cost']} USD, {s['allocate']['violations']} min, "
+                    f"{s['allocate']['ms_per_decision']} ms/decision; cost difference {pct(s['cost_difference'])}")
+        sp = fp.get("speed")
+        if sp:
+            lines.append(f"- speed, {sp['trace']} ({sp['steps']} one-minute steps): forecaster {sp['forecaster']} "
+                         f"trained in {sp['train_seconds']} s, {sp['steps']} batched forecasts in "
+                         f"{sp['forecast_seconds']} s; one predictive setting: " + ", ".join(
+                             f"{k} {v['replay_seconds']} s ({v['covers']['solves']} cover solves)"
+                             for k, v in sp["profiles"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def _p(v):
+    return "-" if v is None else f"{v:.0%}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two traces, two profiles, short sweeps")
+    parser.add_argument("--vms", type=int, default=5, help="Azure per-VM series to include")
+    parser.add_argument("--forecaster", default="best")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--peak-scale", type=float, default=1.0)
+    parser.add_argument("--profiles", default=",".join(PROFILES))
+    parser.add_argument("--traces", default="", help="comma-separated trace names (default: all)")
+    parser.add_argument("--skip-fast-path", action="store_true")
+    args = parser.parse_args()
+    args.profiles = [p for p in args.profiles.split(",") if p]
+    catalog = load_catalog(ROOT / "infra" / "catalog.yaml")
+    config = ReplayConfig(quantiles=(0.5, 0.9, 0.95), headrooms=(0.0, 0.1, 0.2, 0.35, 0.5),
+                          targets=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), oracle_time_limit_seconds=180.0)
+    traces = load_traces(args.vms)
+    if args.traces:
+        traces = [t for t in traces if t.name in args.traces.split(",")]
+    if args.quick:
+        traces = [t for t in traces if t.name in ("google2019-cpu", "azure2019-cpu")]
+        args.profiles = ["web", "transcoder"]
+        config = replace(config, quantiles=(0.9,), headrooms=(0.0, 0.2), targets=(0.5, 0.7))
+    rows, infos = [], []
+    for trace in traces:
+        trace_rows, info = replay_trace(trace, catalog, config, args)
+        rows += trace_rows
+        infos.append(info)
+    payload = {"command": "python benchmarks/replay.py " + " ".join(sys.argv[1:]), "traces": infos, "rows": rows,
+               "aggregate": aggregate(rows)}
+    if not args.skip_fast_path and not args.quick:
+        by_name = {t.name: t for t in load_traces(args.vms)}
+        payload["fast_path"] = {
+            "rounding": rounding_loss(catalog),
+            "allocate_vs_fast": [allocate_vs_fast(by_name["google2019-cpu"], catalog, "inference", args),
+                                 allocate_vs_fast(by_name["azure2019-cpu"], catalog, "transcoder", args),
+                                 allocate_vs_fast(by_name["nasa-1min"], catalog, "analytics", args, hours=6.0)],
+            "speed": speed(by_name["nasa-1min"], catalog, args),
+        }
+    name = "replay-quick" if args.quick else "replay"
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps(payload, indent=1, default=str))
+    text = markdown(payload)
+    (OUT / f"{name}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Min-cost covers of a demand level, from the allocation's exact solver, cached per quantised level.
+
+Every policy of the replay ends a decision with the same question: *which nodes, of an allowed subset of the
+app's types, serve a demand vector ``l`` at the least cost per hour?* That is the allocation problem of
+``prescale.allocation`` for a one-step flat forecast with no running nodes::
+
+    minimise  Σ_i c[i] x[i]   subject to   Σ_i a[i,m] x[i] >= l[m]  (all m),   0 <= x[i] <= quota[i],  x integer
+
+and :class:`CoverCache` asks ``allocate(..., Policy(solver="milp"))`` exactly that (churn and boot costs
+switched off, an uncovered unit priced 10,000 times the cheapest way to serve it, so the answer covers
+whenever the quotas allow). The replay therefore runs the same decision code as ``prescale plan``, not a
+copy of it.
+
+Why a cache, and why it is honest. A 7-day replay at one-minute steps makes 10,080 decisions per setting;
+the default Optuna search takes ~800 ms a decision and even the exact MILP through ``allocate`` 5-30 ms, so
+calling it every step would take minutes per setting and hours per benchmark. But a cover depends only on
+the level and the subset, and demand revisits the same levels all week. So levels are rounded *up* to a
+grid, per metric: linear steps of ``δ[m]`` (5% of the smallest node's ``a[i,m]``) up to ``δ[m] / ρ``, then
+geometric steps of ``1 + ρ`` (``ρ`` = ``resolution``, 1% by default). Rounding up keeps every cover a
+cover; the price is at most ``ρ`` (or ``δ``) of extra demand covered, often nothing because whole nodes
+round up anyway. Ties between equally priced mixes go to the finer one (``_finer``). ``benchmarks/replay.py``
+measures the loss against un-rounded solves and against calling
+``allocate`` with the live forecast at sampled steps. A week of one app needs a few hundred distinct solves.
+
+Rejected alternative: a greedy cover (cheapest type per unit, then fill). It is what Karpenter-like
+reactive scalers do, but with two or more metrics and whole nodes it is up to a node per type off the
+optimum, and the comparison of policies would then measure the greedy, not the policies.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from prescale.allocation import Policy, allocate
+from prescale.catalog import Catalog
+from prescale.forecast import Forecast
+from prescale.replay.fleet import Fleet, ReplayError
+
+COVER_POLICY = Policy(
+    solver="milp",
+    runner_ups=0,
+    churn_cost=0.0,
+    penalty_multiple=1e4,
+    max_spot_share=0.0,
+    amortize_hours=1e6,
+    time_budget_ms=None,
+    exact_gap=1e-6,
+)
+_EPOCH = pd.Timestamp("2000-01-01T00:00:00Z")
+
+
+class CoverCache:
+    """``cover(level, subset)`` -> node counts per fleet type; see the module docstring."""
+
+    def __init__(self, fleet: Fleet, *, resolution: float = 0.01, linear_fraction: float = 0.05) -> None:
+        if not 0 < resolution < 1:
+            raise ReplayError(f"cover resolution must be in (0, 1), got {resolution}")
+        self.fleet = fleet
+        self.resolution = resolution
+        smallest = np.where(fleet.served > 0, fleet.served, np.inf).min(axis=0)
+        self.delta = np.where(np.isfinite(smallest), smallest * linear_fraction, 1.0)
+        self._profile = fleet.profile.model_copy(update={"min_nodes": 0, "max_nodes": None})
+        self._catalogs: dict[tuple[int, ...], Catalog] = {}
+        self._covers: dict[tuple, np.ndarray] = {}
+        self.solves = 0
+        self.hits = 0
+        self.solve_seconds = 0.0
+        self.short: set[tuple] = set()  # keys whose cover fell short (quotas)
+
+    # -- public ---------------------------------------------------------------------------------------
+    def cover(self, level: np.ndarray, subset: Iterable[int]) -> np.ndarray:
+        """Node counts (fleet order) of the cheapest cover of ``level`` rounded up to the grid. Read-only."""
+        subset = tuple(subset)
+        key_level = self.key(level)
+        key = (subset, key_level)
+        found = self._covers.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        counts = self._solve(self.value(key_level), subset)
+        counts.setflags(write=False)
+        self._covers[key] = counts
+        return counts
+
+    def exact(self, level: np.ndarray, subset: Iterable[int]) -> np.ndarray:
+        """The cover of ``level`` itself (no rounding, no cache): for measuring the rounding loss."""
+        return self._solve(np.maximum(np.asarray(level, dtype=float), 0.0), tuple(subset))
+
+    def key(self, level: np.ndarray) -> tuple[int, ...]:
+        """Grid index per metric of the smallest grid value >= the level (0 for no demand)."""
+        out = []
+        for v, d in zip(np.asarray(level, dtype=float).tolist(), self.delta.tolist(), strict=True):
+            out.append(_grid_index(v, d, self.resolution))
+        return tuple(out)
+
+    def value(self, key: tuple[int, ...]) -> np.ndarray:
+        return np.array([_grid_value(k, d, self.resolution) for k, d in zip(key, self.delta.tolist(), strict=True)])
+
+    def quantised(self, level: np.ndarray) -> np.ndarray:
+        return self.value(self.key(level))
+
+    @property
+    def stats(self) -> dict[str, float]:
+        return {
+            "solves": self.solves,
+            "hits": self.hits,
+            "solve_seconds": round(self.solve_seconds, 3),
+            "short": len(self.short),
+        }
+
+    # -- solving --------------------------------------------------------------------------------------
+    def _catalog(self, subset: tuple[int, ...]) -> Catalog:
+        found = self._catalogs.get(subset)
+        if found is None:
+            if not subset:
+                raise ReplayError("a cover needs at least one resource type; got an empty subset")
+            types = tuple(self.fleet.catalog.types[i] for i in subset)
+            found = self._catalogs[subset] = Catalog(types=types, source=self.fleet.catalog.source)
+        return found
+
+    def _solve(self, level: np.ndarray, subset: tuple[int, ...]) -> np.ndarray:
+        counts = np.zeros(self.fleet.n, dtype=int)
+        if not (level > 0).any():
+            return counts
+        started = time.perf_counter()
+        forecast = Forecast(_EPOCH, self.fleet.step_seconds, list(self.fleet.metrics), [0.5], level[None, :, None])
+        result = allocate(
+            forecast, self._catalog(subset), self._profile, {}, COVER_POLICY, now=_EPOCH - pd.Timedelta(days=1)
+        )
+        self.solve_seconds += time.perf_counter() - started
+        self.solves += 1
+        for name, nodes in result.nodes.items():
+            counts[self.fleet.names.index(name)] = nodes
+        if not result.covered:
+            self.short.add((subset, self.key(level)))
+        return self._finer(counts, subset)
+
+    def _finer(self, counts: np.ndarray, subset: tuple[int, ...]) -> np.ndarray:
+        """Ties go to smaller nodes: a node replaced by ``k`` nodes of a type no slower, for no more money.
+
+        The MILP is indifferent between one ``vt1.6xlarge`` and two ``vt1.3xlarge`` (same capacity, same
+        price), but a mix of smaller nodes grows and shrinks in finer steps afterwards, so it wastes less.
+        """
+        fleet = self.fleet
+        for i in np.argsort(-fleet.price):
+            if not counts[i]:
+                continue
+            for j in sorted(subset, key=lambda k: fleet.price[k]):
+                k = self._replacement(i, j)
+                if k is None or fleet.ready[j] > fleet.ready[i] or k * fleet.price[j] > fleet.price[i] + 1e-12:
+                    continue
+                moved = min(int(counts[i]), (int(fleet.quota[j]) - int(counts[j])) // k)
+                if moved > 0:
+                    counts[i] -= moved
+                    counts[j] += k * moved
+        return counts
+
+    def _replacement(self, big: int, small: int) -> int | None:
+        """``k``: how many ``small`` nodes serve at least what one ``big`` node does (None: never; 1: not finer)."""
+        if big == small:
+            return None
+        a, b = self.fleet.served[big], self.fleet.served[small]
+        need = a > 0
+        if not need.any() or (b[need] <= 0).any():
+            return None
+        k = int(np.ceil((a[need] / b[need]).max() - 1e-9))
+        return k if k >= 2 else None
+
+
+def _grid_index(value: float, delta: float, rho: float) -> int:
+    """Linear steps of ``delta`` up to ``top * delta`` (``top = int(1 / rho)``), then geometric steps of 1 + rho."""
+    if not value > 0:
+        return 0
+    steps, top = value / delta, int(1.0 / rho)
+    if steps <= top:
+        return math.ceil(steps - 1e-12)
+    return top + max(1, math.ceil(math.log(steps / top) / math.log1p(rho) - 1e-12))
+
+
+def _grid_value(index: int, delta: float, rho: float) -> float:
+    top = int(1.0 / rho)
+    if index <= top:
+        return index * delta
+    return top * delta * (1.0 + rho) ** (index - top)
