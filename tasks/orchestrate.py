@@ -12,6 +12,7 @@ app's row (``outcome="failed"`` with the error): it never stops the others.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,7 @@ def _phase(app: str, rows: pd.DataFrame, settings: Settings) -> str:
     path = Path(settings.home) / "phases" / f"{app}.json"
     if not path.is_file():
         return DEFAULT_PHASE
-    report = PhaseReport.from_dict(pd.read_json(path, typ="series").to_dict())
+    report = PhaseReport.from_dict(json.loads(path.read_text()))
     wide = rows.pivot_table(index="ts", columns="metric", values="value")
     labels = rows.drop_duplicates("ts").set_index("ts")["phase"] if rows["phase"].notna().any() else None
     try:
