@@ -154,7 +154,11 @@ class Registry:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        location = (self.artifact_root / name).absolute().as_uri() if self.artifact_root else None
+        # A tracking server decides where artifacts go (its --artifacts-destination: a folder, or s3://...) and
+        # proxies them; a client-side file:// location would bypass it and leave the artifacts on this machine.
+        # Only the embedded store (sqlite:///..., a folder) takes the local artifact root.
+        embedded = not self.tracking_uri.startswith(("http://", "https://"))
+        location = (self.artifact_root / name).absolute().as_uri() if self.artifact_root and embedded else None
         try:
             return self.client.create_experiment(name, artifact_location=location)
         except MlflowException:  # created concurrently

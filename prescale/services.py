@@ -3,15 +3,23 @@
 `prescale serve` is a small supervisor over the projects' own command-line tools,
 started as child processes in this order, each waited for before the next:
 
-1. ``prefect server start`` (SQLite under ``<home>/prefect``), healthy when
-   ``/api/health`` answers;
-2. ``mlflow server`` (SQLite registry, ``--artifacts-destination`` under
-   ``<home>/mlflow``; its host-header and CORS checks stay on), healthy when
-   ``/health`` answers;
+1. ``prefect server start`` (SQLite under ``<home>/prefect``, or the PostgreSQL
+   database of ``serve.prefect_database_url``), healthy when ``/api/health`` answers;
+2. ``mlflow server`` (SQLite registry under ``<home>/mlflow``, or the database of
+   ``serve.mlflow_backend_store_uri``; artifacts under ``<home>/mlflow``, or
+   ``serve.mlflow_artifacts_destination`` such as ``s3://bucket/prefix``, which the
+   server proxies so clients need no storage credentials; its host-header and CORS
+   checks stay on), healthy when ``/health`` answers;
 3. ``prefect work-pool create <pool> --type process --overwrite`` and
    ``prefect --no-prompt deploy --all`` (every deployment of ``prefect.yaml`` with
    its schedule);
 4. ``prefect worker start --pool <pool>``, which runs the scheduled flow runs.
+
+Production backends (docs/backends.md) reach only the child that needs them, by
+environment, never on a command line (which any local user can read with ``ps``):
+``PREFECT_SERVER_DATABASE_CONNECTION_URL`` for Prefect's server,
+``MLFLOW_BACKEND_STORE_URI`` and ``MLFLOW_S3_ENDPOINT_URL`` for MLflow's. Progress
+lines name each backend with its password masked (:func:`redact`).
 
 Each long-lived child gets its own process group and a log file under
 ``<home>/logs``. Ctrl-C (SIGINT) or SIGTERM stops them in reverse order: SIGINT to
@@ -24,6 +32,7 @@ It imports neither Prefect nor MLflow: it only starts their programs.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -44,6 +54,10 @@ class ServiceError(RuntimeError):
     """A service did not start, or a setup command failed."""
 
 
+class BackendConfigError(ValueError):
+    """A production backend setting is malformed. The message never holds the value's password."""
+
+
 @dataclass
 class Service:
     name: str
@@ -51,6 +65,8 @@ class Service:
     health_url: str | None
     log: Path
     process: subprocess.Popen | None = None
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # for this child only (may hold secrets)
+    about: str = ""  # what the progress line says after the name (secrets masked)
 
 
 @dataclass
@@ -62,6 +78,7 @@ class ControlPlane:
     mlflow_ui: str
     env: dict[str, str]
     services: list[Service] = field(default_factory=list)
+    backends: dict[str, str] = field(default_factory=dict)  # Backends.describe(): passwords masked
 
 
 def control_plane_env(settings: Settings) -> dict[str, str]:
@@ -84,26 +101,91 @@ def control_plane_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+_PASSWORD_PARAM = re.compile(r"(?i)([?&;]password=)[^&;#]*")
+
+
+def redact(url: str) -> str:
+    """``url`` with any password (``user:PASSWORD@host``, ``?password=...``) replaced by ``***``."""
+    netloc = urlsplit(url).netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        if colon:
+            url = url.replace(f"//{netloc}", f"//{user}:***@{hostport}", 1)
+    return _PASSWORD_PARAM.sub(r"\1***", url)
+
+
+@dataclass(frozen=True)
+class Backends:
+    """Where the servers keep their state: the embedded defaults, or the production backends of the settings."""
+
+    prefect_database: str | None  # None: Prefect's own default (SQLite under PREFECT_HOME)
+    mlflow_store: str
+    mlflow_artifacts: str
+    s3_endpoint: str | None
+
+    def describe(self) -> dict[str, str]:
+        """Each backend for people and logs: passwords masked."""
+        return {
+            "prefect_database": redact(self.prefect_database) if self.prefect_database else "sqlite (PREFECT_HOME)",
+            "mlflow_backend_store": redact(self.mlflow_store),
+            "mlflow_artifacts": self.mlflow_artifacts
+            + (f" (endpoint {self.s3_endpoint})" if self.s3_endpoint else ""),
+        }
+
+
+def backends(settings: Settings) -> Backends:
+    """Read and check the backend settings; errors name the setting, never its secret value."""
+    serve = settings.serve
+    prefect_db = serve.prefect_database_url.get_secret_value() if serve.prefect_database_url else None
+    if prefect_db is not None:
+        scheme, is_url, _rest = prefect_db.partition("://")
+        if scheme not in {"postgresql+asyncpg", "sqlite+aiosqlite"}:
+            found = f"uses the driver {scheme!r}" if is_url else "is not a URL (the value is not shown)"
+            raise BackendConfigError(
+                f"serve.prefect_database_url {found}; Prefect's server needs an async driver: "
+                "postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB (PRESCALE_SERVE__PREFECT_DATABASE_URL)"
+            )
+    store = serve.mlflow_backend_store_uri.get_secret_value() if serve.mlflow_backend_store_uri else None
+    if store is not None and "://" not in store:
+        raise BackendConfigError(
+            "serve.mlflow_backend_store_uri must be a database URL such as postgresql://USER:PASSWORD@HOST:5432/DB "
+            "(PRESCALE_SERVE__MLFLOW_BACKEND_STORE_URI; the value is not shown: it may hold a password)"
+        )
+    return Backends(
+        prefect_database=prefect_db,
+        mlflow_store=store or f"sqlite:///{settings.home / 'mlflow' / 'mlflow.db'}",
+        mlflow_artifacts=serve.mlflow_artifacts_destination or str(settings.registry.artifacts),
+        s3_endpoint=serve.s3_endpoint_url,
+    )
+
+
 def _services(settings: Settings) -> list[Service]:
     serve, logs = settings.serve, settings.home / "logs"
     prefect, mlflow = str(BIN / "prefect"), str(BIN / "mlflow")
     base = f"http://{serve.host}"
+    found = backends(settings)
+    shown = found.describe()
+    prefect_env = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": found.prefect_database} if found.prefect_database else {}
+    mlflow_env = {"MLFLOW_BACKEND_STORE_URI": found.mlflow_store}
+    if found.s3_endpoint:
+        mlflow_env["MLFLOW_S3_ENDPOINT_URL"] = found.s3_endpoint
     return [
         Service(
             "prefect-server",
             [prefect, "server", "start", "--host", serve.host, "--port", str(serve.prefect_port)],
             f"{base}:{serve.prefect_port}/api/health",
             logs / "prefect-server.log",
+            env=prefect_env,
+            about=f"database {shown['prefect_database']}",
         ),
-        Service(
+        Service(  # the backend store URI goes by environment, not argv: it may hold a password
             "mlflow-server",
             [
                 mlflow,
                 "server",
-                "--backend-store-uri",
-                f"sqlite:///{settings.home / 'mlflow' / 'mlflow.db'}",
                 "--artifacts-destination",
-                str(settings.registry.artifacts),
+                found.mlflow_artifacts,
                 "--host",
                 serve.host,
                 "--port",
@@ -111,6 +193,8 @@ def _services(settings: Settings) -> list[Service]:
             ],  # fmt: skip
             f"{base}:{serve.mlflow_port}/health",
             logs / "mlflow-server.log",
+            env=mlflow_env,
+            about=f"store {shown['mlflow_backend_store']}, artifacts {shown['mlflow_artifacts']}",
         ),
     ]
 
@@ -133,7 +217,8 @@ def _start(service: Service, env: dict[str, str], *, timeout: float) -> None:
     service.log.parent.mkdir(parents=True, exist_ok=True)
     with service.log.open("ab") as log:
         service.process = subprocess.Popen(
-            service.argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT, start_new_session=True
+            service.argv, stdout=log, stderr=subprocess.STDOUT, env={**env, **service.env}, cwd=REPO_ROOT,
+            start_new_session=True,
         )
     if service.health_url:
         _wait_healthy(service, timeout=timeout)
@@ -165,8 +250,8 @@ def stop(services: list[Service], *, grace: float = 20.0) -> None:
                 continue
 
 
-def start_control_plane(settings: Settings, *, progress: Callable[[str], None] = print) -> ControlPlane:
-    """Start servers, create the pool, deploy, start a worker; stop what started if any step fails."""
+def start_servers(settings: Settings, *, progress: Callable[[str], None] = print) -> ControlPlane:
+    """Start Prefect's and MLflow's servers on their backends (steps 1-2); stop what started if one fails."""
     env = control_plane_env(settings)
     serve = settings.serve
     services = _services(settings)
@@ -176,13 +261,26 @@ def start_control_plane(settings: Settings, *, progress: Callable[[str], None] =
         mlflow_ui=env["PRESCALE_REGISTRY__TRACKING_URI"],
         env=env,
         services=[],
+        backends=backends(settings).describe(),
     )
-    prefect, logs = str(BIN / "prefect"), settings.home / "logs"
     try:
         for service in services:
-            progress(f"starting {service.name} ...")
+            progress(f"starting {service.name} ({service.about}) ...")
             plane.services.append(service)
             _start(service, env, timeout=serve.startup_timeout_seconds)
+    except BaseException:
+        stop(plane.services)
+        raise
+    return plane
+
+
+def start_control_plane(settings: Settings, *, progress: Callable[[str], None] = print) -> ControlPlane:
+    """Start servers, create the pool, deploy, start a worker; stop what started if any step fails."""
+    serve = settings.serve
+    plane = start_servers(settings, progress=progress)
+    env = plane.env
+    prefect, logs = str(BIN / "prefect"), settings.home / "logs"
+    try:
         progress(f"creating work pool {serve.work_pool!r} and deploying prefect.yaml ...")
         _run([prefect, "work-pool", "create", serve.work_pool, "--type", "process", "--overwrite"], env,
              logs / "setup.log")  # fmt: skip

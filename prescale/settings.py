@@ -20,21 +20,62 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class StoreSettings(BaseModel):
-    """Where accepted metrics and quarantined rows are written (Parquet)."""
+    """Where accepted metrics and quarantined rows are written (Parquet): a local folder or object storage.
 
-    root: Path | None = Field(default=None, description="Root of the metrics dataset. Default: <home>/data/metrics.")
-    quarantine: Path | None = Field(
+    A root is a local path (a ``Path``) or a URI (kept as a string): ``s3://bucket/prefix``,
+    ``file:///path``, ``memory://name`` (see docs/object-store.md). S3 credentials come only
+    from the environment, the standard way (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    a profile or a pod role).
+    """
+
+    root: Path | str | None = Field(
         default=None,
-        description="Root of the quarantine dataset (rejected rows with a reason). Default: <home>/data/quarantine.",
+        description="Root of the metrics dataset: a folder, or a URI such as s3://bucket/prefix. "
+        "Default: <home>/data/metrics.",
+    )
+    quarantine: Path | str | None = Field(
+        default=None,
+        description="Root of the quarantine dataset (rejected rows with a reason): a folder or a URI. "
+        "Default: <home>/data/quarantine; for a URI root, the folder 'quarantine' beside it on the same store.",
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible server (MinIO, Ceph...) for s3:// roots, e.g. http://minio:9000. "
+        "Unset: $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, else AWS itself.",
     )
     compact_min_files: int = Field(
         default=8, ge=2, description="Compact a partition once it holds at least this many files."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_or_uri(cls, data: object) -> object:
+        """A URI (``scheme://...``) stays a string; any other root is a local Path."""
+        if isinstance(data, dict):
+            for key in ("root", "quarantine"):
+                value = data.get(key)
+                if value is not None and not (isinstance(value, str) and "://" in value):
+                    data = {**data, key: Path(value)}
+        return data
+
+    @model_validator(mode="after")
+    def _object_store(self) -> StoreSettings:
+        """A URI root keeps its quarantine beside it on the same store; endpoint_url rides in the s3:// URIs."""
+        if isinstance(self.root, str):
+            from prescale.metrics.location import sibling, with_endpoint  # imports pyarrow: only for URI roots
+
+            self.quarantine = self.quarantine or sibling(self.root, "quarantine")
+            self.root = with_endpoint(self.root, self.endpoint_url)
+        if isinstance(self.quarantine, str):
+            from prescale.metrics.location import with_endpoint
+
+            self.quarantine = with_endpoint(self.quarantine, self.endpoint_url)
+        return self
 
 
 class IngestSettings(BaseModel):
@@ -88,7 +129,14 @@ class OrchestrateSettings(BaseModel):
     dry_run: bool = Field(default=False, description="Decide and record, never apply.")
     retrain_deployment: str = Field(default="train-forecasters/train-daily",
                                     description="Deployment run when a champion falls outside its budget.")
-    max_workers: int = Field(default=2, ge=1, description="Apps decided in parallel (threads).")
+    max_workers: int = Field(default=2, ge=1, description="Apps decided in parallel (threads runner).")
+    search_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Share of the one-minute cadence the cycle's allocation searches take together: each app's "
+        "search budget is at most share x 60 s x parallel processes / apps (and search.time_budget_ms).",
+    )
 
 
 class ServeSettings(BaseModel):
@@ -99,6 +147,29 @@ class ServeSettings(BaseModel):
     mlflow_port: int = Field(default=5000, ge=1, le=65535, description="MLflow tracking server and UI port.")
     work_pool: str = Field(default="prescale", description="Process work pool the deployments run on.")
     startup_timeout_seconds: float = Field(default=120.0, gt=0, description="Wait this long for each server.")
+    # Production backends (docs/backends.md). URLs may carry a password, so they are secrets: set them from the
+    # environment only; nothing prints them unmasked, and prescale/services.py checks them (a pydantic validator
+    # would echo the rejected value, password included, in its error).
+    prefect_database_url: SecretStr | None = Field(
+        default=None,
+        description="Prefect server's database, postgresql+asyncpg://USER:PASSWORD@HOST:5432/DB (given to the server "
+        "as PREFECT_SERVER_DATABASE_CONNECTION_URL). Unset: Prefect's SQLite under <home>/prefect.",
+    )
+    mlflow_backend_store_uri: SecretStr | None = Field(
+        default=None,
+        description="MLflow tracking and registry database, postgresql://USER:PASSWORD@HOST:5432/DB (given to the "
+        "server as MLFLOW_BACKEND_STORE_URI). Unset: sqlite:///<home>/mlflow/mlflow.db.",
+    )
+    mlflow_artifacts_destination: str | None = Field(
+        default=None,
+        description="Where MLflow's server stores artifacts (it proxies them to clients): s3://BUCKET/PREFIX, or "
+        "a folder. Unset: registry.artifacts (<home>/mlflow/artifacts). S3 credentials: the standard AWS_* variables.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible store (MinIO, Ceph, ...) for the artifacts destination, given to "
+        "MLflow's server as MLFLOW_S3_ENDPOINT_URL. Unset: AWS S3 (or MLFLOW_S3_ENDPOINT_URL if already set).",
+    )
 
 
 class PrefectSettings(BaseModel):
@@ -252,6 +323,23 @@ class ReplaySettings(BaseModel):
     output: Path | None = Field(default=None, description="Folder for plots and reports. Default: <home>/backtest.")
 
 
+class RunnerSettings(BaseModel):
+    """Where the flows' mapped tasks run (per app and phase in training, per app in orchestration)."""
+
+    kind: str = Field(
+        default="threads",
+        pattern="^(threads|dask)$",
+        description="threads (in the flow's process), or dask (prefect-dask: the scheduler at dask_address, else "
+        "a LocalCluster started for the flow run).",
+    )
+    dask_address: str | None = Field(
+        default=None, description="Dask scheduler to use, e.g. tcp://10.0.0.5:8786; unset: a LocalCluster per run."
+    )
+    dask_workers: int = Field(default=2, ge=1, description="Workers of the LocalCluster (one per core is right).")
+    dask_threads_per_worker: int = Field(default=1, ge=1, description="Threads per LocalCluster worker.")
+    dask_processes: bool = Field(default=True, description="LocalCluster workers are processes (else threads).")
+
+
 class Settings(BaseSettings):
     """The whole tree. Load it with :func:`load_settings`."""
 
@@ -273,6 +361,7 @@ class Settings(BaseSettings):
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -183,7 +183,7 @@ def build_input(prepared: Prepared, batch: ForecastBatch | None) -> ReplayInput:
 
 @task(name="load-backtest-history", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
 def load_history(app: str, store_root: str) -> pd.DataFrame:
-    rows = MetricsStore(Path(store_root)).read(app)
+    rows = MetricsStore(store_root).read(app)
     get_run_logger().info("%s: %s stored rows", app, f"{len(rows):,}")
     return rows
 

@@ -29,6 +29,8 @@ from prescale.metrics.validation import MetricsInputError, ValidationResult
 
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [1, 5, 15]
+# AWS error names in pyarrow's S3 messages ("AWS Error NO_SUCH_BUCKET during PutObject ...").
+OBJECT_STORE_USER_ERRORS = ("NO_SUCH_BUCKET", "ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -41,6 +43,8 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
         return False
+    if isinstance(exc, OSError) and any(code in str(exc) for code in OBJECT_STORE_USER_ERRORS):
+        return False  # pyarrow's S3 errors are plain OSErrors: a missing bucket or bad keys stay so
     return isinstance(exc, PrometheusUnavailableError | httpx.TransportError | TimeoutError | OSError)
 
 
@@ -77,7 +81,7 @@ def validate(batch: RawBatch) -> ValidationResult:
 
 @task(name="store-metrics", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=transient_only)
 def store(batch: RawBatch, result: ValidationResult, root: str, quarantine: str) -> WriteResult:
-    written = store_batch(batch, result, MetricsStore(Path(root), quarantine=Path(quarantine)))
+    written = store_batch(batch, result, MetricsStore(root, quarantine=quarantine))
     logger = get_run_logger()
     if written.skipped:
         logger.info("batch %s was already ingested: nothing written", batch.batch_id)
@@ -91,7 +95,7 @@ def store(batch: RawBatch, result: ValidationResult, root: str, quarantine: str)
 )
 def compact(root: str, apps: list[str], min_files: int) -> CompactionResult:
     """Merge the partitions of these apps that have piled up `min_files` files (minute batches do)."""
-    store = MetricsStore(Path(root))
+    store = MetricsStore(root)
     results = [store.compact(app=app, min_files=min_files) for app in apps]
     merged = CompactionResult(
         partitions=sum(r.partitions for r in results),
@@ -108,7 +112,7 @@ def compact(root: str, apps: list[str], min_files: int) -> CompactionResult:
 
 @task(name="summarise-ingest")
 def summarise(batch: RawBatch, result: ValidationResult, written: WriteResult, root: str) -> IngestReport:
-    return report(batch, result, written, MetricsStore(Path(root)))
+    return report(batch, result, written, MetricsStore(root))
 
 
 @task(name="publish-ingest-artifact", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS)

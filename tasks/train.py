@@ -77,13 +77,13 @@ class PhaseOutcome:
 
 @task(name="list-apps", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
 def list_apps(store_root: str) -> list[str]:
-    return MetricsStore(Path(store_root)).apps()
+    return MetricsStore(store_root).apps()
 
 
 @task(name="load-history", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
 def load_history(app: str, store_root: str, days: float, metrics: list[str] | None = None) -> pd.DataFrame:
     """The last ``days`` of the app's rows (relative to its newest row, not to the clock)."""
-    store = MetricsStore(Path(store_root))
+    store = MetricsStore(store_root)
     dates = store.dates(app)
     if not dates:
         return pd.DataFrame(columns=["app", "ts", "metric", "value", "phase"])

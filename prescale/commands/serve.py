@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from prescale.commands.common import console, emit_json, err_console, run_guarded, settings_for_command
-from prescale.services import ServiceError, start_control_plane, supervise
+from prescale.services import BackendConfigError, ServiceError, start_control_plane, supervise
 
 
 def register(app: typer.Typer) -> None:
@@ -19,6 +19,10 @@ def register(app: typer.Typer) -> None:
 
         Ports and pool: PRESCALE_SERVE__PREFECT_PORT (4200), PRESCALE_SERVE__MLFLOW_PORT (5000),
         PRESCALE_SERVE__WORK_POOL (prescale). Logs: <home>/logs/.
+
+        Production backends (docs/backends.md): PRESCALE_SERVE__PREFECT_DATABASE_URL
+        (postgresql+asyncpg://...), PRESCALE_SERVE__MLFLOW_BACKEND_STORE_URI (postgresql://...),
+        PRESCALE_SERVE__MLFLOW_ARTIFACTS_DESTINATION (s3://bucket/prefix), PRESCALE_SERVE__S3_ENDPOINT_URL.
         """
 
         def body() -> None:
@@ -31,6 +35,7 @@ def register(app: typer.Typer) -> None:
                 "mlflow_ui": plane.mlflow_ui,
                 "work_pool": settings.serve.work_pool,
                 "logs": str(settings.home / "logs"),
+                "backends": plane.backends,
                 "ready": True,
             }
             if as_json:
@@ -41,13 +46,15 @@ def register(app: typer.Typer) -> None:
                 table.add_column("where")
                 for key in ("prefect_ui", "mlflow_ui", "work_pool", "logs"):
                     table.add_row(key, str(ready[key]))
+                for key, where in plane.backends.items():
+                    table.add_row(key, where)
                 console.print(table)
                 console.print(f"Use it from another shell: export PREFECT_API_URL={plane.prefect_api}")
             supervise(plane)
             say("stopped.")
 
         try:
-            run_guarded(body, as_json=as_json, user_errors=())
+            run_guarded(body, as_json=as_json, user_errors=(BackendConfigError,))
         except ServiceError as exc:  # a server that would not start is a failure, not bad input
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(1) from exc

@@ -1,29 +1,55 @@
-"""The Parquet metrics store: partitioned, atomic, idempotent, compactable.
+"""The Parquet metrics store: partitioned, atomic, idempotent, compactable; on disk or object storage.
 
 Layout under ``root``::
 
-    app=<app>/date=<YYYY-MM-DD>/part-<batch_id>-<n>.parquet   accepted rows
-    app=<app>/date=<YYYY-MM-DD>/part-c-<digest>.parquet        a compacted partition
-    _batches/<batch_id>.json                                   the commit record of a batch
+    app=<app>/date=<YYYY-MM-DD>/part-<batch_id>-<stamp>.parquet   accepted rows
+    app=<app>/date=<YYYY-MM-DD>/part-c-<digest>-<stamp>.parquet   a compacted partition
+    _batches/<batch_id>.json                                      the commit record of a batch
 
 Files hold ``ts`` (timestamp[ns, UTC]), ``metric`` and ``phase`` (dictionary
 strings) and ``value`` (float64); ``app`` and ``date`` come from the hive
-directory names.
+directory names. ``<stamp>`` is the write time in ns (19 digits): it orders the
+files of a partition, oldest first (files of older stores end in ``-0`` or have
+no stamp; their modification time stands in).
+
+``root`` is a local folder or a URI (``s3://bucket/prefix``; also ``file://`` and,
+through fsspec, ``memory://``); ``location.py`` resolves it to a ``pyarrow.fs``
+filesystem, and every operation below goes through that one interface.
 
 **Writing a batch** (:meth:`MetricsStore.write_batch`): the rows are grouped by
-(app, date); each group is written to a hidden temporary file in its partition
-folder (readers only list ``part-*.parquet``) and moved to its final name with
-``os.replace``, which is atomic on one filesystem; finally the commit record is
-written (itself via a temporary file and a rename). So a reader never sees a
-half-written file, whatever kills the writer.
+(app, date) and each group is written as one file, atomically (below); finally the
+commit record is written, the same way. So a reader never sees a half-written
+file, whatever kills the writer.
 A batch whose commit record exists is skipped when it comes again: a retried or
 repeated batch adds nothing. A batch killed before its commit left at most some
-complete files behind; its retry deletes them before moving its own in.
+complete files behind; its retry deletes them from the partitions it writes (the
+batch id derives from the content, so a retry writes the same partitions) before
+writing its own.
 
 The commit record is the unit of idempotency, not of visibility: readers list the
-partition folders, so the complete files of a batch killed between its renames and
-its commit are visible (valid rows, each file whole) until the batch is retried,
-which replaces them, or a compaction folds them in.
+partition folders, so the complete files of a batch killed between its file writes
+and its commit are visible (valid rows, each file whole) until the batch is
+retried, which replaces them, or a compaction folds them in.
+
+**Atomic writes, local and on object storage.** Locally a file is written to a
+hidden temporary name in its partition folder (readers only list
+``part-*.parquet``) and moved onto its final name with ``os.replace``, atomic on
+one filesystem. An object store has no rename (S3 copies and deletes), but a PUT is
+atomic per object: the object appears whole when its upload completes, never
+before. So there each file is encoded in memory and uploaded directly under its
+final name, and the commit record is uploaded last, as locally. Differences:
+
+- no temporary files and no rename: a writer killed mid-upload leaves no object
+  at all (an unfinished multipart upload is invisible; let a bucket lifecycle rule
+  ``AbortIncompleteMultipartUpload`` reclaim its parts);
+- ``has_batch`` and the readers rely on S3's strong consistency (since December
+  2020 a successful PUT or DELETE is seen by every later GET, HEAD and LIST; MinIO
+  and Ceph RGW behave the same), so a committed batch is seen as committed by the
+  next writer, wherever it runs;
+- S3 modification times have one-second resolution, which is why files carry a
+  write stamp in their name to order overlapping batches;
+- each listing is a request: a window read lists only its own ``date=`` folders
+  (one LIST each), a compaction one paginated LIST of the app's folder.
 
 **Reading** (:meth:`MetricsStore.read`) lists only the ``date=`` folders of the
 asked window for the one app, so it touches only the partitions it needs, then
@@ -32,7 +58,7 @@ batches (overlapping Prometheus windows, say) are collapsed to the one written
 last.
 
 **Compaction** (:meth:`MetricsStore.compact`) rewrites a partition with many
-small files as one sorted, deduplicated file, renamed in before the inputs are
+small files as one sorted, deduplicated file, written in before the inputs are
 deleted; a crash in between leaves duplicates that reads collapse and the next
 compaction removes.
 
@@ -46,18 +72,21 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from pathlib import Path
+from functools import cached_property
+from pathlib import Path, PurePath, PurePosixPath
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
+
+from prescale.metrics.location import Location, sibling
+from prescale.metrics.location import atomic_write_table as atomic_write_table  # re-exported (ledger.py)
 
 FILE_SCHEMA = pa.schema(
     [
@@ -75,6 +104,11 @@ QUARANTINE_SCHEMA = pa.schema(
     + [(c, pa.string()) for c in ("app", "raw_app", "ts", "metric", "value", "phase", "reason", "detail", "source")]
 )
 _QUARANTINE_READ = QUARANTINE_SCHEMA.append(pa.field("batch_id", pa.string()))
+_PARQUET = ds.ParquetFileFormat()
+# Object stores are I/O-bound per request: more uploads in flight. Locally two threads saturate the disk.
+_LOCAL_THREADS, _REMOTE_THREADS = 2, 16
+# Windows up to this many days list their date folders one by one; longer ones list the app's folder once.
+_MAX_FOLDERS_LOCAL, _MAX_FOLDERS_REMOTE = 400, 8
 
 
 @dataclass(frozen=True)
@@ -107,41 +141,38 @@ def file_digest(path: Path) -> bytes:
         return hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=16)).digest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_table(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
 class MetricsStore:
-    """Accepted metrics (``root``) and quarantined rows (``quarantine``) on disk."""
+    """Accepted metrics (``root``) and quarantined rows (``quarantine``), on disk or on an object store.
 
-    def __init__(self, root: Path, *, quarantine: Path | None = None) -> None:
-        self.root = Path(root)
-        self.quarantine = Path(quarantine) if quarantine else self.root.parent / "quarantine"
+    `root` and `quarantine` are local paths or URIs (``s3://bucket/prefix``); the
+    quarantine defaults to the folder ``quarantine`` beside the root. ``root`` and
+    ``quarantine`` read back as a ``Path`` (local) or the URI string;
+    ``location`` is the resolved filesystem and base path.
+    """
+
+    def __init__(self, root: str | os.PathLike, *, quarantine: str | os.PathLike | None = None) -> None:
+        self.location = Location.parse(root)
+        self.root: Path | str = self.location.root
+        self._quarantine_root = quarantine or sibling(root, "quarantine")
+
+    @cached_property
+    def quarantine_location(self) -> Location:
+        return Location.parse(self._quarantine_root)  # opened on first use: most stores never quarantine
+
+    @property
+    def quarantine(self) -> Path | str:
+        return self.quarantine_location.root
 
     # -- writing ---------------------------------------------------------------
 
     def has_batch(self, batch_id: str) -> bool:
-        return self._commit_path(batch_id).exists()
+        return self.location.exists(_commit_path(batch_id))
 
     def write_batch(self, accepted: pd.DataFrame, *, batch_id: str, source: str = "") -> WriteResult:
         """Write validated rows (app, ts, metric, value[, phase]) as one idempotent batch."""
-        if self.has_batch(batch_id):
-            record = json.loads(self._commit_path(batch_id).read_text())
-            return WriteResult(batch_id, rows=record["rows"], files=len(record["files"]), skipped=True)
-        self._remove_uncommitted(batch_id)
+        committed = self._commit_record(batch_id)
+        if committed is not None:
+            return WriteResult(batch_id, rows=committed["rows"], files=len(committed["files"]), skipped=True)
         files = self._write_partitions(accepted, batch_id) if len(accepted) else []
         record = {
             "batch_id": batch_id,
@@ -150,11 +181,18 @@ class MetricsStore:
             "source": source,
             "committed_at": datetime.now().astimezone().isoformat(),
         }
-        _atomic_write_bytes(self._commit_path(batch_id), json.dumps(record, indent=1).encode())
+        self.location.write_bytes(_commit_path(batch_id), json.dumps(record, indent=1).encode())
         return WriteResult(batch_id, rows=len(accepted), files=len(files), skipped=False)
 
+    def _commit_record(self, batch_id: str) -> dict | None:
+        """The batch's commit record, or None (read directly: no separate existence check)."""
+        try:
+            return json.loads(self.location.read_bytes(_commit_path(batch_id)))
+        except FileNotFoundError:
+            return None
+
     def _write_partitions(self, accepted: pd.DataFrame, batch_id: str) -> list[str]:
-        """One file per (app, date), each written to a hidden temp name and renamed in.
+        """One file per (app, date), each written atomically (a temp name and a rename, or one PUT).
 
         Rows are grouped with one stable integer sort (radix sort when the group ids
         fit 16 bits), which keeps each partition's rows in time order. This measured
@@ -170,66 +208,97 @@ class MetricsStore:
         ordered_key = key[order]
         data = table.drop_columns(["app", "date"]).take(pa.array(order))
         cuts = np.flatnonzero(np.diff(ordered_key)) + 1
+        stamp = _stamp()
         jobs = []
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(order)], strict=True):
             group = int(ordered_key[lo])
             partition_day = date.fromordinal(date(1970, 1, 1).toordinal() + first_day + group % n_days)
-            relative = f"app={names[group // n_days]}/date={partition_day.isoformat()}/part-{batch_id}-0.parquet"
-            jobs.append((data.slice(int(lo), int(hi - lo)), relative))
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(lambda job: atomic_write_table(job[0], self.root / job[1]), jobs))
-        return [relative for _, relative in jobs]
+            folder = f"app={names[group // n_days]}/date={partition_day.isoformat()}"
+            jobs.append((data.slice(int(lo), int(hi - lo)), folder, f"part-{batch_id}-{stamp}.parquet"))
 
-    def write_quarantine(self, rows: pd.DataFrame, *, batch_id: str, source: str = "") -> Path | None:
-        """Store rejected rows with their reasons, one file per batch (replaced on retry)."""
+        def write(job: tuple[pa.Table, str, str]) -> str:
+            rows, folder, name = job
+            self._remove_uncommitted(folder, batch_id)
+            self.location.write_table(f"{folder}/{name}", rows)
+            return f"{folder}/{name}"
+
+        with ThreadPoolExecutor(max_workers=self._threads) as pool:
+            return list(pool.map(write, jobs))
+
+    def _remove_uncommitted(self, folder: str, batch_id: str) -> None:
+        """Delete what a killed earlier attempt of this batch left in `folder` (files, local temp files)."""
+        mine, temporary = f"part-{batch_id}-", f"-part-{batch_id}-"
+        for info in self.location.files(folder):
+            name = info.base_name
+            if name.startswith(mine) or (name.startswith(".tmp-") and temporary in name):
+                self.location.delete(info.path)
+
+    def write_quarantine(self, rows: pd.DataFrame, *, batch_id: str, source: str = "") -> PurePath | str | None:
+        """Store rejected rows with their reasons, one file per batch (replaced on retry); return where."""
         if not len(rows):
             return None
         frame = rows.assign(source=source)
         table = pa.table(
             {f.name: pa.array(frame[f.name].to_numpy(), type=f.type, from_pandas=True) for f in QUARANTINE_SCHEMA}
         )
-        path = self.quarantine / f"batch_id={batch_id}" / "part-0.parquet"
-        atomic_write_table(table, path)
-        return path
+        relative = f"batch_id={batch_id}/part-0.parquet"
+        self.quarantine_location.write_table(relative, table)
+        return self.quarantine_location.display(self.quarantine_location.path(relative))
 
     def read_quarantine(self) -> pd.DataFrame:
         """Every quarantined row of every batch, with its `batch_id`."""
-        if not self.quarantine.exists():
+        where = self.quarantine_location
+        if not where.exists():
             return pd.DataFrame(columns=[f.name for f in QUARANTINE_SCHEMA] + ["batch_id"])
         partitioning = ds.partitioning(pa.schema([("batch_id", pa.string())]), flavor="hive")
-        dataset = ds.dataset(self.quarantine, format="parquet", partitioning=partitioning, schema=_QUARANTINE_READ)
+        dataset = ds.dataset(
+            where.path(), filesystem=where.fs, format="parquet", partitioning=partitioning, schema=_QUARANTINE_READ
+        )
         return dataset.to_table().to_pandas()
 
-    def _commit_path(self, batch_id: str) -> Path:
-        return self.root / "_batches" / f"{batch_id}.json"
-
-    def _remove_uncommitted(self, batch_id: str) -> None:
-        """Delete files a killed earlier attempt of this batch left behind."""
-        for pattern in (f"part-{batch_id}-*.parquet", f".tmp-*-part-{batch_id}-*.parquet"):
-            for path in self.root.glob(f"app=*/date=*/{pattern}"):
-                path.unlink(missing_ok=True)
+    @property
+    def _threads(self) -> int:
+        return _LOCAL_THREADS if self.location.local else _REMOTE_THREADS
 
     # -- reading ---------------------------------------------------------------
 
     def apps(self) -> list[str]:
-        if not self.root.exists():
-            return []
-        return sorted(p.name[4:] for p in self.root.glob("app=*") if p.is_dir() and any(p.glob("date=*/*.parquet")))
+        """Apps with at least one data file."""
+        return [folder[4:] for folder in self.location.folders(prefix="app=") if self._has_data(folder)]
+
+    def _has_data(self, app_folder: str) -> bool:
+        return any(
+            _is_data(info)
+            for day in self.location.folders(app_folder, prefix="date=")
+            for info in self.location.files(f"{app_folder}/{day}")
+        )
 
     def dates(self, app: str) -> list[date]:
-        return sorted(date.fromisoformat(p.name[5:]) for p in (self.root / f"app={app}").glob("date=*") if p.is_dir())
+        return [date.fromisoformat(name[5:]) for name in self.location.folders(f"app={app}", prefix="date=")]
 
-    def files(self, app: str, *, start: datetime | None = None, end: datetime | None = None) -> list[Path]:
-        """Data files of `app` whose date partition can hold rows in [start, end)."""
+    def files(self, app: str, *, start: datetime | None = None, end: datetime | None = None) -> list[PurePath]:
+        """Data files of `app` whose date partition can hold rows in [start, end), oldest first per partition.
+
+        Local files come as ``Path``; on an object store as ``bucket/key`` paths on its filesystem.
+        """
+        infos = self._data_files(app, start=start, end=end)
+        return [Path(i.path) if self.location.local else PurePosixPath(i.path) for i in infos]
+
+    def _data_files(self, app: str, *, start, end) -> list[pafs.FileInfo]:
         first = utc(start).date() if start is not None else date.min
         last = (utc(end) - pd.Timedelta(1, "ns")).date() if end is not None else date.max
-        if start is not None and end is not None and (last - first) < timedelta(days=400):
+        limit = _MAX_FOLDERS_LOCAL if self.location.local else _MAX_FOLDERS_REMOTE
+        if start is not None and end is not None and (last - first).days < limit:
             days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-        else:
-            days = [d for d in self.dates(app) if first <= d <= last]
-        folders = [self.root / f"app={app}" / f"date={d.isoformat()}" for d in days]
-        files = [f for folder in folders if folder.is_dir() for f in folder.glob("part-*.parquet")]
-        return sorted(files, key=lambda f: (f.parent.name, f.stat().st_mtime_ns, f.name))
+            folders = [f"app={app}/date={day.isoformat()}" for day in days]
+            if self.location.local or len(folders) <= 1:
+                infos = [info for folder in folders for info in self.location.files(folder)]
+            else:  # one LIST request per folder: in parallel
+                with ThreadPoolExecutor(max_workers=len(folders)) as pool:
+                    infos = [info for listed in pool.map(self.location.files, folders) for info in listed]
+        else:  # one (paginated) listing of the whole app, cut to the window
+            infos = [info for info in self.location.files(f"app={app}", recursive=True) if first <= _day(info) <= last]
+        return sorted((i for i in infos if _is_data(i)), key=lambda i: (_folder(i), _write_order(i)))
 
     def read(
         self,
@@ -240,12 +309,10 @@ class MetricsStore:
         metrics: list[str] | None = None,
     ) -> pd.DataFrame:
         """Rows of one app in [start, end): app, ts, metric, value, phase; sorted, one row per (ts, metric)."""
-        files = self.files(app, start=start, end=end)
-        if not files:
+        infos = self._data_files(app, start=start, end=end)
+        if not infos:
             return _empty_frame()
-        table = ds.dataset([str(f) for f in files], schema=FILE_SCHEMA, format="parquet").to_table(
-            filter=_filter(start, end, metrics)
-        )
+        table = self._dataset(infos).to_table(filter=_filter(start, end, metrics))
         frame = table.to_pandas()
         frame = frame.drop_duplicates(KEY, keep="last").sort_values(["ts", "metric"], kind="stable")
         frame.insert(0, "app", app)
@@ -253,32 +320,71 @@ class MetricsStore:
         frame["phase"] = frame["phase"].astype("string")
         return frame.reset_index(drop=True)[["app", "ts", "metric", "value", "phase"]]
 
+    def _dataset(self, infos: list[pafs.FileInfo]) -> ds.FileSystemDataset:
+        """The files as one dataset, in the given order; their sizes are known, so no HEAD per file."""
+        fs = self.location.fs
+        fragments = [_PARQUET.make_fragment(i.path, filesystem=fs, file_size=i.size) for i in infos]
+        return ds.FileSystemDataset(fragments, FILE_SCHEMA, _PARQUET, fs)
+
     # -- maintenance -----------------------------------------------------------
 
     def compact(self, *, app: str | None = None, min_files: int = 8) -> CompactionResult:
         """Merge every partition holding at least `min_files` files into one file."""
-        partitions = files_before = files_after = rows = 0
-        for folder in sorted(self.root.glob(f"app={app or '*'}/date=*")):
-            files = sorted(folder.glob("part-*.parquet"), key=lambda f: (f.stat().st_mtime_ns, f.name))
-            files_before += len(files)
-            if len(files) < min_files:
-                files_after += len(files)
+        partitions: dict[str, list[pafs.FileInfo]] = {}
+        for folder in [f"app={app}"] if app else self.location.folders(prefix="app="):
+            for info in self.location.files(folder, recursive=True):  # one paginated LIST per app
+                if _is_data(info) and _folder(info).startswith("date="):
+                    partitions.setdefault(info.path.rpartition("/")[0], []).append(info)
+        compacted = files_before = files_after = rows = 0
+        for folder, infos in sorted(partitions.items()):
+            files_before += len(infos)
+            if len(infos) < min_files:
+                files_after += len(infos)
                 continue
-            rows += self._compact_partition(folder, files)
-            partitions += 1
+            rows += self._compact_partition(folder, sorted(infos, key=_write_order))
+            compacted += 1
             files_after += 1
-        return CompactionResult(partitions, files_before, files_after, rows)
+        return CompactionResult(compacted, files_before, files_after, rows)
 
-    def _compact_partition(self, folder: Path, files: list[Path]) -> int:
-        table = ds.dataset([str(f) for f in files], schema=FILE_SCHEMA, format="parquet").to_table()
-        frame = table.to_pandas().drop_duplicates(KEY, keep="last").sort_values(["ts", "metric"], kind="stable")
-        digest = batch_id_for(*(f.name for f in files), str(time.time_ns()))
-        atomic_write_table(
-            pa.Table.from_pandas(frame, schema=FILE_SCHEMA, preserve_index=False), folder / f"part-c-{digest}.parquet"
-        )
-        for f in files:
-            f.unlink(missing_ok=True)
+    def _compact_partition(self, folder: str, infos: list[pafs.FileInfo]) -> int:
+        frame = self._dataset(infos).to_table().to_pandas()
+        frame = frame.drop_duplicates(KEY, keep="last").sort_values(["ts", "metric"], kind="stable")
+        digest = batch_id_for(*(i.base_name for i in infos), str(time.time_ns()))
+        relative = f"{folder[len(self.location.base) + 1 :]}/part-c-{digest}-{_stamp()}.parquet"
+        self.location.write_table(relative, pa.Table.from_pandas(frame, schema=FILE_SCHEMA, preserve_index=False))
+        with ThreadPoolExecutor(max_workers=self._threads) as pool:  # on S3 three requests each: in parallel
+            list(pool.map(self.location.delete, [info.path for info in infos]))
         return len(frame)
+
+
+def _commit_path(batch_id: str) -> str:
+    return f"_batches/{batch_id}.json"
+
+
+def _stamp() -> str:
+    """The write time in ns as 19 digits (until the year 2286): orders files by name, not by mtime."""
+    return f"{time.time_ns():019d}"
+
+
+def _write_order(info: pafs.FileInfo) -> tuple[int, str]:
+    """A file's place among its partition's files: its name's stamp, else (older files) its mtime."""
+    stamp = info.base_name.removesuffix(".parquet").rpartition("-")[2]
+    written = int(stamp) if len(stamp) == 19 and stamp.isdigit() else (info.mtime_ns or 0)
+    return written, info.base_name
+
+
+def _is_data(info: pafs.FileInfo) -> bool:
+    return info.base_name.startswith("part-") and info.base_name.endswith(".parquet")
+
+
+def _folder(info: pafs.FileInfo) -> str:
+    """The name of the folder holding the file (``date=YYYY-MM-DD`` for data files)."""
+    return info.path.rsplit("/", 2)[-2]
+
+
+def _day(info: pafs.FileInfo) -> date:
+    folder = _folder(info)
+    return date.fromisoformat(folder[5:]) if folder.startswith("date=") else date.min
 
 
 def _to_arrow(accepted: pd.DataFrame) -> pa.Table:

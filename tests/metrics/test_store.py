@@ -1,4 +1,7 @@
-"""The Parquet store: partitions, idempotent batches, window reads, compaction, crash safety."""
+"""The Parquet store: partitions, idempotent batches, window reads, compaction, crash safety.
+
+Every contract here runs once per backend (``local``, ``s3``: see conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import pytest
 
 from prescale.metrics.store import MetricsStore
 from prescale.metrics.validation import split
+from tests.metrics.conftest import stored
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,13 +34,13 @@ def frame(start: str, minutes: int, *, apps=("web", "api"), metrics=("cpu_cores"
 
 
 @pytest.fixture
-def store(tmp_path) -> MetricsStore:
-    return MetricsStore(tmp_path / "metrics", quarantine=tmp_path / "quarantine")
+def store(any_store) -> MetricsStore:
+    return any_store
 
 
 def test_layout_is_partitioned_by_app_and_date(store):
     store.write_batch(frame("2026-03-01T23:00:00Z", 120), batch_id="b1")
-    folders = sorted(str(p.relative_to(store.root)) for p in store.root.glob("app=*/date=*"))
+    folders = sorted({path.rpartition("/")[0] for path in stored(store, "app=*/date=*/part-*.parquet")})
     assert folders == [
         "app=api/date=2026-03-01",
         "app=api/date=2026-03-02",
@@ -52,7 +56,7 @@ def test_a_repeated_batch_adds_nothing(store):
     again = store.write_batch(rows, batch_id="same")
     assert not first.skipped and again.skipped
     assert len(store.read("web")) == 30 * 2
-    assert len(list(store.root.rglob("*.parquet"))) == first.files
+    assert len(stored(store, "*.parquet")) == first.files
 
 
 def test_overlapping_batches_read_back_once_with_the_latest_value(store):
@@ -94,16 +98,17 @@ def test_compaction_merges_files_and_keeps_the_rows(store):
     assert result.partitions == 2 and result.files_after == 2 and result.files_before == 20
     after = store.read("web")
     pd.testing.assert_frame_equal(before, after)
-    assert len(list((store.root / "app=web").rglob("*.parquet"))) == 1
+    assert len(stored(store, "app=web/*.parquet")) == 1
 
 
 def test_retry_after_a_crash_before_commit_adds_no_duplicates(store):
     rows = frame("2026-03-01T00:00:00Z", 30)
     store.write_batch(rows, batch_id="crashy")
-    (store.root / "_batches" / "crashy.json").unlink()  # as if killed after the files, before the commit
+    store.location.delete(store.location.path("_batches/crashy.json"))  # killed after the files, before the commit
+    assert not store.has_batch("crashy") and len(store.read("web")) == 60  # visible, not committed
     store.write_batch(rows, batch_id="crashy")
     assert len(store.read("web")) == 60
-    assert len(list(store.root.glob("app=web/date=*/part-crashy-*.parquet"))) == 1
+    assert len(stored(store, "app=web/date=*/part-crashy-*.parquet")) == 1
 
 
 KILL_SCRIPT = """
@@ -111,16 +116,16 @@ import sys
 from pathlib import Path
 from prescale.metrics.ingest import ingest_file
 from prescale.metrics.store import MetricsStore
-store = MetricsStore(Path(sys.argv[2]), quarantine=Path(sys.argv[3]))
+store = MetricsStore(sys.argv[2], quarantine=sys.argv[3])
 print("start", flush=True)
 ingest_file(Path(sys.argv[1]), store=store)
 print("done", flush=True)
 """
 
 
-def _write_big_csv(path: Path) -> int:
+def _write_big_csv(path: Path, *, apps: int = 20) -> int:
     ts = pd.date_range("2026-01-01", periods=60 * 24 * 20, freq="min", tz="UTC")
-    apps = [f"app-{i}" for i in range(20)]
+    apps = [f"app-{i}" for i in range(apps)]
     big = pd.DataFrame(
         {
             "ts": np.repeat(ts.strftime("%Y-%m-%dT%H:%M:%SZ"), len(apps)),
@@ -133,33 +138,43 @@ def _write_big_csv(path: Path) -> int:
     return len(big)
 
 
-def _kill_when_writing(args: list[str], root: Path, *, nth_file: int) -> bool:
-    """Start an ingest and SIGKILL it as soon as `nth_file` temporary or final data files exist."""
+def _kill_when_writing(args: list[str], count_files, *, nth_file: int, poll: float) -> bool:
+    """Start an ingest and SIGKILL it as soon as `count_files()` (temporary or final data files) reaches `nth_file`."""
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=REPO)
     assert proc.stdout.readline().strip() == "start"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if len(list(root.glob("app=*/date=*/*.parquet"))) >= nth_file:
+        if count_files() >= nth_file:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             return True
-        time.sleep(0.002)
+        time.sleep(poll)
     proc.wait()
     return False
 
 
-def test_a_killed_ingest_leaves_no_partial_file_and_a_rerun_completes(tmp_path):
+def test_a_killed_ingest_leaves_no_partial_file_and_a_rerun_completes(tmp_path, store, request):
+    """Locally: temp files and renames. On S3: one PUT per file, so a killed upload leaves no object at all."""
     csv = tmp_path / "big.csv"
-    rows = _write_big_csv(csv)
-    root, quarantine = tmp_path / "metrics", tmp_path / "quarantine"
-    args = [sys.executable, "-c", KILL_SCRIPT, str(csv), str(root), str(quarantine)]
-    killed = [_kill_when_writing(args, root, nth_file=n) for n in (1, 150)]
+    rows = _write_big_csv(csv, apps=20 if store.location.local else 5)  # 400 or 100 files: uploads are slower
+    args = [sys.executable, "-c", KILL_SCRIPT, str(csv), str(store.root), str(store.quarantine)]
+    if store.location.local:
+        root = store.root  # pathlib's glob: a listing that tolerates files renamed while it runs
+        killed = [_kill_when_writing(args, lambda: len(list(root.glob("app=*/date=*/*.parquet"))), nth_file=n,
+                                     poll=0.002) for n in (1, 150)]  # fmt: skip
+    else:
+        client, (bucket, prefix) = request.getfixturevalue("s3_env").client(), store.location.base.split("/", 1)
+
+        def objects(n: int) -> int:  # one LIST page of at most n keys: polling must not slow the server down
+            return client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/app=", MaxKeys=n)["KeyCount"]
+
+        killed = [_kill_when_writing(args, lambda n=n: objects(n), nth_file=n, poll=0.02) for n in (1, 40)]
     assert any(killed), "the ingest finished before any kill: the test did not exercise a crash"
-    assert not list((root / "_batches").glob("*.json")), "a killed batch must not be committed"
-    for visible in root.glob("app=*/date=*/part-*.parquet"):
-        pq.read_metadata(visible)  # every file a reader can see is complete
+    assert not stored(store, "_batches/*.json"), "a killed batch must not be committed"
+    for visible in stored(store, "app=*/date=*/part-*.parquet"):
+        pq.read_metadata(store.location.path(visible), filesystem=store.location.fs)  # every visible file is whole
     finished = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert finished.returncode == 0, finished.stderr
-    store = MetricsStore(root, quarantine=quarantine)
+    store = MetricsStore(store.root, quarantine=store.quarantine)
     assert sum(len(store.read(app)) for app in store.apps()) == rows
-    assert not list(root.rglob(".tmp-*")), "the rerun removes the killed attempt's temporary files"
+    assert not stored(store, "*.tmp-*"), "the rerun removes the killed attempt's temporary files"
