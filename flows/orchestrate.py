@@ -1,7 +1,8 @@
 """`orchestrate`: every minute, per app, forecast -> allocate -> plan -> apply -> ledger. Wiring only.
 
 1. ``observe-cluster``: what runs now (once for the cycle).
-2. per app, mapped in parallel: ``gather-inputs`` (recent rows, phase, recent
+2. per app, mapped in parallel on the settings' task runner (threads, or Dask:
+   ``flows/runners.py``): ``gather-inputs`` (recent rows, phase, recent
    decisions, the champion's forecast; or why there is none) then ``decide``
    (demand to cover with the reactive floor, allocation, plan).
 3. ``apply-plans``: one app after another through the cluster backend
@@ -19,10 +20,11 @@ import time
 
 import pandas as pd
 from prefect import flow, get_run_logger, unmapped
-from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.runners import task_runner
 from prescale.catalog import list_profiles
 from prescale.metrics.store import MetricsStore, utc
+from prescale.orchestrate import search_budget_ms
 from prescale.settings import load_settings
 from tasks.orchestrate import (
     apply_plans,
@@ -36,7 +38,7 @@ from tasks.orchestrate import (
 )
 
 
-@flow(name="orchestrate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="orchestrate", log_prints=True, task_runner=task_runner(threads=load_settings().orchestrate.max_workers))
 def orchestrate(apps: list[str] | None = None, at: str | None = None, dry_run: bool | None = None) -> list[dict]:
     settings = load_settings()
     if dry_run is not None:
@@ -45,20 +47,15 @@ def orchestrate(apps: list[str] | None = None, at: str | None = None, dry_run: b
     apps = list(apps) if apps else _apps_with_profiles(settings)
     clock = time.time() if at is None else now.timestamp()
     held = observe(apps, settings, clock)
+    # the search is mostly Python: threads share one core's worth of it; Dask workers are processes
+    parallel = settings.runner.dask_workers if settings.runner.kind == "dask" else 1
+    settings.search.time_budget_ms = search_budget_ms(settings.search.time_budget_ms, apps=len(apps),
+                                                      parallel=parallel, share=settings.orchestrate.search_share)
     gathered = gather.map(apps, unmapped(now), unmapped(settings))
-    decided = []
-    for app, future in zip(apps, gathered, strict=True):
-        future.wait()
-        state = future.state
-        if state.is_failed():
-            decided.append(unexpected(app, now, _error(state)))
-            continue
-        try:
-            decided.append(decide.submit(future.result(), held[app], settings).result())
-        except Exception as exc:  # noqa: BLE001 - one app's failure never stops the others
-            decided.append(unexpected(app, now, exc))
+    decisions = decide.map(gathered, [held[app] for app in apps], unmapped(settings))
+    decided = [_settle(app, now, g, d) for app, g, d in zip(apps, gathered, decisions, strict=True)]
     decided = apply_plans(decided, settings, clock)
-    record(decided, str(settings.orchestrate.ledger))
+    record(decided, str(settings.orchestrate.ledger), settings.store.compact_min_files)
     retrain = [d.app for d in decided if d.row.retrain_requested]
     if retrain:
         get_run_logger().info(request_retraining(retrain, settings.orchestrate.retrain_deployment))
@@ -69,6 +66,15 @@ def orchestrate(apps: list[str] | None = None, at: str | None = None, dry_run: b
 def _apps_with_profiles(settings) -> list[str]:
     known = set(list_profiles(settings.search.profiles))
     return [app for app in MetricsStore(settings.store.root).apps() if app in known]
+
+
+def _settle(app: str, now, gathered, decision):
+    """The app's decision, or its ``failed`` row with the error of whichever step raised."""
+    for future in (gathered, decision):
+        future.wait()
+        if not future.state.is_completed():
+            return unexpected(app, now, _error(future.state))
+    return decision.result()
 
 
 def _error(state) -> BaseException:

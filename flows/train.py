@@ -11,9 +11,11 @@ Nothing that goes wrong for one app or phase stops the others: too little
 history, a constant or gappy series, a phase too short, even an unexpected
 error, each ends as a row with ``skipped`` and the reason.
 
-Tasks run one at a time (``max_workers=1``): a training uses the machine's
-cores through torch threads, and SQLite (the embedded MLflow) prefers one
-writer. The deployment in ``prefect.yaml`` runs this daily.
+With the default runner, tasks run one at a time (one thread): a training uses
+the machine's cores through torch threads, and SQLite (the embedded MLflow)
+prefers one writer. ``PRESCALE_RUNNER__KIND=dask`` spreads the (app, phase)
+trainings over Dask workers (``flows/runners.py``); publishing to MLflow stays
+one at a time. The deployment in ``prefect.yaml`` runs this daily.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.runners import task_runner
 from models.train import TrainConfig
 from prescale.settings import load_settings
 from tasks.train import (
@@ -53,7 +55,7 @@ class TrainReport:
         return {"preset": self.preset, "models": [m.to_dict() for m in self.models], "phases": self.phases}
 
 
-@flow(name="train-forecasters", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name="train-forecasters", log_prints=True, task_runner=task_runner(threads=1))
 def train_forecasters(
     apps: list[str] | None = None,
     preset: str | None = None,
@@ -101,18 +103,16 @@ def _train_and_publish(jobs: list[tuple[AppPhases, str]], config: TrainConfig, *
     panels = [p.panels[phase] for p, phase in jobs]
     results = _settled(train_phase.map(apps, phases, panels, unmapped(config)))
     outcomes: list[PhaseOutcome] = []
-    publish = []
     for (owner, phase), result in zip(jobs, results, strict=True):
         if isinstance(result, BaseException):
             outcomes.append(skipped_outcome(owner.app, phase, f"training failed: {type(result).__name__}: {result}"))
             continue
-        publish.append((owner, phase, publish_phase.submit(
+        # one at a time, whatever the runner: the registry's alias decisions must not interleave
+        done = _settled([publish_phase.submit(
             result, owner.app, phase, config, tracking_uri=settings.registry.tracking_uri,
             artifact_root=str(settings.registry.artifacts), margin=settings.forecast.promotion_margin,
             phase_report=owner.report,
-        )))
-    for owner, phase, future in publish:
-        done = _settled([future])[0]
+        )])[0]
         outcomes.append(done if not isinstance(done, BaseException)
                         else skipped_outcome(owner.app, phase, f"publishing failed: {type(done).__name__}: {done}"))
     return outcomes

@@ -113,7 +113,9 @@ def _phase(app: str, rows: pd.DataFrame, settings: Settings) -> str:
 
 def _health(app: str, rows: pd.DataFrame, now: pd.Timestamp, profile: AppProfile, settings: Settings) -> Health:
     cfg = settings.orchestrate
-    decisions = Ledger(cfg.ledger).read(app, start=now - pd.Timedelta(hours=cfg.lookback_hours), end=now)
+    # the newest monitor_points decisions hold the newest monitor_points forecast points and more
+    decisions = Ledger(cfg.ledger).read(app, start=now - pd.Timedelta(hours=cfg.lookback_hours), end=now,
+                                        last=cfg.monitor_points)
     bound = sources(profile)
     if decisions.empty or not bound:
         return Health("warming-up", 0, reason="no earlier decision")
@@ -168,7 +170,9 @@ def decide(gathered: Gathered, held: dict, settings: Settings) -> Decided:
     holdings, others = held["holdings"], held["others"]
     running = {t: h.nodes for t, h in holdings.items() if h.nodes}
     policy = Policy.from_settings(settings.search)
-    allocation = allocate(demand, catalog, profile, running, policy, now=gathered.now)
+    # with data coarser than the cadence (5-minute steps, a decision every minute) the first forecast step
+    # began before now and is still running: it is covered from now on (offset 0), not refused
+    allocation = allocate(demand, catalog, profile, running, policy, now=min(gathered.now, demand.start))
     plan = make_plan(gathered.app, holdings, allocation.nodes, catalog=catalog, profile=profile,
                      guardrails=guardrails_from(settings.cluster), spot=allocation.spot, others=others)  # fmt: skip
     row.observed = observed
@@ -230,8 +234,12 @@ def apply_plans(decided: list[Decided], settings: Settings, now: float) -> list[
 
 
 @task(name="record-decisions", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
-def record(decided: list[Decided], ledger_root: str) -> int:
-    Ledger(Path(ledger_root)).append([d.row for d in decided])
+def record(decided: list[Decided], ledger_root: str, compact_min_files: int = 8) -> int:
+    """Append the cycle's rows; merge an app's day of ledger files once it holds ``compact_min_files``."""
+    ledger = Ledger(Path(ledger_root))
+    ledger.append([d.row for d in decided])
+    for app in sorted({d.app for d in decided}):
+        ledger.compact(app, min_files=compact_min_files)
     return len(decided)
 
 

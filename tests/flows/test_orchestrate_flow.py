@@ -72,3 +72,13 @@ def test_observed_demand_above_the_band_raises_capacity_at_once(trained_web, mon
     assert "reactive floor" in burst["why"]
     assert burst["cost_per_hour"] > calm["cost_per_hour"]
     assert burst["outcome"] == "dry-run"
+
+
+def test_a_cycle_between_coarse_data_steps_covers_the_running_step(trained_web, monkeypatch):
+    from flows.orchestrate import orchestrate
+
+    monkeypatch.setenv("PRESCALE_ORCHESTRATE__DRY_RUN", "true")
+    # 5-minute data, a decision every minute: the forecast's first step began before the decision
+    (row,) = orchestrate(apps=["web"], at=str(trained_web + pd.Timedelta(minutes=3)))
+    assert row["outcome"] == "dry-run", row["error"]
+    assert row["mode"] == "predictive" and row["cost_per_hour"] > 0

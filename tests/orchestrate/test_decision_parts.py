@@ -10,7 +10,14 @@ from prescale.catalog import parse_profile
 from prescale.forecast import Forecast
 from prescale.ledger import DecisionRow, Ledger
 from prescale.monitoring import forecast_health
-from prescale.orchestrate import apply_floor, bind_forecast, observed_demand, reactive_forecast, summarise_forecast
+from prescale.orchestrate import (
+    apply_floor,
+    bind_forecast,
+    observed_demand,
+    reactive_forecast,
+    search_budget_ms,
+    summarise_forecast,
+)
 
 PROFILE = parse_profile(
     {
@@ -82,6 +89,36 @@ def test_ledger_round_trip(tmp_path):
     assert ledger.read("web", start=START + pd.Timedelta(seconds=1)).empty
 
 
+def _row(minute: int, **fields) -> DecisionRow:
+    base = dict(decided_at=START + pd.Timedelta(minutes=minute), app="web", phase="default", mode="reactive",
+                why="no champion", champion_version=None, covered_quantile=None, cost_per_hour=1.0, outcome="ok")
+    return DecisionRow(**{**base, **fields})
+
+
+def test_ledger_reads_cycles_whose_columns_were_empty_in_one_and_set_in_another(tmp_path):
+    ledger = Ledger(tmp_path)
+    ledger.append([_row(0)])  # champion_version, covered_quantile, error all empty: still typed
+    ledger.append([_row(1, champion_version="3", covered_quantile=0.9, error="boom", mode="predictive")])
+    back = ledger.read("web")
+    assert back["champion_version"].tolist()[1] == "3" and back["covered_quantile"].tolist()[1] == 0.9
+    assert pd.isna(back["champion_version"][0]) and back["error"].tolist() == ["", "boom"]
+
+
+def test_ledger_compaction_keeps_every_row_once_and_last_reads_the_newest(tmp_path):
+    ledger = Ledger(tmp_path)
+    for minute in range(10):
+        ledger.append([_row(minute, cost_per_hour=float(minute))])
+    day = next((tmp_path / "app=web").iterdir())
+    assert len(list(day.glob("part-*.parquet"))) == 10
+    assert ledger.compact("web", min_files=8) == 9
+    assert len(list(day.glob("part-*.parquet"))) == 1
+    assert ledger.read("web")["cost_per_hour"].tolist() == [float(m) for m in range(10)]
+    assert ledger.read("web", last=3)["cost_per_hour"].tolist() == [7.0, 8.0, 9.0]
+    assert ledger.compact("web", min_files=8) == 0  # one file: nothing to merge
+    ledger.append([_row(3, cost_per_hour=3.0)])  # a row seen twice (merged file and a part) reads once
+    assert len(ledger.read("web")) == 10
+
+
 def _decisions(levels: list[float]) -> pd.DataFrame:
     forecasts = []
     for i, level in enumerate(levels):
@@ -104,3 +141,16 @@ def test_monitoring_verdicts(forecast_level, verdict):
 def test_monitoring_waits_for_enough_points():
     observed = pd.Series(100.0, index=START + pd.to_timedelta(np.arange(5), unit="min"))
     assert forecast_health(_decisions([500.0] * 5), observed, min_points=30).verdict == "warming-up"
+
+
+@pytest.mark.parametrize(
+    ("configured", "apps", "expected"),
+    [
+        pytest.param(800, 50, 800, id="few-apps-keep-the-configured-budget"),
+        pytest.param(800, 1000, 60, id="many-apps-share-half-the-minute-over-two-workers"),
+        pytest.param(None, 10, 6000, id="no-per-decision-cap"),
+        pytest.param(800, 100_000, 20, id="never-below-the-floor"),
+    ],
+)
+def test_search_budget_is_shared_by_the_cycle(configured, apps, expected):
+    assert search_budget_ms(configured, apps=apps, parallel=2, share=0.5) == expected

@@ -1,0 +1,44 @@
+"""The task runner a flow's mapped tasks run on, chosen by settings (``PRESCALE_RUNNER__*``).
+
+- ``threads`` (default): Prefect's ``ThreadPoolTaskRunner`` in the flow run's own
+  process, ``max_workers`` as each flow sizes it.
+- ``dask``: prefect-dask's ``DaskTaskRunner``: the scheduler at
+  ``PRESCALE_RUNNER__DASK_ADDRESS`` (a long-lived cluster, possibly many machines),
+  else a ``distributed.LocalCluster`` started for the flow run and torn down after
+  it (``dask_workers`` processes of ``dask_threads_per_worker`` threads).
+
+Tasks and their inputs travel to Dask workers pickled, so every task of the train and
+orchestrate flows takes plain, picklable values. Each Dask worker process keeps its own
+champion cache: with a long-lived cluster the cache survives between cycles; a
+LocalCluster per run starts cold every run.
+
+The choice is read when a flow module is imported, which is once per flow run for a
+deployment (the worker starts a fresh process). In-process callers switch with
+``flow.with_options(task_runner=task_runner(settings, ...))``.
+"""
+
+from __future__ import annotations
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from prescale.settings import RunnerSettings, load_settings
+
+
+def task_runner(settings: RunnerSettings | None = None, *, threads: int = 2) -> TaskRunner:
+    """The runner the settings select; ``threads`` sizes the thread pool of the default runner."""
+    rs = settings or load_settings().runner
+    if rs.kind == "threads":
+        return ThreadPoolTaskRunner(max_workers=threads)
+    from prefect_dask import DaskTaskRunner
+
+    if rs.dask_address:
+        return DaskTaskRunner(address=rs.dask_address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": rs.dask_workers,
+            "threads_per_worker": rs.dask_threads_per_worker,
+            "processes": rs.dask_processes,
+            "dashboard_address": None,
+        },
+    )
