@@ -58,16 +58,28 @@ def test_demo_flow_ingests_the_bundled_traces(prefect_harness, prescale_home):
     from flows.demo import demo
 
     result = demo(quick=True)
+    apps = {"web", "analytics", "inference", "transcoder"}
     stored = {row["app"]: row for row in result["stored"]}
-    assert set(stored) == {"web", "analytics", "inference"}
+    assert set(stored) == apps
     for rep in result["ingest"]:
         assert rep["accepted"] + rep["quarantined"] == rep["read"] > 0
     assert stored["web"]["rows"] == 20160
     assert stored["web"]["metrics"] == ["app.requests_per_s"]
     trained = {(m["app"], m["phase"]): m for m in result["train"]["models"]}
-    assert {app for app, _ in trained} == {"web", "analytics", "inference"}
+    assert {app for app, _ in trained} == apps
     web = next(m for (app, _), m in trained.items() if app == "web")
     assert web["champion"] and web["scores"][web["champion"]]["mae"] > 0
+    replays = {rep["app"]: rep for rep in result["replay"]}
+    assert set(replays) == apps
+    for app, rep in replays.items():
+        assert "error" not in rep, rep
+        assert rep["profile"] == app
+        assert set(rep["budget_costs"]) == {"predictive", "reactive", "static", "oracle"}
+        bound = rep["oracle"]["lower_bound"]  # the LP bound under the oracle's zero-violation schedules
+        assert 0 < bound <= rep["budget_costs"]["oracle"]["0"]
+        for costs in rep["budget_costs"].values():  # nothing beats that bound at zero violations
+            assert costs["0"] is None or costs["0"] >= bound * (1 - 1e-6)
+        assert all(Path(f).stat().st_size > 0 for f in rep["files"].values())
 
 
 def test_ingest_flow_compacts_partitions_that_piled_up(prefect_harness, prescale_home, monkeypatch, tmp_path):
