@@ -90,3 +90,18 @@ def test_scaling_inverts_exactly():
     for log in (False, True):
         s = Scaling.fit(values, log_target=log)
         np.testing.assert_allclose(s.inverse(s.forward(values), axis=1), values, atol=1e-9)
+
+
+def test_a_trained_lstm_survives_pickling_between_processes(trained):
+    """Dask ships training results between processes: darts alone would drop the network's weights."""
+    import pickle
+
+    from models.forecaster import forecast_component
+
+    (lstm,) = [c for c in trained.candidates["lstm"].forecaster.components if getattr(c, "name", "") == "lstm"]
+    before = forecast_component(lstm, trained.panel)
+    again = forecast_component(lstm, trained.panel)  # the reused prediction trainer changes nothing
+    shipped = pickle.loads(pickle.dumps(lstm))
+    assert shipped.model is not None and shipped.model.model is not None
+    np.testing.assert_array_equal(before, again)
+    np.testing.assert_allclose(forecast_component(shipped, trained.panel), before, rtol=1e-6)
