@@ -11,6 +11,10 @@ Setup per app count N, in a fresh ``PRESCALE_HOME`` under ``.prescale/bench-scal
   counts one app per profile; every other app's registered model gets a version of the champion of a
   trained app of the same profile (the registry holds N models; each app loads its own).
 
+Runners: ``threads`` (default), ``dask`` (a ``LocalCluster`` of 2 worker processes started for each flow
+run, so every cycle starts cold), ``dask-cluster`` (one long-lived ``LocalCluster`` passed by address, as a
+deployment would use a standing cluster: the workers keep their champion caches between cycles).
+
 Then the ``orchestrate`` flow runs ``--cycles`` times at the history's end plus one minute each (dry run:
 decide and record, the simulated cluster is not applied to). Times come from Prefect: each flow run's
 ``total_run_time`` and the summed task-run times per task name, read from the API afterwards. The first cycle
@@ -199,12 +203,14 @@ def prefect_server(home: Path):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--apps", default="50,100,500,1000", help="Comma-separated app counts.")
-    parser.add_argument("--runners", default="threads,dask", help="threads, dask, or both.")
+    parser.add_argument("--runners", default="threads,dask,dask-cluster",
+                        help="threads, dask (a LocalCluster per run), dask-cluster (one long-lived, by address).")
     parser.add_argument("--train", type=int, default=100,
                         help="(app, phase) pairs trained at the first app count >= this (4 at the others).")
     parser.add_argument("--cycles", type=int, default=2, help="Orchestrate cycles per app count and runner.")
     parser.add_argument("--days", type=float, default=2.0, help="Days of 5-minute history per app.")
     parser.add_argument("--quick", action="store_true", help="10 and 20 apps, 4 trained, 2 cycles, threads only.")
+    parser.add_argument("--name", default=None, help="Results file name (default: scale, or scale-quick).")
     args = parser.parse_args()
     counts = [10, 20] if args.quick else [int(x) for x in args.apps.split(",")]
     runners = ["threads"] if args.quick else args.runners.split(",")
@@ -221,10 +227,25 @@ def main() -> None:
         server.wait(30)
 
 
+_CLUSTER = None
+
+
+def _runner(name: str) -> RunnerSettings:
+    """threads; dask (a LocalCluster per flow run); dask-cluster (one long-lived LocalCluster, by address)."""
+    global _CLUSTER
+    if name != "dask-cluster":
+        return RunnerSettings(kind=name)
+    if _CLUSTER is None:
+        from distributed import LocalCluster
+
+        _CLUSTER = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    return RunnerSettings(kind="dask", dask_address=_CLUSTER.scheduler_address)
+
+
 def run_all(counts, runners, n_train, cycles_n, args, results) -> None:
     for n in counts:
         for runner_name in runners:
-            runner = RunnerSettings(kind=runner_name)
+            runner = _runner(runner_name)
             home = WORK / f"{n}-{runner_name}"
             t0 = time.perf_counter()
             at = build(home, n, args.days)
@@ -240,25 +261,26 @@ def run_all(counts, runners, n_train, cycles_n, args, results) -> None:
             warm = [c["flow_run_s"] for c in ran[1:]] or [ran[0]["flow_run_s"]]
             entry = {"apps": n, "runner": runner_name, "setup_s": round(built, 1), "register_s": round(shared, 1),
                      "cold_cycle_s": ran[0]["flow_run_s"], "warm_cycle_s": max(warm),
+                     "warm_p95_s": round(float(np.percentile(warm, 95)), 2),
                      "warm_per_app_ms": round(1000 * max(warm) / n, 1), "cycles": ran, **rss_mib()}
             results["apps"].append(entry)
             print(json.dumps({k: v for k, v in entry.items() if k != "cycles"}), flush=True)
-            write(results, quick=args.quick)
+            write(results, name=args.name or ("scale-quick" if args.quick else "scale"))
 
 
-def write(results: dict, *, quick: bool) -> None:
+def write(results: dict, *, name: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    name = "scale-quick" if quick else "scale"
     (OUT / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
     lines = ["# Orchestrate cycle and training at scale", "",
              f"Machine: {results['machine']['cpus']} cores. Dry-run cycles (decide and record); times from "
              "Prefect's flow and task runs. Target: the 1,000-app cycle under 60 s (issue 7), 50 apps p95 under "
              "60 s (issue 6).", "",
-             "| apps | runner | cold cycle s | warm cycle s | warm ms/app | gather s (sum) | decide s (sum) | "
-             "peak RSS MiB (self / child) |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "| apps | runner | cold cycle s | warm cycle s (worst) | warm p95 s | warm ms/app | gather s (sum) | "
+             "decide s (sum) | peak RSS MiB (self / child) |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for e in results["apps"]:
         tasks = e["cycles"][-1]["tasks"]
         lines.append(f"| {e['apps']} | {e['runner']} | {e['cold_cycle_s']} | {e['warm_cycle_s']} | "
+                     f"{e.get('warm_p95_s', '-')} | "
                      f"{e['warm_per_app_ms']} | {tasks.get('gather-inputs', {}).get('sum_s', '-')} | "
                      f"{tasks.get('decide', {}).get('sum_s', '-')} | {e['self_peak_mib']} / "
                      f"{e['largest_child_peak_mib']} |")
