@@ -200,6 +200,55 @@ def prefect_server(home: Path):
     raise SystemExit(f"Prefect server did not start; see {home / 'prefect-server.log'}")
 
 
+def profile(home: Path, apps: int, name: str) -> None:
+    """Where one warm cycle's per-app time goes: gather and decide of ``apps`` apps, in this process, profiled.
+
+    Reuses a home the main run built (profiles, history, registry); runs each app's steps serially with the
+    cycle's search budget for that app count, after one unprofiled pass that warms the champion cache.
+    """
+    import cProfile
+    import io
+    import pstats
+
+    from prefect.logging import disable_run_logger
+
+    from prescale.orchestrate import search_budget_ms
+    from tasks.orchestrate import decide, gather, observe
+
+    os.environ["PRESCALE_HOME"] = str(home)
+    os.environ["PRESCALE_SEARCH__PROFILES"] = str(home / "profiles")
+    settings = load_settings()
+    total = len(list((home / "profiles").glob("*.yaml")))
+    settings.search.time_budget_ms = search_budget_ms(settings.search.time_budget_ms, apps=total, parallel=1,
+                                                      share=settings.orchestrate.search_share)
+    names = [app_name(i) for i in range(apps)]
+    at = MetricsStore(settings.store.root).read(names[0])["ts"].max() + STEP  # as the main run's first cycle
+    parts = {"gather": 0.0, "decide": 0.0}
+    with disable_run_logger():
+        held = observe.fn(names, settings, at.timestamp())
+        for app in names:  # warm: champions loaded, caches filled
+            decide.fn(gather.fn(app, at, settings), held[app], settings)
+        prof = cProfile.Profile()
+        prof.enable()
+        for app in names:
+            t0 = time.perf_counter()
+            got = gather.fn(app, at, settings)
+            t1 = time.perf_counter()
+            decide.fn(got, held[app], settings)
+            parts["gather"] += t1 - t0
+            parts["decide"] += time.perf_counter() - t1
+        prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(40)
+    per_app = {k: round(1000 * v / apps, 1) for k, v in parts.items()}
+    text = (f"# Where a warm orchestrate cycle's per-app time goes ({apps} of {total} apps, serial, profiled)\n\n"
+            f"Search budget per app at {total} apps: {settings.search.time_budget_ms} ms. Per app: gather "
+            f"{per_app['gather']} ms, decide {per_app['decide']} ms (cProfile adds overhead).\n\n"
+            "```\n" + out.getvalue().strip() + "\n```\n")
+    (OUT / f"{name}.md").write_text(text)
+    print(text[:3000])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--apps", default="50,100,500,1000", help="Comma-separated app counts.")
@@ -211,7 +260,13 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=2.0, help="Days of 5-minute history per app.")
     parser.add_argument("--quick", action="store_true", help="10 and 20 apps, 4 trained, 2 cycles, threads only.")
     parser.add_argument("--name", default=None, help="Results file name (default: scale, or scale-quick).")
+    parser.add_argument("--profile", type=Path, default=None, metavar="HOME",
+                        help="Profile a warm cycle's per-app work in a home a main run built, then exit.")
+    parser.add_argument("--profile-apps", type=int, default=100, help="Apps profiled with --profile.")
     args = parser.parse_args()
+    if args.profile:
+        profile(args.profile, args.profile_apps, args.name or "scale-profile")
+        return
     counts = [10, 20] if args.quick else [int(x) for x in args.apps.split(",")]
     runners = ["threads"] if args.quick else args.runners.split(",")
     n_train = 4 if args.quick else args.train
