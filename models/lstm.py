@@ -53,6 +53,7 @@ import tempfile
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -223,10 +224,16 @@ class LstmCandidate:
         if "unfitted" in state:
             self.__dict__.update(state["unfitted"])
         else:
-            with tempfile.TemporaryDirectory(prefix="prescale-lstm-") as tmp:
-                for name, data in state["files"].items():
-                    (Path(tmp) / name).write_bytes(data)
-                self.__dict__.update(LstmCandidate.load(Path(tmp)).__dict__)
+            # the files stay while this object lives: darts reads the checkpoint again when the model is saved
+            # (or shipped on) without having been trained here
+            folder = Path(tempfile.mkdtemp(prefix="pickled-", dir=_scratch_dir()))
+            for name, data in state["files"].items():
+                (folder / name).write_bytes(data)
+            self.__dict__.update(LstmCandidate.load(folder).__dict__)
+            checkpoint = folder / f"{DARTS_FILE}.ckpt"
+            if checkpoint.is_file():  # darts' load() leaves this unset, and save() then writes no weights
+                self.model.load_ckpt_path = str(checkpoint)
+            weakref.finalize(self, shutil.rmtree, str(folder), True)
         self._predictor, self._predict_lock = None, threading.Lock()
 
     # -- building darts objects ----------------------------------------------------

@@ -80,6 +80,7 @@ def test_train_and_orchestrate_on_dask_match_the_thread_runner(prefect_harness, 
     assert set(trained) == {("web", "default"), ("inference", "default")}
     for key, (best, skipped, scores) in trained.items():
         assert skipped is None and best
+        assert trained_dask[key][1] is None, trained_dask[key][1]  # trained and published on Dask too
         assert trained_dask[key][0] == best
         assert _flat(trained_dask[key][2]) == pytest.approx(_flat(scores), rel=1e-6, nan_ok=True)
     assert cycle["web"]["mode"] == "predictive" and cycle["web"]["allocation"]

@@ -102,6 +102,9 @@ def test_a_trained_lstm_survives_pickling_between_processes(trained):
     before = forecast_component(lstm, trained.panel)
     again = forecast_component(lstm, trained.panel)  # the reused prediction trainer changes nothing
     shipped = pickle.loads(pickle.dumps(lstm))
+    # shipped on untouched (training worker -> flow -> publishing worker): no trainer, weights still there
+    twice = pickle.loads(pickle.dumps(shipped))
     assert shipped.model is not None and shipped.model.model is not None
     np.testing.assert_array_equal(before, again)
     np.testing.assert_allclose(forecast_component(shipped, trained.panel), before, rtol=1e-6)
+    np.testing.assert_allclose(forecast_component(twice, trained.panel), before, rtol=1e-6)
