@@ -111,6 +111,24 @@ class Forecast:
         idx = [self.metric_index(m) for m in metrics]
         return Forecast(self.start, self.step_seconds, list(metrics), self.quantiles, self.values[:, idx, :])
 
+    def since(self, instant) -> Forecast:
+        """The steps still running or ahead at ``instant`` (a step ``[s, s + step)`` ended by then is dropped).
+
+        Data coarser than the decision cadence (5-minute steps, a decision every minute) or a late batch
+        leaves a forecast whose first steps began before the decision: those that already ended say
+        nothing about what to provision.
+        """
+        instant = pd.Timestamp(instant)
+        instant = instant.tz_localize("UTC") if instant.tzinfo is None else instant.tz_convert("UTC")
+        ended = int((instant - self.start).total_seconds() // self.step_seconds)
+        if ended <= 0:
+            return self
+        if ended >= self.horizon:
+            raise ForecastError(f"the whole forecast ({self.start} + {self.horizon} x {self.step_seconds} s) "
+                                f"ended before {instant}")
+        start = self.start + pd.Timedelta(seconds=ended * self.step_seconds)
+        return Forecast(start, self.step_seconds, self.metrics, self.quantiles, self.values[ended:])
+
     @classmethod
     def from_median(
         cls,

@@ -81,10 +81,14 @@ class ControlPlane:
     backends: dict[str, str] = field(default_factory=dict)  # Backends.describe(): passwords masked
 
 
+# settings carrying a password: each reaches only the one server that needs it (Backends), never the rest
+_SECRET_VARIABLES = ("PRESCALE_SERVE__PREFECT_DATABASE_URL", "PRESCALE_SERVE__MLFLOW_BACKEND_STORE_URI")
+
+
 def control_plane_env(settings: Settings) -> dict[str, str]:
-    """Environment for every child: Prefect and MLflow pointed at the local servers."""
+    """Environment for every child: Prefect and MLflow pointed at the local servers, no database URLs."""
     serve = settings.serve
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k.upper() not in _SECRET_VARIABLES}
     env.update(
         {
             "PREFECT_HOME": str(settings.prefect.home),

@@ -210,7 +210,7 @@ class Problem:
     min_nodes: int
     max_nodes: int | None
     step_seconds: int
-    offset_seconds: float  # how far ahead step 0 lies
+    offset_seconds: float  # how far ahead step 0 lies (negative: it began before the decision, still running)
     forecast: Forecast
     penalty: np.ndarray  # (M,) USD/h per uncovered unit
     policy: Policy
@@ -272,7 +272,7 @@ def build_problem(
     types = tuple(catalog)
     x0 = _current_vector(current, catalog)
     offset = forecast.step_seconds if now is None else (forecast.start - pd.Timestamp(now)).total_seconds()
-    if offset < 0:
+    if offset <= -forecast.step_seconds:  # step 0 ended before the decision: a stale forecast (Forecast.since)
         raise AllocationError(f"the forecast starts at {forecast.start}, before the decision time {now}")
     lead = np.array([t.lead_time_seconds for t in types], dtype=float)
     ready = np.maximum(np.ceil((lead - offset) / forecast.step_seconds), 0).astype(int)

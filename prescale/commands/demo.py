@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from prescale.commands.common import console, emit_json, run_guarded, settings_for_command
@@ -94,7 +95,7 @@ def print_replays(replays: list[dict]) -> None:
         table.add_column(column, justify="left" if column in ("app", "profile", "window") else "right")
     for rep in replays:
         if "error" in rep:
-            table.add_row(rep["app"], "-", f"[red]failed: {rep['error']}[/]", *["-"] * 6)
+            table.add_row(rep["app"], "-", f"[red]failed: {escape(rep['error'])}[/]", *["-"] * 6)
             continue
         costs = {name: c.get(budget) for name, c in rep["budget_costs"].items()}
         cmp = rep["comparison"].get(budget, {})

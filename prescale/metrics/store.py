@@ -350,7 +350,10 @@ class MetricsStore:
         frame = self._dataset(infos).to_table().to_pandas()
         frame = frame.drop_duplicates(KEY, keep="last").sort_values(["ts", "metric"], kind="stable")
         digest = batch_id_for(*(i.base_name for i in infos), str(time.time_ns()))
-        relative = f"{folder[len(self.location.base) + 1 :]}/part-c-{digest}-{_stamp()}.parquet"
+        # the merged file takes the newest stamp of its inputs, not the time of merging: a batch that took its
+        # stamp before this merge but landed after it must still win over the rows merged here
+        newest = max(_write_order(info)[0] for info in infos)
+        relative = f"{folder[len(self.location.base) + 1 :]}/part-c-{digest}-{newest:019d}.parquet"
         self.location.write_table(relative, pa.Table.from_pandas(frame, schema=FILE_SCHEMA, preserve_index=False))
         with ThreadPoolExecutor(max_workers=self._threads) as pool:  # on S3 three requests each: in parallel
             list(pool.map(self.location.delete, [info.path for info in infos]))

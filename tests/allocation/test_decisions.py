@@ -224,3 +224,15 @@ def test_bad_policy_names_the_field(field, value, message):
 
     with pytest.raises(AllocationError, match=message.replace("(", r"\(")):
         Policy(**{field: value})
+
+
+def test_a_step_running_at_the_decision_counts_lead_times_from_the_decision():
+    from prescale.allocation.problem import build_problem
+
+    slow = rtype("c", "cpu-vm", price=1.0, lead=180)
+    fc = flat(300.0, steps=6, step_seconds=300)
+    # 3 minutes into step 0: a node ordered now serves 3 minutes later, inside step 1, so from step 2 in full
+    late = build_problem(fc, catalog(slow), profile({"c": 100}), {}, EXACT, now=START + pd.Timedelta(minutes=3))
+    on_time = build_problem(fc, catalog(slow), profile({"c": 100}), {}, EXACT, now=START)
+    assert late.offset_seconds == -180 and late.ready.tolist() == [2]
+    assert on_time.ready.tolist() == [1]

@@ -62,3 +62,14 @@ def test_select_reorders_metrics_and_names_missing_ones():
     assert fc.select(["b", "a"]).values[0, :, 0].tolist() == [2.0, 1.0]
     with pytest.raises(ForecastError, match="no metric 'c'"):
         fc.select(["c"])
+
+
+def test_since_drops_the_steps_that_ended_and_keeps_the_running_one():
+    start = pd.Timestamp("2026-01-01T00:00:00Z")
+    fc = Forecast.from_median(np.arange(6.0).reshape(6, 1), start=start, step_seconds=300, metrics=["rps"])
+    assert fc.since(start - pd.Timedelta(minutes=1)) is fc  # nothing began yet
+    running = fc.since(start + pd.Timedelta(minutes=7))  # step 0 ended, step 1 is running
+    assert running.start == start + pd.Timedelta(minutes=5) and running.horizon == 5
+    np.testing.assert_array_equal(running.quantile(0.5)[:, 0], [1.0, 2.0, 3.0, 4.0, 5.0])
+    with pytest.raises(ForecastError, match="ended before"):
+        fc.since(start + pd.Timedelta(minutes=30))

@@ -66,7 +66,10 @@ def test_progress_and_command_lines_never_show_the_password(tmp_path, launched):
         assert PASSWORD not in repr(service), service.name
 
 
-def test_each_server_gets_its_backend_by_environment(tmp_path, launched):
+def test_each_server_gets_its_backend_by_environment(tmp_path, launched, monkeypatch):
+    # set the way docs/backends.md says: exported, so they are in this process's environment
+    monkeypatch.setenv("PRESCALE_SERVE__PREFECT_DATABASE_URL", PREFECT_DB)
+    monkeypatch.setenv("PRESCALE_SERVE__MLFLOW_BACKEND_STORE_URI", MLFLOW_DB)
     start_servers(_production(tmp_path), progress=lambda _: None)
     (prefect, prefect_env), (mlflow, mlflow_env) = launched
 
@@ -74,8 +77,8 @@ def test_each_server_gets_its_backend_by_environment(tmp_path, launched):
     assert mlflow.env == {"MLFLOW_BACKEND_STORE_URI": MLFLOW_DB, "MLFLOW_S3_ENDPOINT_URL": "http://minio:9000"}
     assert mlflow.argv[mlflow.argv.index("--artifacts-destination") + 1] == "s3://models/prescale"
     assert "--backend-store-uri" not in mlflow.argv
-    for env in (prefect_env, mlflow_env):  # the shared environment of every child carries no database URL
-        assert PASSWORD not in json.dumps(env)
+    for env in (prefect_env, mlflow_env, services.control_plane_env(load_settings())):  # worker and flows too
+        assert PASSWORD not in json.dumps(env)  # the shared environment of every child carries no database URL
 
 
 def test_unset_backends_are_the_embedded_defaults(tmp_path, launched):

@@ -173,8 +173,10 @@ def test_the_servers_use_the_databases_the_init_script_creates():
     assert any(v.startswith(f"./postgres/{INIT_SCRIPT.name}:{INITDB}") for v in postgres["volumes"])
     urls = {
         "prefect": _services()["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"],
-        "mlflow": _option(_argv(_services()["mlflow"]), "--backend-store-uri"),
+        "mlflow": _services()["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"],
     }
+    for name, service in _services().items():  # passwords never on a command line (ps, docker inspect)
+        assert not any("postgresql" in arg for arg in _argv(service)), name
     assert urlsplit(urls["prefect"]).scheme == "postgresql+asyncpg"
     assert urlsplit(urls["mlflow"]).scheme == "postgresql"
     for server, url in urls.items():

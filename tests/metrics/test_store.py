@@ -101,6 +101,22 @@ def test_compaction_merges_files_and_keeps_the_rows(store):
     assert len(stored(store, "app=web/*.parquet")) == 1
 
 
+def test_a_batch_stamped_before_a_compaction_but_landing_after_it_still_wins(store, monkeypatch):
+    import prescale.metrics.store as store_module
+
+    clock = {"ns": 0}
+    monkeypatch.setattr(store_module, "_stamp", lambda: f"{clock['ns']:019d}")
+    rows = frame("2026-03-01T00:00:00Z", 1, apps=("web",), metrics=("cpu_cores",))
+    for ns, value, batch in ((100, 1.0, "first"), (200, 2.0, "second")):
+        clock["ns"] = ns
+        store.write_batch(rows.assign(value=value), batch_id=batch)
+    clock["ns"] = 400
+    store.compact(min_files=2)  # merging at time 400
+    clock["ns"] = 300  # a batch that took its stamp at 300, before the merge, and landed after it
+    store.write_batch(rows.assign(value=3.0), batch_id="late")
+    assert store.read("web")["value"].tolist() == [3.0]
+
+
 def test_retry_after_a_crash_before_commit_adds_no_duplicates(store):
     rows = frame("2026-03-01T00:00:00Z", 30)
     store.write_batch(rows, batch_id="crashy")
