@@ -65,12 +65,12 @@ def train_forecasters(
     settings = load_settings()
     fs = settings.forecast
     config = TrainConfig.from_settings(fs, preset=preset)
-    root, home = str(settings.store.root), str(settings.home)
+    root, reports = str(settings.store.root), str(settings.forecast.phase_reports)
     apps = list(apps) if apps else list_apps(root)
     days = history_days or fs.history_days
     report = TrainReport(preset=preset or fs.preset)
     histories = _settled(load_history.map(apps, unmapped(root), unmapped(days), unmapped(metrics)))
-    previous = _settled(read_phase_report.map(unmapped(home), apps))
+    previous = _settled(read_phase_report.map(unmapped(reports), apps))
     split = []
     for app, rows, old in zip(apps, histories, previous, strict=True):
         if isinstance(rows, BaseException):
@@ -87,7 +87,7 @@ def train_forecasters(
         if phases.skipped:
             report.models.append(skipped_outcome(phases.app, "-", phases.skipped))
             continue
-        write_phase_report(home, phases.app, phases.report)
+        write_phase_report(reports, phases.app, phases.report)
         jobs += [(phases, phase) for phase in phases.panels]
     report.models += _train_and_publish(jobs, config, settings=settings)
     publish_artifact(report.models, report.phases)

@@ -8,31 +8,48 @@ every type not used) and what happened (applied, dry run, failed, with the error
 Nested values are stored as JSON text so the ledger stays one flat table that any
 Parquet reader (and pandas) can open.
 
-Layout: ``<root>/app=<app>/date=<YYYY-MM-DD>/part-<uuid>.parquet``, each file
-written to a hidden temporary name and renamed in, like the metrics store, with one
-fixed schema (:data:`SCHEMA`: a column that is empty in one cycle is still typed).
-A cycle adds one file per app, so :meth:`Ledger.compact` merges a day's files into
-one once they pile up (the orchestrate flow calls it after recording); a reader that
-meets both the merged file and its parts drops the duplicate rows.
+Where: ``root`` is a local folder or an object-store URI (``s3://bucket/prefix``,
+the ``orchestrate.ledger`` setting), resolved by the metrics store's
+:class:`~prescale.metrics.location.Location`; every file operation goes through it.
 
-The monitoring step (``monitoring.py``) reads the ledger back to compare what was
-forecast with what then happened.
+Layout: ``<root>/app=<app>/date=<YYYY-MM-DD>/part-<uuid>.parquet`` with one fixed
+schema (:data:`SCHEMA`: a column that is empty in one cycle is still typed;
+``decided_at`` is floored to the microsecond). Each file appears whole or not at
+all: locally it is written to a hidden temporary name and renamed in; on an object
+store it is encoded in memory and uploaded in one PUT under its final name (no
+rename there; see ``location.py``).
+
+A cycle adds one file per app, so :meth:`Ledger.compact` merges a day's files into
+one once they pile up (the orchestrate flow calls it after recording). The merged
+file is written before its inputs are deleted, so a reader that lists the day
+afterwards sees every row, and one that meets both the merged file and its parts
+drops the duplicate rows. A reader that listed the day *before* the deletion may
+find a listed file gone: it lists the day again and rereads it (a few times at
+most), see :meth:`Ledger.read`.
+
+The monitoring step (``monitoring.py``, through ``tasks/orchestrate.py``) reads
+the newest predictive decisions back to compare what was forecast with what then
+happened; ``read(..., mode=..., last=...)`` filters on the mode before it counts,
+walking day partitions newest first and stopping once it has enough rows.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
-from prescale.metrics.store import atomic_write_table, utc
+from prescale.metrics.location import Location
+from prescale.metrics.store import utc
 
 JSON_FIELDS = ("forecast", "observed", "allocation", "plan", "reasons", "health")
 SCHEMA = pa.schema(
@@ -42,6 +59,10 @@ SCHEMA = pa.schema(
     + [(name, pa.string()) for name in ("outcome", "error", *JSON_FIELDS)]
     + [("retrain_requested", pa.bool_()), ("duration_s", pa.float64())]
 )
+KEY = ["app", "decided_at"]
+# A day read whose listed file vanished (a concurrent compaction) is listed and read again at most this often.
+READ_ATTEMPTS = 4
+_PARQUET = ds.ParquetFileFormat()
 
 
 @dataclass
@@ -68,41 +89,56 @@ class DecisionRow:
     duration_s: float = 0.0
 
     def to_record(self) -> dict[str, Any]:
+        """The row as stored: JSON text for nested fields, ``decided_at`` in UTC floored to the microsecond.
+
+        The schema's ``timestamp[us]`` cannot hold nanoseconds (Arrow refuses the cast rather than
+        lose them), so a sub-microsecond instant is floored here instead of failing the cycle's write.
+        """
         record = asdict(self)
         for name in JSON_FIELDS:
             record[name] = json.dumps(record[name], default=str, sort_keys=True)
-        record["decided_at"] = utc(self.decided_at)
+        record["decided_at"] = utc(self.decided_at).floor("us")
         return record
 
 
 class Ledger:
-    """Append-only decision rows under ``root``."""
+    """Append-only decision rows under ``root``: a local folder or an object-store URI.
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    ``root`` reads back as a ``Path`` (local) or the URI string; ``location`` is the
+    resolved filesystem and base path.
+    """
 
-    def append(self, rows: list[DecisionRow]) -> list[Path]:
-        """Write the rows, one file per (app, day); each file appears whole or not at all."""
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.location = Location.parse(root)
+        self.root = self.location.root
+
+    def append(self, rows: list[DecisionRow]) -> list[PurePath | str]:
+        """Write the rows, one file per (app, day); each file appears whole or not at all. Returns where."""
         if not rows:
             return []
         frame = pd.DataFrame([row.to_record() for row in rows])
         written = []
         for (app, day), group in frame.groupby([frame["app"], frame["decided_at"].dt.date], sort=True):
-            path = self.root / f"app={app}" / f"date={day.isoformat()}" / f"part-{uuid.uuid4().hex}.parquet"
-            atomic_write_table(_table(group), path)
-            written.append(path)
+            relative = f"{_day_folder(app, day)}/part-{uuid.uuid4().hex}.parquet"
+            self.location.write_table(relative, _table(group))
+            written.append(self.location.display(self.location.path(relative)))
         return written
 
-    def read(self, app: str, *, start=None, end=None, last: int | None = None) -> pd.DataFrame:
-        """Decisions of one app in [start, end), oldest first, JSON fields decoded; only the newest ``last``."""
+    def read(self, app: str, *, start=None, end=None, last: int | None = None, mode: str | None = None) -> pd.DataFrame:
+        """Decisions of one app in [start, end), oldest first, JSON fields decoded.
+
+        ``mode`` keeps only the decisions of that mode ("predictive", "reactive"), and ``last``
+        only the newest ``last`` of the rows kept: the mode filter applies first, so ``last``
+        counts only matching rows. Day partitions are read newest first and the walk stops
+        once ``last`` rows are in hand (bound it further with ``start``).
+        """
+        condition = _condition(start, end, mode)
         frames, rows = [], 0
-        for files in reversed(self._files_by_day(app, start, end)):  # newest day first
-            frame = ds.dataset([str(f) for f in files], format="parquet", schema=SCHEMA).to_table().to_pandas()
-            if start is not None:
-                frame = frame[frame["decided_at"] >= utc(start)]
-            if end is not None:
-                frame = frame[frame["decided_at"] < utc(end)]
-            frames.append(frame.drop_duplicates(["app", "decided_at"]))
+        for folder in reversed(self._days(app, start, end)):  # newest day first
+            table, _ = self._read_day(folder, condition)
+            if not table.num_rows:
+                continue
+            frames.append(table.to_pandas().drop_duplicates(KEY))
             rows += len(frames[-1])
             if last is not None and rows >= last:
                 break
@@ -115,28 +151,97 @@ class Ledger:
         return frame.reset_index(drop=True)
 
     def compact(self, app: str, *, min_files: int = 8) -> int:
-        """Merge each day of ``app`` holding at least ``min_files`` files into one; returns files removed."""
+        """Merge each day of ``app`` holding at least ``min_files`` files into one; returns files removed.
+
+        One (paginated, on S3) listing of the app's folder finds the days to merge. The merged
+        file is written (atomically) before the inputs are deleted: a reader sees every row
+        throughout, at worst twice (it drops the duplicates).
+        """
+        by_day: dict[str, list[pafs.FileInfo]] = {}
+        for info in self.location.files(f"app={app}", recursive=True):
+            folder, _, name = info.path[len(self.location.base) + 1 :].rpartition("/")
+            if _is_data(name) and folder.rpartition("/")[2].startswith("date="):
+                by_day.setdefault(folder, []).append(info)
         removed = 0
-        for files in self._files_by_day(app, None, None):
+        for folder, files in sorted(by_day.items()):
             if len(files) < min_files:
                 continue
-            table = ds.dataset([str(f) for f in files], format="parquet", schema=SCHEMA).to_table()
-            frame = table.to_pandas().drop_duplicates(["app", "decided_at"]).sort_values("decided_at")
-            atomic_write_table(_table(frame), files[0].parent / f"part-{uuid.uuid4().hex}.parquet")
-            for f in files:  # the merged file is in place first: a reader sees every row throughout
-                f.unlink(missing_ok=True)
+            table, files = self._read_day(folder, None, sorted(files, key=lambda i: i.base_name))
+            if len(files) < 2:  # another compaction merged this day meanwhile
+                continue
+            frame = table.to_pandas().drop_duplicates(KEY).sort_values("decided_at")
+            self.location.write_table(f"{folder}/part-{uuid.uuid4().hex}.parquet", _table(frame))
+            for info in files:  # only what was read: a file written meanwhile stays
+                self.location.delete(info.path)
             removed += len(files) - 1
         return removed
 
-    def _files_by_day(self, app: str, start, end) -> list[list[Path]]:
-        """The files of each day partition overlapping [start, end), oldest day first."""
-        folder = self.root / f"app={app}"
-        if not folder.is_dir():
-            return []
+    def _days(self, app: str, start, end) -> list[str]:
+        """The day folders of `app` (relative to the root) overlapping [start, end), oldest first; one listing."""
         first = utc(start).date() if start is not None else date.min
         last = (utc(end) - timedelta(microseconds=1)).date() if end is not None else date.max
-        days = sorted(p for p in folder.glob("date=*") if first <= date.fromisoformat(p.name[5:]) <= last)
-        return [files for day in days if (files := sorted(day.glob("part-*.parquet")))]
+        folder = f"app={app}"
+        days = sorted(date.fromisoformat(name[5:]) for name in self.location.folders(folder, prefix="date="))
+        return [_day_folder(app, day) for day in days if first <= day <= last]
+
+    def _day_files(self, folder: str) -> list[pafs.FileInfo]:
+        """The data files of one day folder (temporary files and folder markers left out), by name."""
+        infos = self.location.files(folder)
+        return sorted((i for i in infos if _is_data(i.base_name)), key=lambda i: i.base_name)
+
+    def _read_day(
+        self, folder: str, condition: ds.Expression | None, files: list[pafs.FileInfo] | None = None
+    ) -> tuple[pa.Table, list[pafs.FileInfo]]:
+        """The matching rows of one day and the files they came from (`files`: the day as listed already).
+
+        A compaction running at the same time may delete a file between the listing and the
+        read (locally FileNotFoundError; on an object store an OSError, or an ArrowInvalid for a
+        body that is gone). The day is then listed again: if a listed file has vanished, the
+        new listing (which holds the merged file, written before the deletion) is read instead,
+        at most ``READ_ATTEMPTS`` times in all. A failure with every listed file still present is
+        a real error and raised as it is.
+        """
+        files = self._day_files(folder) if files is None else files
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return self._dataset(files).to_table(filter=condition), files
+            except (OSError, pa.ArrowInvalid):
+                if attempt == READ_ATTEMPTS:
+                    raise
+                listed, files = {i.path for i in files}, self._day_files(folder)
+                if listed <= {i.path for i in files}:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _dataset(self, files: list[pafs.FileInfo]) -> ds.FileSystemDataset:
+        """The files as one dataset; their sizes are known from the listing, so no HEAD request per file."""
+        fs = self.location.fs
+        fragments = [_PARQUET.make_fragment(i.path, filesystem=fs, file_size=i.size) for i in files]
+        return ds.FileSystemDataset(fragments, SCHEMA, _PARQUET, fs)
+
+
+def _day_folder(app: str, day: date) -> str:
+    return f"app={app}/date={day.isoformat()}"
+
+
+def _is_data(name: str) -> bool:
+    return name.startswith("part-") and name.endswith(".parquet")
+
+
+def _condition(start, end, mode: str | None) -> ds.Expression | None:
+    """The row filter of a read, applied while scanning (before ``last`` counts)."""
+    stamp = pa.timestamp("ns", "UTC")  # compared at ns: a bound between two microseconds stays exact
+    conditions = []
+    if start is not None:
+        conditions.append(ds.field("decided_at") >= pa.scalar(utc(start), stamp))
+    if end is not None:
+        conditions.append(ds.field("decided_at") < pa.scalar(utc(end), stamp))
+    if mode is not None:
+        conditions.append(ds.field("mode") == mode)
+    expr = None
+    for condition in conditions:
+        expr = condition if expr is None else expr & condition
+    return expr
 
 
 def _table(frame: pd.DataFrame) -> pa.Table:

@@ -19,9 +19,28 @@ and pass plain values in.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _path_or_uri(value: object) -> object:
+    """A URI (``scheme://...``) stays a string; any other location is a local Path (as StoreSettings roots)."""
+    return value if value is None or (isinstance(value, str) and "://" in value) else Path(value)
+
+
+# A local folder (a Path) or an object-store URI (a string, e.g. s3://bucket/prefix); see StoreSettings.
+PathOrUri = Annotated[Path | str | None, BeforeValidator(_path_or_uri)]
+
+
+def _with_store_endpoint(location: Path | str, endpoint_url: str | None) -> Path | str:
+    """An s3:// location gets the store's endpoint_url (unless it has one); a local Path stays as it is."""
+    if isinstance(location, Path):
+        return location
+    from prescale.metrics.location import with_endpoint  # imports pyarrow: only for URI locations
+
+    return with_endpoint(location, endpoint_url)
 
 
 class StoreSettings(BaseModel):
@@ -114,7 +133,8 @@ class RegistrySettings(BaseModel):
 class OrchestrateSettings(BaseModel):
     """The every-minute decision loop (flows/orchestrate.py)."""
 
-    ledger: Path | None = Field(default=None, description="Decision ledger (Parquet). Default: <home>/ledger.")
+    ledger: PathOrUri = Field(default=None, description="Decision ledger (Parquet): a folder, or a URI such as "
+                              "s3://bucket/ledger (store.endpoint_url applies). Default: <home>/ledger.")  # fmt: skip
     lookback_hours: float = Field(default=192.0, gt=0, description="History read per decision (8 days feeds "
                                   "the weekly Holt-Winters and daily baselines).")  # fmt: skip
     target_utilisation: float = Field(default=0.8, gt=0, le=1, description="Reactive fallback and floor: "
@@ -234,6 +254,11 @@ class ForecastSettings(BaseModel):
     min_phase_minutes: float = Field(default=240.0, gt=0, description="Shortest phase run; shorter runs are merged.")
     threads: int = Field(default=1, ge=1, description="torch threads per training (more hurts on a busy host).")
     seed: int = Field(default=0, description="Seed of every random source in training.")
+    phase_reports: PathOrUri = Field(
+        default=None,
+        description="Where training keeps each app's phase report (<app>.json) and orchestrate reads it: a folder, "
+        "or a URI such as s3://bucket/phases (store.endpoint_url applies). Default: <home>/phases.",
+    )
 
 class SimulationSettings(BaseModel):
     """The simulated cluster (prescale/cluster/simulated.py): its random source and injectable faults."""
@@ -372,7 +397,9 @@ class Settings(BaseSettings):
         self.registry.artifacts = self.registry.artifacts or home / "mlflow" / "artifacts"
         self.registry.tracking_uri = self.registry.tracking_uri or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
         self.prefect.home = self.prefect.home or home / "prefect"
-        self.orchestrate.ledger = self.orchestrate.ledger or home / "ledger"
+        endpoint = self.store.endpoint_url  # also for s3:// ledger and phase reports
+        self.orchestrate.ledger = _with_store_endpoint(self.orchestrate.ledger or home / "ledger", endpoint)
+        self.forecast.phase_reports = _with_store_endpoint(self.forecast.phase_reports or home / "phases", endpoint)
         self.cluster.state_file = self.cluster.state_file or home / "cluster" / "state.json"
         return self
 

@@ -12,10 +12,8 @@ app's row (``outcome="failed"`` with the error): it never stops the others.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -38,6 +36,7 @@ from prescale.orchestrate import (
     sources,
     summarise_forecast,
 )
+from prescale.phase_reports import read_report
 from prescale.phases import DEFAULT_PHASE, PhaseReport, current_phase
 from prescale.settings import Settings
 from tasks.ingest import IO_RETRIES, IO_RETRY_DELAYS
@@ -93,16 +92,17 @@ def gather(app: str, now: pd.Timestamp, settings: Settings) -> Gathered:
         gathered.error = f"newest metric of {app!r} is {age} old (limit {settings.orchestrate.max_staleness_hours} h)"
         return gathered
     gathered.phase = _phase(app, rows, settings)
-    gathered.health = _health(app, rows, now, profile, settings)
+    gathered.health = _health(app, rows, now, profile, settings, champion=_champion_version(app, gathered.phase,
+                                                                                            settings))
     _forecast(gathered, settings)
     return gathered
 
 
 def _phase(app: str, rows: pd.DataFrame, settings: Settings) -> str:
-    path = Path(settings.home) / "phases" / f"{app}.json"
-    if not path.is_file():
+    data = read_report(settings.forecast.phase_reports, app)  # written by training (tasks/train.py)
+    if data is None:
         return DEFAULT_PHASE
-    report = PhaseReport.from_dict(json.loads(path.read_text()))
+    report = PhaseReport.from_dict(data)
     wide = rows.pivot_table(index="ts", columns="metric", values="value")
     labels = rows.drop_duplicates("ts").set_index("ts")["phase"] if rows["phase"].notna().any() else None
     try:
@@ -111,18 +111,34 @@ def _phase(app: str, rows: pd.DataFrame, settings: Settings) -> str:
         return report.ids[0] if report.ids else DEFAULT_PHASE
 
 
-def _health(app: str, rows: pd.DataFrame, now: pd.Timestamp, profile: AppProfile, settings: Settings) -> Health:
+def _champion_version(app: str, phase: str, settings: Settings) -> str | None:
+    """The version the champion alias names now (None: no champion, or the registry did not answer)."""
+    try:
+        return champion_loader(settings.registry.tracking_uri).registry.champion_version(app, phase)
+    except Exception:  # noqa: BLE001 - monitoring then judges every predictive decision, as without versions
+        return None
+
+
+def _health(app: str, rows: pd.DataFrame, now: pd.Timestamp, profile: AppProfile, settings: Settings,
+            *, champion: str | None = None) -> Health:
+    """The champion's recent record; only its own decisions count (``champion``: the version it is now), so a
+    retrained champion is judged afresh instead of inheriting the record of the one it replaced."""
     cfg = settings.orchestrate
-    # the newest monitor_points decisions hold the newest monitor_points forecast points and more
+    # only predictive decisions carry a champion's forecast. The ledger filters on the mode before it counts,
+    # so the newest monitor_points of them (each forecasts at least one point) are found however many reactive
+    # rows came since: while a champion is set aside every decision is reactive, and judging only the newest
+    # rows of any mode would find no forecast, call it "warming-up" and reinstate the bad champion.
     decisions = Ledger(cfg.ledger).read(app, start=now - pd.Timedelta(hours=cfg.lookback_hours), end=now,
-                                        last=cfg.monitor_points)
+                                        last=cfg.monitor_points, mode="predictive")  # fmt: skip
+    if champion is not None and not decisions.empty:
+        decisions = decisions[decisions["champion_version"] == champion]
     bound = sources(profile)
     if decisions.empty or not bound:
-        return Health("warming-up", 0, reason="no earlier decision")
+        return Health("warming-up", 0, reason="no earlier predictive decision")
     name, (source, scale) = next(iter(bound.items()))
     observed = rows[rows["metric"] == source].set_index("ts")["value"] * scale
     return forecast_health(
-        decisions[decisions["mode"] == "predictive"],
+        decisions,
         observed,
         window=cfg.monitor_points,
         min_points=cfg.min_points,
@@ -170,9 +186,9 @@ def decide(gathered: Gathered, held: dict, settings: Settings) -> Decided:
     holdings, others = held["holdings"], held["others"]
     running = {t: h.nodes for t, h in holdings.items() if h.nodes}
     policy = Policy.from_settings(settings.search)
-    # with data coarser than the cadence (5-minute steps, a decision every minute) the first forecast step
-    # began before now and is still running: it is covered from now on (offset 0), not refused
-    allocation = allocate(demand, catalog, profile, running, policy, now=min(gathered.now, demand.start))
+    # with data coarser than the cadence (5-minute steps, a decision every minute) the first forecast steps
+    # began before now: those that ended are dropped, a running one counts from now (lead times from now)
+    allocation = allocate(demand.since(gathered.now), catalog, profile, running, policy, now=gathered.now)
     plan = make_plan(gathered.app, holdings, allocation.nodes, catalog=catalog, profile=profile,
                      guardrails=guardrails_from(settings.cluster), spot=allocation.spot, others=others)  # fmt: skip
     row.observed = observed
@@ -236,7 +252,7 @@ def apply_plans(decided: list[Decided], settings: Settings, now: float) -> list[
 @task(name="record-decisions", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
 def record(decided: list[Decided], ledger_root: str, compact_min_files: int = 8) -> int:
     """Append the cycle's rows; merge an app's day of ledger files once it holds ``compact_min_files``."""
-    ledger = Ledger(Path(ledger_root))
+    ledger = Ledger(ledger_root)  # a folder or an object-store URI (orchestrate.ledger)
     ledger.append([d.row for d in decided])
     for app in sorted({d.app for d in decided}):
         ledger.compact(app, min_files=compact_min_files)

@@ -8,8 +8,9 @@ rather than an exception, so one bad app never fails the whole flow:
 - ``load-history`` (retried): the store's rows of one app over the last days;
 - ``label-phases``: the panel (the app's demand metrics on a regular grid) and
   its phase labels, stable against the previous report, which
-  ``read-phase-report``/``write-phase-report`` (retried) keep under
-  ``<home>/phases/<app>.json``;
+  ``read-phase-report``/``write-phase-report`` (retried) keep as ``<app>.json``
+  under the ``forecast.phase_reports`` location (default ``<home>/phases``; an
+  ``s3://`` URI when flow runs share no disk), where orchestrate reads it;
 - ``train-phase``: every candidate on one (app, phase) (pure compute, no retries:
   the same data would fail the same way);
 - ``publish-phase`` (retried): runs, model version, champion decision in MLflow;
@@ -21,7 +22,6 @@ tasks use ``cache_policy=NONE``: hashing them would cost more than it saves.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +36,7 @@ from models.registry import Registry
 from models.series import Panel, SeriesError, panel_from_long
 from models.train import PanelResult, TrainConfig, train_panels
 from prescale.metrics.store import MetricsStore
+from prescale.phase_reports import read_report, write_report
 from prescale.phases import PhaseConfig, PhaseReport, assign_phases
 
 IO_RETRIES = 3
@@ -95,25 +96,17 @@ def load_history(app: str, store_root: str, days: float, metrics: list[str] | No
 
 # -- phases -----------------------------------------------------------------------------------------
 
-def _report_path(home: str, app: str) -> Path:
-    return Path(home) / "phases" / f"{app}.json"
-
-
 @task(name="read-phase-report", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
-def read_phase_report(home: str, app: str) -> dict[str, Any] | None:
-    path = _report_path(home, app)
-    return json.loads(path.read_text()) if path.is_file() else None
+def read_phase_report(reports: str, app: str) -> dict[str, Any] | None:
+    """The app's previous report under `reports` (a folder or a URI: ``forecast.phase_reports``), or None."""
+    return read_report(reports, app)
 
 
 @task(name="write-phase-report", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
-def write_phase_report(home: str, app: str, report: dict[str, Any] | None) -> None:
-    if report is None:
-        return
-    path = _report_path(home, app)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(path)
+def write_phase_report(reports: str, app: str, report: dict[str, Any] | None) -> None:
+    """Replace the app's report under `reports` as a whole (atomic locally and on an object store)."""
+    if report is not None:
+        write_report(reports, app, report)
 
 
 @task(name="label-phases", cache_policy=NONE)

@@ -161,7 +161,8 @@ def test_the_job_of_a_flow_run_is_valid_kubernetes():
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     env = _container_env(job)
     assert env["PRESCALE_CLUSTER__BACKEND"] == "kubernetes"
-    for setting in ("PRESCALE_STORE__ROOT", "PRESCALE_STORE__QUARANTINE", "PRESCALE_ORCHESTRATE__LEDGER"):
+    for setting in ("PRESCALE_STORE__ROOT", "PRESCALE_STORE__QUARANTINE", "PRESCALE_ORCHESTRATE__LEDGER",
+                    "PRESCALE_FORECAST__PHASE_REPORTS"):
         assert env[setting].startswith("s3://"), f"{setting}: a flow-run pod keeps nothing; it goes to object storage"
     assert urlsplit(env["PRESCALE_REGISTRY__TRACKING_URI"]).scheme == "http"
     assert env["PRESCALE_REPO"] == "/opt/prescale"  # where prefect.yaml's pull step runs, in the image

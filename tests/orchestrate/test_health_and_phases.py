@@ -1,0 +1,128 @@
+"""What a decision reads besides the metrics: the champion's track record from the ledger (monitoring)
+and the app's phase report written by training, on a local folder and on S3."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from prescale.catalog import parse_profile
+from prescale.forecast import Forecast
+from prescale.ledger import DecisionRow, Ledger
+from prescale.orchestrate import summarise_forecast
+from prescale.phase_reports import read_report, write_report
+from prescale.phases import PhaseInfo, PhaseReport
+from prescale.settings import load_settings
+
+PROFILE = parse_profile(
+    {
+        "name": "web",
+        "metrics": [{"name": "requests_per_second", "per_unit": 60, "source": "app.requests_per_s",
+                     "source_scale": 2.0}],
+        "kinds": ["cpu-vm"],
+        "workload_class": "latency",
+        "replica": {"vcpu": 0.5, "memory_gib": 1},
+    }
+)  # fmt: skip
+START = pd.Timestamp("2026-01-01T22:00:00Z")
+
+
+def _decision(minute: int, mode: str, level: float, version: str | None = None) -> DecisionRow:
+    """A decision at START + minute that forecast `level` requests/s for the next minute."""
+    at = START + pd.Timedelta(minutes=minute)
+    forecast = Forecast.from_median(np.full((1, 1), level), start=at + pd.Timedelta(minutes=1), step_seconds=60,
+                                    metrics=["requests_per_second"], spread=0.1)  # fmt: skip
+    return DecisionRow(decided_at=at, app="web", phase="default", mode=mode, why="", champion_version=version,
+                       covered_quantile=0.9, cost_per_hour=1.0, outcome="ok",
+                       forecast=summarise_forecast(forecast, "requests_per_second"))  # fmt: skip
+
+
+def _observed(minutes: int) -> pd.DataFrame:
+    """50 stored requests/s every minute: 100 in the profile's units (source_scale 2)."""
+    ts = START + pd.to_timedelta(np.arange(minutes + 2), unit="min")
+    return pd.DataFrame({"app": "web", "ts": ts, "metric": "app.requests_per_s", "value": 50.0, "phase": None})
+
+
+def test_a_champion_set_aside_stays_judged_by_its_forecasts_however_many_reactive_rows_follow(root, prescale_home):
+    from tasks.orchestrate import _health
+
+    settings = load_settings(orchestrate={"ledger": root, "monitor_points": 20, "min_points": 10})
+    ledger = Ledger(settings.orchestrate.ledger)
+    ledger.append([_decision(m, "predictive", 200.0) for m in range(40)])  # twice the demand: outside budget
+    # then the champion is set aside: every decision is reactive, its fallback forecast exact
+    ledger.append([_decision(m, "reactive", 100.0) for m in range(40, 40 + 3 * 20)])
+    now = START + pd.Timedelta(minutes=101)
+
+    health = _health("web", _observed(100), now, PROFILE, settings)
+
+    assert health.verdict == "outside-budget", health
+    assert health.points == 20 and health.relative_error == 1.0
+    assert not health.healthy, "the bad champion is not reinstated"
+
+
+def test_a_retrained_champion_is_judged_afresh_not_by_the_record_of_the_one_it_replaced(root, prescale_home):
+    from tasks.orchestrate import _health
+
+    settings = load_settings(orchestrate={"ledger": root, "monitor_points": 20, "min_points": 10})
+    ledger = Ledger(settings.orchestrate.ledger)
+    ledger.append([_decision(m, "predictive", 200.0, version="1") for m in range(40)])  # v1 was bad
+    now = START + pd.Timedelta(minutes=41)
+
+    assert _health("web", _observed(40), now, PROFILE, settings, champion="1").verdict == "outside-budget"
+    fresh = _health("web", _observed(40), now, PROFILE, settings, champion="2")  # retrained: the alias moved
+    assert fresh.verdict == "warming-up" and fresh.healthy
+
+
+def test_without_predictive_decisions_monitoring_is_warming_up(root, prescale_home):
+    from tasks.orchestrate import _health
+
+    settings = load_settings(orchestrate={"ledger": root, "monitor_points": 20, "min_points": 10})
+    Ledger(settings.orchestrate.ledger).append([_decision(m, "reactive", 100.0) for m in range(30)])
+    health = _health("web", _observed(30), START + pd.Timedelta(minutes=31), PROFILE, settings)
+    assert health.verdict == "warming-up" and health.reason == "no earlier predictive decision"
+
+
+def _report(phase: str) -> dict:
+    info = PhaseInfo(id=phase, rows=100, runs=1, share=1.0, level={"app.requests_per_s": 50.0})
+    return json.loads(json.dumps(PhaseReport(method="single", phases=(info,), reason="one regime").to_dict()))
+
+
+def test_phase_reports_are_written_whole_and_read_back_from_any_location(root):
+    from tasks.train import read_phase_report, write_phase_report
+
+    assert read_report(root, "web") is None, "no report yet"
+    write_report(root, "web", _report("steady"))
+    assert read_report(root, "web") == _report("steady")
+    write_phase_report.fn(str(root), "web", _report("busy"))  # the training flow's task: replaces it
+    write_phase_report.fn(str(root), "api", None)  # no report (the app was skipped): nothing written
+    assert read_phase_report.fn(str(root), "web")["phases"][0]["id"] == "busy"
+    assert read_phase_report.fn(str(root), "api") is None
+
+
+def test_orchestrate_reads_the_phase_report_from_the_configured_location(root, prescale_home):
+    from tasks.orchestrate import _phase
+
+    settings = load_settings(forecast={"phase_reports": root})
+    write_report(settings.forecast.phase_reports, "web", _report("steady"))
+    assert _phase("web", _observed(5), settings) == "steady"
+    assert _phase("api", _observed(5), settings) == "default", "no report: the default phase"
+    assert not (prescale_home / "phases").exists(), "nothing in the pod's own home"
+
+
+def test_phase_reports_on_s3_are_one_object_per_app(s3_env, prescale_home):
+    from tests.metrics.conftest import s3_uri
+
+    bucket = s3_env.create_bucket()
+    settings = load_settings(forecast={"phase_reports": f"s3://{bucket}/prescale/phases"},
+                             store={"endpoint_url": s3_env.endpoint_url})  # fmt: skip
+    assert settings.forecast.phase_reports == s3_uri(s3_env, bucket, "prescale/phases"), "the store's endpoint"
+    write_report(settings.forecast.phase_reports, "web", _report("steady"))
+    write_report(settings.forecast.phase_reports, "web", _report("busy"))
+    assert s3_env.keys(bucket) == ["prescale/phases/web.json"]
+    assert read_report(settings.forecast.phase_reports, "web")["phases"][0]["id"] == "busy"
+
+
+def test_the_phase_reports_setting_defaults_to_the_home(prescale_home):
+    assert load_settings().forecast.phase_reports == prescale_home.absolute() / "phases"

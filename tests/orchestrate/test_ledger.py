@@ -1,0 +1,153 @@
+"""The decision ledger on a local folder and on S3: append, window and newest reads, the mode filter,
+compaction, reads that race a compaction, the microsecond timestamps, and the setting that selects it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.fs as pafs
+import pytest
+
+from prescale.ledger import READ_ATTEMPTS, DecisionRow, Ledger
+from prescale.settings import load_settings
+
+START = pd.Timestamp("2026-01-01T23:56:00Z")  # four minutes before midnight: rows span two days
+
+
+def _row(minute: int, **fields) -> DecisionRow:
+    base = dict(decided_at=START + pd.Timedelta(minutes=minute), app="web", phase="default", mode="reactive",
+                why="no champion", champion_version=None, covered_quantile=None, cost_per_hour=float(minute),
+                outcome="ok")  # fmt: skip
+    return DecisionRow(**{**base, **fields})
+
+
+def _files(ledger: Ledger) -> list[str]:
+    """Data files under the ledger's root, relative to it, on any backend."""
+    where = ledger.location
+    relative = (i.path[len(where.base) + 1 :] for i in where.files(recursive=True))
+    return sorted(p for p in relative if p.rpartition("/")[2].startswith("part-"))
+
+
+def _costs(frame: pd.DataFrame) -> list[float]:
+    return frame["cost_per_hour"].tolist()
+
+
+def test_append_then_read_a_window_and_the_newest_rows(root):
+    ledger = Ledger(root)
+    written = ledger.append([_row(m, allocation={"m7i.xlarge": m}) for m in range(8)])  # 23:56 .. 00:03
+
+    assert len(written) == 2 and len(_files(ledger)) == 2, "one file per (app, day)"
+    assert [f.split("/")[1] for f in _files(ledger)] == ["date=2026-01-01", "date=2026-01-02"]
+    assert all(str(w).startswith("s3://" if isinstance(root, str) else "/") for w in written)
+    everything = ledger.read("web")
+    assert _costs(everything) == [float(m) for m in range(8)]
+    assert everything["allocation"][5] == {"m7i.xlarge": 5}, "JSON fields come back decoded"
+    window = ledger.read("web", start=START + pd.Timedelta(minutes=2), end=START + pd.Timedelta(minutes=6))
+    assert _costs(window) == [2.0, 3.0, 4.0, 5.0], "[start, end), across the day boundary"
+    assert _costs(ledger.read("web", last=5)) == [3.0, 4.0, 5.0, 6.0, 7.0], "the newest, across the day boundary"
+    assert ledger.read("api").empty and ledger.read("web", start=START + pd.Timedelta(hours=1)).empty
+
+
+def test_compaction_keeps_every_row_once(root):
+    ledger = Ledger(root)
+    for minute in range(10):  # 23:56 .. 00:05: 4 files on the first day, 6 on the second
+        ledger.append([_row(minute)])
+    assert len(_files(ledger)) == 10
+
+    assert ledger.compact("web", min_files=5) == 5, "only the day holding at least min_files files is merged"
+    assert len(_files(ledger)) == 5
+    assert _costs(ledger.read("web")) == [float(m) for m in range(10)]
+    assert _costs(ledger.read("web", last=3)) == [7.0, 8.0, 9.0]
+    assert ledger.compact("web", min_files=5) == 0, "nothing left to merge"
+    ledger.append([_row(7)])  # a row in the merged file and in a new part reads once
+    assert len(ledger.read("web")) == 10
+
+
+def test_the_mode_filter_applies_before_last_counts(root):
+    ledger = Ledger(root)
+    ledger.append([_row(m, mode="predictive") for m in range(3)])  # 23:56 .. 23:58, the first day
+    ledger.append([_row(m) for m in range(3, 20)])  # reactive, mostly on the second day
+
+    predictive = ledger.read("web", last=2, mode="predictive")
+    assert _costs(predictive) == [1.0, 2.0], "the newest predictive rows, past the newer reactive ones"
+    assert set(predictive["mode"]) == {"predictive"}
+    assert _costs(ledger.read("web", last=2)) == [18.0, 19.0], "without a mode: the newest rows of any mode"
+    assert len(ledger.read("web", mode="reactive")) == 17
+
+
+def test_a_read_that_lists_before_a_compaction_reads_the_merged_file(root, monkeypatch):
+    ledger = Ledger(root)
+    for minute in range(4, 10):  # all on the second day
+        ledger.append([_row(minute)])
+    listing, calls = Ledger._day_files, []
+
+    def list_then_compact(self, folder):
+        calls.append(folder)
+        files = listing(self, folder)
+        if len(calls) == 1:  # another cycle's compaction deletes what this read has just listed
+            assert Ledger(root).compact("web", min_files=2) == 5
+        return files
+
+    monkeypatch.setattr(Ledger, "_day_files", list_then_compact)
+    assert _costs(ledger.read("web")) == [float(m) for m in range(4, 10)]
+    assert len(calls) == 2, "the day was listed once more, then read from the merged file"
+
+
+def test_a_listing_that_keeps_naming_vanished_files_fails_after_a_few_attempts(root, monkeypatch):
+    ledger = Ledger(root)
+    ledger.append([_row(5)])
+    listing, calls = Ledger._day_files, []
+
+    def with_a_new_ghost(self, folder):
+        calls.append(folder)
+        ghost = pafs.FileInfo(ledger.location.path(f"{folder}/part-ghost-{len(calls)}.parquet"),
+                              type=pafs.FileType.File, size=1000)  # fmt: skip
+        return [*listing(self, folder), ghost]
+
+    monkeypatch.setattr(Ledger, "_day_files", with_a_new_ghost)
+    with pytest.raises((OSError, ValueError)):  # FileNotFoundError locally; an OSError or ArrowInvalid on S3
+        ledger.read("web")
+    assert len(calls) == READ_ATTEMPTS
+
+
+def test_a_broken_file_is_an_error_at_once_not_a_retry(root, monkeypatch):
+    ledger = Ledger(root)
+    ledger.append([_row(5)])
+    ledger.location.write_bytes("app=web/date=2026-01-02/part-broken.parquet", b"not parquet at all")
+    listing, calls = Ledger._day_files, []
+    monkeypatch.setattr(Ledger, "_day_files", lambda self, folder: calls.append(folder) or listing(self, folder))
+    with pytest.raises((OSError, ValueError)):
+        ledger.read("web")
+    assert len(calls) == 2, "listed again once: every file is still there, so the error is real"
+
+
+def test_a_sub_microsecond_decision_time_is_floored_not_refused(root):
+    instant = pd.Timestamp("2026-01-02T00:00:00.000001999Z")
+    row = _row(0, decided_at=instant)
+    assert row.to_record()["decided_at"] == pd.Timestamp("2026-01-02T00:00:00.000001Z")
+    ledger = Ledger(root)
+    ledger.append([row])
+    assert ledger.read("web")["decided_at"].tolist() == [pd.Timestamp("2026-01-02T00:00:00.000001Z")]
+    assert len(ledger.read("web", start=instant)) == 0, "a bound between microseconds stays exact"
+    assert len(ledger.read("web", end=instant)) == 1
+
+
+def test_an_s3_ledger_lands_in_the_bucket_only(s3_env, prescale_home):
+    from tests.metrics.conftest import s3_uri
+
+    bucket = s3_env.create_bucket()
+    ledger = Ledger(s3_uri(s3_env, bucket, "prescale/ledger"))
+    ledger.append([_row(m) for m in range(5, 7)])
+    keys = s3_env.keys(bucket)
+    assert len(keys) == 1 and keys[0].startswith("prescale/ledger/app=web/date=2026-01-02/part-")
+    assert keys[0].endswith(".parquet") and not Path("s3:").exists() and not prescale_home.exists()
+
+
+def test_the_ledger_setting_takes_a_folder_or_a_uri(prescale_home):
+    assert load_settings().orchestrate.ledger == prescale_home.absolute() / "ledger"
+    assert load_settings(orchestrate={"ledger": "/data/ledger"}).orchestrate.ledger == Path("/data/ledger")
+    remote = load_settings(orchestrate={"ledger": "s3://prescale/ledger"})
+    assert remote.orchestrate.ledger == "s3://prescale/ledger", "a URI stays a URI (not the local path s3:/...)"
+    minio = load_settings(orchestrate={"ledger": "s3://prescale/ledger"}, store={"endpoint_url": "http://minio:9000"})
+    assert minio.orchestrate.ledger == "s3://prescale/ledger?endpoint_override=http%3A%2F%2Fminio%3A9000"
