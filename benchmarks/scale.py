@@ -13,7 +13,9 @@ Setup per app count N, in a fresh ``PRESCALE_HOME`` under ``.prescale/bench-scal
 
 Runners: ``threads`` (default), ``dask`` (a ``LocalCluster`` of 2 worker processes started for each flow
 run, so every cycle starts cold), ``dask-cluster`` (one long-lived ``LocalCluster`` passed by address, as a
-deployment would use a standing cluster: the workers keep their champion caches between cycles).
+deployment would use a standing cluster: the workers keep their champion caches between cycles). The runner
+is swapped with ``flow.with_options``, so every runner gets the same per-app search budget (the threads one,
+``orchestrate.search_share`` of the minute over the app count): the comparison is of the runners alone.
 
 Then the ``orchestrate`` flow runs ``--cycles`` times at the history's end plus one minute each (dry run:
 decide and record, the simulated cluster is not applied to). Times come from Prefect: each flow run's

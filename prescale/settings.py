@@ -252,7 +252,8 @@ class ForecastSettings(BaseModel):
     promotion_margin: float = Field(default=0.02, ge=0, lt=1, description="Relative MASE gain a new champion needs.")
     history_days: float = Field(default=30.0, gt=0, description="Days of history read from the store per training.")
     min_phase_minutes: float = Field(default=240.0, gt=0, description="Shortest phase run; shorter runs are merged.")
-    threads: int = Field(default=1, ge=1, description="torch threads per training (more hurts on a busy host).")
+    threads: int = Field(default=1, ge=1, description="torch threads per training and per orchestrate forecast "
+                         "(more hurts on a busy host).")
     seed: int = Field(default=0, description="Seed of every random source in training.")
     phase_reports: PathOrUri = Field(
         default=None,
