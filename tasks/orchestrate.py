@@ -219,7 +219,8 @@ def _demand(gathered: Gathered, observed: dict[str, float], settings: Settings):
         if unbound:
             gathered.why += f"; no data for {list(unbound)}: covered at zero"
         return bound, "predictive"
-    step = int(gathered.rows["ts"].diff().dropna().median().total_seconds()) if len(gathered.rows) > 1 else 60
+    instants = gathered.rows["ts"].drop_duplicates().sort_values()  # long rows: one per metric per instant
+    step = int(instants.diff().dropna().median().total_seconds()) if len(instants) > 1 else 60
     horizon = max(1, round(settings.forecast.horizon_minutes * 60 / step))
     start = gathered.rows["ts"].max() + pd.Timedelta(seconds=step)
     fallback = reactive_forecast(observed, profile, start=start, step_seconds=step, horizon=horizon,

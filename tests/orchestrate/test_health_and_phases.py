@@ -126,3 +126,26 @@ def test_phase_reports_on_s3_are_one_object_per_app(s3_env, prescale_home):
 
 def test_the_phase_reports_setting_defaults_to_the_home(prescale_home):
     assert load_settings().forecast.phase_reports == prescale_home.absolute() / "phases"
+
+
+def test_the_reactive_fallback_of_an_app_with_two_demand_metrics_steps_by_its_instants(prescale_home):
+    """Long rows repeat each instant once per metric: the step is between instants, not between rows."""
+    from tasks.orchestrate import Gathered, _demand
+
+    profile = parse_profile({
+        "name": "analytics", "kinds": ["cpu-vm"], "workload_class": "memory-bandwidth",
+        "replica": {"vcpu": 1, "memory_gib": 2},
+        "metrics": [{"name": "scan_gbps", "per_unit": 0.5, "source": "app.d0"},
+                    {"name": "working_set_gib", "per_unit": 0.75, "basis": "memory_gib", "source": "app.d1"}],
+    })  # fmt: skip
+    ts = pd.date_range(START, periods=12, freq="5min", tz="UTC")
+    rows = pd.concat([pd.DataFrame({"app": "analytics", "ts": ts, "metric": m, "value": 10.0, "phase": None})
+                      for m in ("app.d0", "app.d1")], ignore_index=True).sort_values(["ts", "metric"])  # as read
+    gathered = Gathered(app="analytics", now=ts[-1] + pd.Timedelta(minutes=5), profile=profile, rows=rows,
+                        phase="default")  # fmt: skip
+
+    demand, mode = _demand(gathered, {"scan_gbps": 10.0, "working_set_gib": 10.0}, load_settings())
+
+    assert mode == "reactive"
+    assert demand.step_seconds == 300 and demand.start == ts[-1] + pd.Timedelta(minutes=5)
+    assert demand.horizon == 3  # the 15-minute horizon at 5-minute steps
