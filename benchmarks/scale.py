@@ -325,6 +325,10 @@ def run_all(counts, runners, n_train, cycles_n, args, results) -> None:
             write(results, name=args.name or ("scale-quick" if args.quick else "scale"))
 
 
+def _modes(modes: dict) -> str:
+    return f"{modes.get('predictive', 0)} / {modes.get('reactive', 0)} / {modes.get('none', 0)}"
+
+
 def write(results: dict, *, name: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
@@ -333,13 +337,15 @@ def write(results: dict, *, name: str) -> None:
              "Prefect's flow and task runs. Target: the 1,000-app cycle under 60 s (issue 7), 50 apps p95 under "
              "60 s (issue 6).", "",
              "| apps | runner | cold cycle s | warm cycle s (worst) | warm p95 s | warm ms/app | gather s (sum) | "
-             "decide s (sum) | peak RSS MiB (self / child) |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "decide s (sum) | decisions predictive / reactive / failed | peak RSS MiB (self / child) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for e in results["apps"]:
         tasks = e["cycles"][-1]["tasks"]
         lines.append(f"| {e['apps']} | {e['runner']} | {e['cold_cycle_s']} | {e['warm_cycle_s']} | "
                      f"{e.get('warm_p95_s', '-')} | "
                      f"{e['warm_per_app_ms']} | {tasks.get('gather-inputs', {}).get('sum_s', '-')} | "
-                     f"{tasks.get('decide', {}).get('sum_s', '-')} | {e['self_peak_mib']} / "
+                     f"{tasks.get('decide', {}).get('sum_s', '-')} | {_modes(e['cycles'][-1]['modes'])} | "
+                     f"{e['self_peak_mib']} / "
                      f"{e['largest_child_peak_mib']} |")
     lines += ["", "| training: apps | runner | (app, phase) pairs | trained | s | s per pair |",
               "|---:|---|---:|---:|---:|---:|"]
