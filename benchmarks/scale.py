@@ -111,7 +111,9 @@ def share_champions(n: int, trained: int) -> float:
     from models.registry import model_name
 
     started = time.perf_counter()
-    client = MlflowClient(load_settings().registry.tracking_uri)
+    uri = load_settings().registry.tracking_uri
+    # both URIs explicit: MLflow's process-wide registry URI may still name an earlier run's registry
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     sources = {}
     for i in range(min(trained, n)):
         mv = client.get_model_version_by_alias(model_name(app_name(i), "default"), "champion")

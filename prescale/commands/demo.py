@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -89,22 +90,23 @@ def print_summary(result: dict) -> None:
 def print_replays(replays: list[dict]) -> None:
     """One row per app: each policy's cost at the 0.5% violation budget and how predictive compares."""
     budget = "0.5%"
-    table = Table(title=f"replay: USD over the window at a {budget} violation budget (equal violations)")
-    for column in ("app", "profile", "window", "predictive", "reactive", "static", "oracle", "vs reactive",
-                   "over oracle"):
-        table.add_column(column, justify="left" if column in ("app", "profile", "window") else "right")
+    table = Table(title=f"replay: USD over each app's last days at a {budget} violation budget", box=box.SIMPLE)
+    for column in ("app", "days", "predictive", "reactive", "static", "oracle", "vs reactive", "over oracle"):
+        table.add_column(column, justify="left" if column == "app" else "right", no_wrap=column == "app")
     for rep in replays:
         if "error" in rep:
-            table.add_row(rep["app"], "-", f"[red]failed: {escape(rep['error'])}[/]", *["-"] * 6)
+            table.add_row(rep["app"], f"[red]failed: {escape(rep['error'])}[/]", *["-"] * 6)
             continue
         costs = {name: c.get(budget) for name, c in rep["budget_costs"].items()}
         cmp = rep["comparison"].get(budget, {})
         window = rep["window"]
-        days = f"{window['start'][:10]} +{window['scored_steps'] * window['step_seconds'] / 86400:.1f} d"
-        table.add_row(rep["app"], rep["profile"], days, *(_usd(costs.get(p)) for p in
-                      ("predictive", "reactive", "static", "oracle")),
+        days = f"{window['scored_steps'] * window['step_seconds'] / 86400:.1f}"
+        table.add_row(rep["app"], days, *(_usd(costs.get(p)) for p in ("predictive", "reactive", "static", "oracle")),
                       _signed(cmp.get("vs_reactive")), _signed(cmp.get("over_oracle")))
     console.print(table)
+    console.print("each app on the profile of its name; windows: "
+                  + ", ".join(f"{r['app']} from {r['window']['start'][:16]}" for r in replays if "window" in r),
+                  highlight=False)
     console.print("vs reactive: how much cheaper predictive is (negative: dearer); '-': no setting of that policy "
                   "met the budget", highlight=False)
     for rep in replays:
