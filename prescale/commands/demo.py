@@ -25,8 +25,8 @@ def register(app: typer.Typer) -> None:
 
         Four apps (web, analytics, inference, transcoder) from real traces: ingest them, train and register
         their forecasters in MLflow, then replay each app's last 2 days under the predictive, reactive,
-        static and oracle policies and compare their costs at equal violations. About 5-8 minutes on 2
-        cores (--quick: under 2). Everything lands under PRESCALE_HOME (default ./.prescale); every step
+        static and oracle policies and compare their costs at equal violations. About 4 minutes on 2
+        cores (--quick: under 3). Everything lands under PRESCALE_HOME (default ./.prescale); every step
         is a Prefect flow run; `prescale serve` then shows them, and the models, in the two UIs.
         """
 
