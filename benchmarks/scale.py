@@ -111,8 +111,13 @@ def share_champions(n: int, trained: int) -> float:
     from models.registry import model_name
 
     started = time.perf_counter()
+    import mlflow
+
     uri = load_settings().registry.tracking_uri
-    # both URIs explicit: MLflow's process-wide registry URI may still name an earlier run's registry
+    # MLflow resolves a version's `models:/m-...` source through the process-wide URIs, which may still name
+    # an earlier run's registry (or none, when training ran on Dask workers): point them all at this run's
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     sources = {}
     for i in range(min(trained, n)):
