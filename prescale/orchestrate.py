@@ -143,11 +143,14 @@ def summarise_forecast(forecast: Forecast, metric: str) -> dict:
 
 
 def search_budget_ms(per_decision_ms: int | None, *, apps: int, parallel: int, share: float,
-                     cadence_seconds: float = 60.0, floor_ms: int = 20) -> int:
+                     cadence_seconds: float = 60.0, floor_ms: int = 20) -> int | None:
     """Each app's allocation search budget so that the cycle's searches fit ``share`` of the cadence.
 
     The search always runs its warm starts (exact MILP covers) whatever the budget, so a tight budget
-    degrades to those rather than to nothing; ``floor_ms`` keeps the budget positive.
+    degrades to those rather than to nothing; ``floor_ms`` keeps the budget positive. An unset budget
+    (``search.time_budget_ms``: trials only, reproducible) stays unset.
     """
+    if per_decision_ms is None:
+        return None
     fair = int(share * cadence_seconds * 1000 * parallel / max(apps, 1))
-    return max(floor_ms, fair if per_decision_ms is None else min(per_decision_ms, fair))
+    return max(floor_ms, min(per_decision_ms, fair))

@@ -155,7 +155,8 @@ class OrchestrateSettings(BaseModel):
         gt=0,
         le=1,
         description="Share of the one-minute cadence the cycle's allocation searches take together: each app's "
-        "search budget is at most share x 60 s x parallel processes / apps (and search.time_budget_ms).",
+        "search budget is at most share x 60 s x parallel processes / apps (and search.time_budget_ms; unset: "
+        "trials only, untouched).",
     )
 
 

@@ -148,7 +148,7 @@ def test_monitoring_waits_for_enough_points():
     [
         pytest.param(800, 50, 800, id="few-apps-keep-the-configured-budget"),
         pytest.param(800, 1000, 60, id="many-apps-share-half-the-minute-over-two-workers"),
-        pytest.param(None, 10, 6000, id="no-per-decision-cap"),
+        pytest.param(None, 10, None, id="unset-stays-unset-trials-only-reproducible"),
         pytest.param(800, 100_000, 20, id="never-below-the-floor"),
     ],
 )
