@@ -20,16 +20,29 @@ carries the counts out make-before-break.
   capacity at level ``W`` is busy a share ``P(D >= W)`` of the time, and it is cheaper on the slow tier
   exactly when that share exceeds ``θ_k``. So bare metal (``θ`` ~0.85) carries the base that persists,
   FPGAs and GPUs (``θ`` ~0.1) nearly everything predictable; the cheapest mix for ``W`` says how many whole
-  slow nodes that is. ``keep = cover(max(max_{j <= r_k + b} D[t, j], F[t]), all)`` restricted to the
-  tier: do not let go of a slow node still needed before a new one could be back (cover ``[t, t + r_k +
-  b]``, not just ``[t + r_k, ...]``, or the policy cancels nodes it still needs). The tier moves to
-  ``max(want, min(held, keep))`` per type; ``b`` is the hold window (steps);
-* the *fast* tier covers what the slow nodes will not, over its own lead plus the hold window::
+  slow nodes that is. ``keep = cover(K, all)`` restricted to the tier, ``K[t]`` the highest of
+  ``max(max_{j <= r_k + b} D[s, j], F[s])`` over the last ``r_k`` decisions ``s = t - r_k .. t``: do not let
+  go of a slow node still needed before a new one could be back (cover ``[t, t + r_k + b]``, not just
+  ``[t + r_k, ...]``, or the policy cancels nodes it still needs), and do not let go on one low forecast
+  (releasing on a dip of a jumpy forecast and buying back costs ``r_k`` steps of booting: the HPA's
+  scale-down stabilisation, at the tier's own lead). The tier keeps its held nodes, of any of its types,
+  while they are needed to serve ``keep``'s capacity (dropping the dearest per unit first), adds the
+  cheapest cover of what ``want`` asks beyond that, and swaps to the cheapest mix when the result costs
+  more than ``1 + margin`` times it; ``b`` is the hold window (steps);
+* the *fast* tier covers what the slow nodes will not, over its own lead plus the hold window. The
+  shortfall at step ``j`` is::
 
-      need = max( max_{j <= r_f + b} (D[t, j] - S[t + j]),  F[t] - S[t] ),  floored at 0
+      g[j] = max( D[t, j] - S[t + j], 0 ),  g[0] also >= F[t] - S[t]
 
   where ``S[s]`` is the serving capacity of the slow nodes at step ``s`` as things stand after their
-  decision (booting ones count from their arrival), then ``retarget`` to ``need``;
+  decision (booting ones count from their arrival). Nothing ordered now serves before ``r_f``, and a step
+  ``j`` can be served by any type ready by then, whatever its kind: the window's steps are grouped into
+  runs whose types ready by ``max(j, r_f)`` are the same, and each run's shortfall not yet covered is
+  bought with the cheapest cover of those types (at five-minute steps a small GPU VM boots within one
+  step, as fast as a CPU VM, and serves inference five times more cheaply per request). Slow nodes
+  bought so join their tier; the fast tier keeps what the window still needs from it (``retarget``: trim
+  or add, then consolidate). When only the fast tier is ready inside the window this is ``retarget`` to
+  ``max_j g[j]``;
 * releases keep ``max(D[t, 0], F[t])`` serving (make-before-break). A step whose forecast is missing (a
   gap in the history it needs) falls back to the floor alone, and is counted.
 
@@ -195,6 +208,8 @@ class Predictive(Rule):
         else:
             want = np.zeros((path.shape[0], path.shape[2]))
         keep = np.maximum(path[:, : tier.ready + self.hold + 1].max(axis=1), floor)
+        if tier.ready > 0:  # stabilised: the highest keep level of the last r_k decisions
+            keep = pd.DataFrame(keep).rolling(tier.ready + 1, min_periods=1).max().to_numpy()
         return np.nan_to_num(want), keep
 
     @property
@@ -218,29 +233,87 @@ class Predictive(Rule):
 
     def _slow_tier(self, t: int, tier, ex: Executor, now: np.ndarray) -> None:
         fleet, covers, everything = self.ctx.fleet, self.ctx.covers, self.ctx.all_types
-        idx = list(tier.idx)
+        mask = fleet.tier_mask(tier)
         want_level, keep_level = self._bands[tier.kind]
-        want = covers.cover(want_level[t], everything)[idx]
-        keep = covers.cover(keep_level[t], everything)[idx]
-        held = ex.held[idx]
-        target = np.zeros(fleet.n, dtype=int)
-        target[idx] = np.maximum(want, np.minimum(held, keep))
-        self._slow_target[idx] = target[idx]
-        ex.apply(target, keep=now, mask=fleet.tier_mask(tier))
+        want = np.where(mask, covers.cover(want_level[t], everything), 0)
+        keep = np.where(mask, covers.cover(keep_level[t], everything), 0)
+        kept = trim(fleet, np.where(mask, ex.held, 0), fleet.capacity(keep))
+        short = fleet.capacity(want) - fleet.capacity(kept)
+        target = kept
+        if (short > TOL * (1 + fleet.capacity(want))).any():
+            target = kept + covers.cover(np.maximum(short, 0.0), tier.idx)
+        best = covers.cover(np.maximum(fleet.capacity(want), fleet.capacity(keep)), tier.idx)
+        if fleet.cost_per_hour(target) > (1.0 + self.ctx.margin) * fleet.cost_per_hour(best) + 1e-9:
+            target = best  # a cheaper mix of the tier, swapped in make-before-break
+        self._slow_target[mask] = target[mask]
+        ex.apply(target, keep=now, mask=mask)
 
     def _fast_tier(self, path: np.ndarray | None, floor: np.ndarray, ex: Executor, now: np.ndarray) -> None:
         fleet = self.ctx.fleet
         window = fleet.fast.ready + self.hold + 1
         limit = None if path is None else self._slow_target
         slow = ex.serving_profile(window, self._slow_mask, limit=limit)
-        need = floor - slow[0]
+        gap = np.maximum(floor - slow[0], 0.0)[None, :]
         if path is not None:
             upto = min(window, path.shape[0])
-            need = np.maximum(need, (path[:upto] - slow[:upto]).max(axis=0))
+            gap = np.maximum(path[:upto] - slow[:upto], 0.0)
+            gap[0] = np.maximum(gap[0], floor - slow[0])
         held = ex.held
-        target = retarget(self.ctx, held, np.maximum(need, 0.0), fleet.fast.idx)
-        target = with_min_nodes(fleet, target, others=int(held[self._slow_mask].sum()))
+        groups = self._buy_groups(len(gap))
+        if all(types == fleet.fast.idx for *_, types in groups):  # only the fast tier is ready inside the window
+            target = retarget(self.ctx, held, gap.max(axis=0), fleet.fast.idx)
+        else:
+            target = self._fill(held, gap, groups, ex, now)
+        target = with_min_nodes(fleet, target, others=int(ex.held[self._slow_mask].sum()))
         ex.apply(target, keep=now, mask=self._fast_mask)
+
+    def _buy_groups(self, steps: int) -> list[tuple[int, int, tuple[int, ...]]]:
+        """``(first, last, types)``: runs of window steps ``j`` whose types ready by ``j`` are the same.
+
+        Nothing ordered now serves before ``r_f``, so what is short at steps before it is bought with the
+        types ready by ``r_f``: the first run starts at step 0 with them; later runs add every slow type
+        ready by their steps.
+        """
+        fleet = self.ctx.fleet
+        fast, rf = tuple(fleet.fast.idx), fleet.fast.ready
+        groups: list[tuple[int, int, tuple[int, ...]]] = []
+        for j in range(steps):
+            by = max(j, rf)
+            types = tuple(i for i in range(fleet.n) if i in fast or (self._slow_mask[i] and fleet.ready[i] <= by))
+            if groups and groups[-1][2] == types:
+                groups[-1] = (groups[-1][0], j, types)
+            else:
+                groups.append((j, j, types))
+        return groups
+
+    def _fill(self, held: np.ndarray, gap: np.ndarray, groups, ex: Executor, now: np.ndarray) -> np.ndarray:
+        """Cover each run's shortfall with the cheapest types ready by then; returns the fast tier's target.
+
+        Slow nodes bought here (types of a slow kind that boot within the window, such as a GPU VM that is
+        ready within one five-minute step) are ordered at once and join their tier's target; the fast tier
+        keeps what the window still needs from it once they serve, consolidated like :func:`retarget`.
+        """
+        fleet, covers = self.ctx.fleet, self.ctx.covers
+        mine = np.where(self._fast_mask, held, 0)
+        add = np.zeros(fleet.n, dtype=int)
+        for first, last, types in groups:
+            need = gap[first : last + 1].max(axis=0)
+            deficit = need - fleet.capacity(mine + add)
+            if (deficit > TOL * (1 + need)).any():
+                add = add + covers.cover(np.maximum(deficit, 0.0), types)
+        slow_add = np.where(self._fast_mask, 0, add)
+        if slow_add.any():
+            ex.apply(held + slow_add, keep=now, mask=slow_add > 0)
+            self._slow_target = self._slow_target + slow_add
+        arrived = np.array([fleet.capacity(np.where(fleet.ready <= j, slow_add, 0)) for j in range(len(gap))])
+        need_fast = np.maximum(gap - arrived, 0.0).max(axis=0)
+        if not add[self._fast_mask].any():
+            return trim(fleet, mine, need_fast)
+        target = mine + np.where(self._fast_mask, add, 0)
+        best = covers.cover(need_fast, fleet.fast.idx)
+        if fleet.cost_per_hour(target) > (1.0 + self.ctx.margin) * fleet.cost_per_hour(best) + 1e-9:
+            return best.copy()
+        return target
 
 
 @dataclass(eq=False)

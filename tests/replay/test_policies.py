@@ -59,6 +59,61 @@ def test_predictive_releases_slow_nodes_when_the_lull_outlasts_their_lead_time()
     assert s.held[15, METAL] >= 1 and s.held[-1, METAL] == 0
 
 
+def test_predictive_keeps_slow_nodes_through_a_one_decision_dip_of_a_jumpy_forecast():
+    # demand dips for one step and the forecast made right after it follows the dip across the whole horizon,
+    # then recovers: releasing metal on that one decision and buying it back would cost five steps of booting
+    demand = np.r_[np.full(25, 100.0), [10.0], np.full(30, 100.0)]
+    f = fleet()
+    inp = replay_input(demand, start=10)
+    ctx = context(inp, f, ReplayConfig())
+    covered = inp.covered(0.5).copy()
+    covered[26] = 10.0  # made at step 26's decision, after observing the dip
+    rule = Predictive(ctx, covered=covered, floor=ctx.observed, quantile=0.5, headroom=0.0, hold=2)
+    s = run_rule(f, rule, len(demand))
+    held = s.held[10:, METAL]
+    assert held.min() == held.max() >= 1, f"metal held changed around a one-decision dip: {held.tolist()}"
+    assert s.orders[10:, METAL].sum() == 0
+
+
+def _gpu_world():
+    """A CPU VM (1 step, 0.10 USD per unit) and two GPU VMs: one ready in a step like the VM, one in five,
+    both 0.03 USD per unit, so the GPU tier is slow (five steps) but one of its types is not."""
+    from prescale.catalog import AppProfile, Catalog
+    from prescale.replay import build_fleet
+    from tests.replay.builders import STEP, _type
+
+    gpus = {"capacity": {"vcpu": 8, "memory_gib": 32, "gpus": 1}}
+    cat = Catalog.model_validate({"types": [
+        _type("vm", "cpu-vm", price=1.0, lead=60),
+        _type("gpu-quick", "gpu-vm", price=1.5, lead=60) | gpus,
+        _type("gpu-slow", "gpu-vm", price=1.5, lead=300) | gpus,
+    ]})
+    prof = AppProfile.model_validate({
+        "name": "app", "metrics": [{"name": "load"}], "kinds": ["cpu-vm", "gpu-vm"], "workload_class": "compute",
+        "serves": {"vm": {"load": 10.0}, "gpu-quick": {"load": 50.0}, "gpu-slow": {"load": 50.0}},
+    })
+    return build_fleet(cat, prof, step_seconds=STEP)
+
+
+def test_predictive_fills_a_late_seen_rise_with_the_cheapest_type_ready_in_time_of_any_kind():
+    # the forecast sees a rise only two steps ahead, too late for the five-step GPU: the fast tier's fill may
+    # use any type ready by the step it covers, so it buys the one-step GPU, not five CPU VMs
+    f = _gpu_world()
+    demand = np.r_[np.full(30, 40.0), np.full(20, 90.0)]
+    inp = replay_input(demand, start=10)
+    ctx = context(inp, f, ReplayConfig())
+    T, H = inp.covered(0.5).shape[:2]
+    seen = np.minimum(np.arange(T)[:, None] + np.arange(H)[None, :], T - 1)
+    late = np.where(np.arange(H)[None, :] <= 2, demand[seen], demand[np.arange(T)][:, None])
+    rule = Predictive(ctx, covered=late[:, :, None], floor=ctx.observed, quantile=0.5, headroom=0.0, hold=0)
+    s = run_rule(f, rule, len(demand))
+    vm, quick = f.names.index("vm"), f.names.index("gpu-quick")
+    assert score_series(f, s, inp.demand, start=inp.start).violation_steps == 0
+    assert s.orders[25:35, vm].sum() == 0, f"CPU VMs bought for the rise: {s.orders[25:35].tolist()}"
+    # bought once and kept: the GPU tier does not cancel a node of a type its own cheapest mix would not pick
+    assert s.orders[25:, quick].sum() == 1 and s.removals[25:, quick].sum() == 0
+
+
 def test_predictive_floor_reacts_when_the_forecast_is_missing():
     demand = np.r_[np.full(10, 20.0), np.full(10, 60.0)]
     f = fleet(with_metal=False)
