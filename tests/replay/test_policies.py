@@ -45,6 +45,19 @@ def test_predictive_orders_slow_nodes_a_lead_time_ahead_of_a_forecast_step(low, 
     assert first_order <= 30 - f.ready[METAL]
 
 
+def test_predictive_does_not_boot_slow_nodes_long_before_their_demand_even_on_a_long_horizon():
+    # a 40-step forecast sees the step-up from step 20 on; metal (lead 5) is ordered in time, not 19 steps early
+    demand = np.r_[np.full(60, 20.0), np.full(40, 120.0)]
+    f = fleet()
+    inp = replay_input(demand, start=5, horizon=40)
+    ctx = context(inp, f, ReplayConfig())
+    rule = Predictive(ctx, covered=inp.covered(0.5), floor=ctx.observed, quantile=0.5, headroom=0.0, hold=2)
+    s = run_rule(f, rule, len(demand))
+    first = int(np.flatnonzero(s.orders[:, METAL])[0])
+    assert 60 - 2 * f.ready[METAL] <= first <= 60 - f.ready[METAL]
+    assert score_series(f, s, inp.demand, start=inp.start).violation_steps == 0
+
+
 def test_predictive_keeps_slow_nodes_through_a_dip_shorter_than_their_lead_time():
     demand = np.r_[np.full(20, 100.0), np.full(3, 10.0), np.full(30, 100.0)]
     f, inp, s = _predictive(demand, start=10)
