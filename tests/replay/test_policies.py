@@ -127,6 +127,29 @@ def test_predictive_fills_a_late_seen_rise_with_the_cheapest_type_ready_in_time_
     assert s.orders[25:, quick].sum() == 1 and s.removals[25:, quick].sum() == 0
 
 
+@pytest.mark.parametrize("seed", [2, 4])
+def test_predictive_with_a_perfect_forecast_never_opens_a_gap_while_swapping_nodes(seed):
+    # small nodes are consolidated into a cheaper big one as demand wanders; what is let go cannot be
+    # replaced for two steps, so the make-before-break floor must cover those steps, not just the current one
+    from prescale.catalog import AppProfile, Catalog
+    from prescale.replay import build_fleet
+    from tests.replay.builders import STEP, _type
+
+    cat = Catalog.model_validate({"types": [_type("small", "cpu-vm", price=1.2, lead=120),
+                                            _type("big", "cpu-vm", price=4.0, lead=120)]})
+    prof = AppProfile.model_validate({"name": "app", "metrics": [{"name": "load"}], "kinds": ["cpu-vm"],
+                                      "workload_class": "compute",
+                                      "serves": {"small": {"load": 10.0}, "big": {"load": 50.0}}})
+    f = build_fleet(cat, prof, step_seconds=STEP)
+    demand = np.clip(60 + np.cumsum(np.random.default_rng(seed).normal(0, 6, 400)), 5, 300)
+    inp = replay_input(demand, start=10, horizon=12)
+    ctx = context(inp, f, ReplayConfig())
+    rule = Predictive(ctx, covered=inp.covered(0.5), floor=ctx.observed, quantile=0.5, headroom=0.0, hold=2)
+    s = run_rule(f, rule, len(demand))
+    assert s.removals[inp.start :].sum() > 0  # it does swap and release
+    assert score_series(f, s, inp.demand, start=inp.start).violation_steps == 0
+
+
 def test_predictive_floor_reacts_when_the_forecast_is_missing():
     demand = np.r_[np.full(10, 20.0), np.full(10, 60.0)]
     f = fleet(with_metal=False)
