@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.lstm import LstmCandidate, LstmConfig, Scaling, TrainPart
+from models.lstm import LstmCandidate, LstmConfig, Scaling, TrainPart, lagged
 from tests.forecasting.conftest import DAY, daily_panel
 
 QS = (0.1, 0.5, 0.9)
@@ -108,3 +108,34 @@ def test_a_trained_lstm_survives_pickling_between_processes(trained):
     np.testing.assert_array_equal(before, again)
     np.testing.assert_allclose(forecast_component(shipped, trained.panel), before, rtol=1e-6)
     np.testing.assert_allclose(forecast_component(twice, trained.panel), before, rtol=1e-6)
+
+
+def test_lagged_values_are_centred_means_of_the_observed_rows_a_lag_back():
+    values = np.arange(20.0)[:, None]
+    values[6] = np.nan
+    rows = np.array([10, 12, 30])
+    raw = lagged(values, rows, [5], window=0)
+    np.testing.assert_array_equal(raw[:2, 0], [5.0, 7.0])
+    smooth = lagged(values, rows, [5], window=1)
+    np.testing.assert_allclose(smooth[:2, 0], [(4 + 5) / 2, (7 + 8) / 2])  # row 6 is missing
+    assert np.isnan(raw[2, 0]) and np.isnan(smooth[2, 0])  # 30 - 5 lies past the panel
+    two = lagged(values, rows[:1], [5, 10], window=2)
+    np.testing.assert_allclose(two, [[np.mean([3, 4, 5, 7]), np.mean([0, 1, 2])]])
+
+
+def test_smoothed_lags_never_read_past_the_origin():
+    panel = daily_panel(3.0)
+    model = LstmCandidate(_config(seasonal_lag=True, lag_window=6)).fit([TrainPart(panel, 2 * DAY, int(2.5 * DAY))])
+    origin = int(2.5 * DAY)
+    values = panel.values.copy()
+    values[origin + 1 :] *= 10  # the future changes...
+    changed = type(panel)(panel.index, values, panel.metrics, panel.step_seconds)
+    before = model.predict(panel, np.array([origin]))
+    np.testing.assert_allclose(model.predict(changed, np.array([origin])), before, rtol=1e-6)  # ...the forecast not
+    np.testing.assert_allclose(model.forecast(panel.head(origin + 1))[None], before, rtol=1e-4, atol=1e-4)
+
+
+def test_a_lag_window_reaching_past_the_origin_is_refused():
+    panel = daily_panel(3.0)
+    with pytest.raises(ValueError, match="at most 285"):
+        LstmCandidate(_config(seasonal_lag=True, lag_window=286)).fit([TrainPart(panel, 2 * DAY, int(2.5 * DAY))])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from models.series import panel_from_wide
@@ -134,3 +135,24 @@ def test_presets_are_named_and_unknown_ones_refused():
 def test_the_weekly_lag_needs_two_weeks_of_training_rows(days, weekly):
     config = TrainConfig().lstm(300, train_rows=days * DAY)
     assert config.weekly_lag is weekly and config.seasonal_lag
+
+
+def test_several_lstm_networks_are_averaged_and_deployed_together(tmp_path):
+    from models.forecaster import Forecaster, predict_component
+    from models.lstm import LstmCandidate
+
+    panel = daily_panel(4.0, seed=1)
+    result = train_panels([("svc/default", panel)], tiny_config(lstm_members=2))[0]
+    lstm = result.candidates["lstm"].forecaster
+    assert [c.config.seed for c in lstm.components] == [0, 1]
+    assert all(isinstance(c, LstmCandidate) for c in lstm.components)
+    np.testing.assert_allclose(lstm.weights, 0.5)
+    origins = result.split.test_origins[:5]
+    members = [predict_component(c, panel, origins) for c in lstm.components]
+    assert not np.allclose(members[0], members[1])  # two seeds, two networks
+    np.testing.assert_allclose(lstm.raw(panel, origins), np.mean(members, axis=0), rtol=1e-6)
+    for name, candidate in result.candidates.items():  # every blend's weights still sum to one per step
+        np.testing.assert_allclose(candidate.forecaster.weights.sum(axis=0), 1.0, err_msg=name)
+    again = Forecaster.load(lstm.save(tmp_path / "lstm"))
+    history = pd.DataFrame(panel.values, index=panel.index, columns=list(panel.metrics))
+    np.testing.assert_allclose(again.forecast(history).values, lstm.forecast(history).values, rtol=1e-5)
