@@ -23,7 +23,9 @@ violations of the whole replay, and the time per decision; (3) speed: one predic
 7-day one-minute NASA window, and the batched forecasts.
 
 Writes ``benchmarks/results/replay.json`` and ``.md``. Run (about an hour on 2 cores, in the background):
-``.venv/bin/python benchmarks/replay.py [--quick]``.
+``.venv/bin/python benchmarks/replay.py [--quick]``. Then ``--perfect`` (a few minutes) replays the predictive
+rule with a perfect forecast against the oracle costs of ``replay.json``: the rule's own loss, apart from
+forecast error (``replay-perfect.json`` and ``.md``).
 """
 
 from __future__ import annotations
@@ -128,12 +130,28 @@ def forecasts_for(trace: Trace, panel: Panel, window, *, candidate: str, preset:
     return batch.values, batch.candidate, batch.train_seconds, batch.predict_seconds
 
 
-def replay_trace(trace: Trace, catalog, config: ReplayConfig, args) -> tuple[list[dict], dict]:
-    frame = pd.DataFrame({"x": trace.values}, index=trace.index)
-    panel = panel_from_wide(frame.dropna())
+def trace_panel(trace: Trace, catalog, *, days: float | None = None):
+    """The trace as a one-metric panel, and its replay window (the last ``days``, the trace's own by default)."""
+    panel = panel_from_wide(pd.DataFrame({"x": trace.values}, index=trace.index).dropna())
     max_lead = max(float(t.lead_time_seconds) for t in catalog)
-    window = plan_window(len(panel), panel.step_seconds, days=trace.days, max_lead_seconds=max_lead,
-                         lookahead_minutes=30.0)
+    window = plan_window(len(panel), panel.step_seconds, days=trace.days if days is None else days,
+                         max_lead_seconds=max_lead, lookahead_minutes=30.0)
+    return panel, window
+
+
+def profile_input(trace: Trace, panel: Panel, window, fc: np.ndarray, name: str, catalog, args, *, source=None):
+    """The fleet of profile ``name`` and the trace's replay input mapped onto it (forecasts cut to its horizon)."""
+    profile = resolve_profile(name, ROOT / "infra" / "apps")
+    fleet = build_fleet(catalog, profile, step_seconds=panel.step_seconds)
+    horizon = int(np.ceil((fleet.lead_seconds.max() + 30 * 60) / panel.step_seconds))
+    dmap = demand_map(panel.values[: window.replay_start, 0], profile, "x", peak_scale=args.peak_scale)
+    inp = make_input(trace.name, panel.index, panel.values[:, 0], window, dmap, forecast=fc[:, :horizon],
+                     quantiles=QUANTILES, source=source or {})
+    return fleet, inp
+
+
+def replay_trace(trace: Trace, catalog, config: ReplayConfig, args) -> tuple[list[dict], dict]:
+    panel, window = trace_panel(trace, catalog)
     started = time.perf_counter()
     fc, candidate, train_s, predict_s = forecasts_for(trace, panel, window, candidate=args.forecaster,
                                                       preset=args.preset)
@@ -144,12 +162,7 @@ def replay_trace(trace: Trace, catalog, config: ReplayConfig, args) -> tuple[lis
     print(f"{trace.name}: forecaster {candidate} ({time.perf_counter() - started:.0f} s)", flush=True)
     rows = []
     for name in args.profiles:
-        profile = resolve_profile(name, ROOT / "infra" / "apps")
-        fleet = build_fleet(catalog, profile, step_seconds=panel.step_seconds)
-        horizon = int(np.ceil((fleet.lead_seconds.max() + 30 * 60) / panel.step_seconds))
-        dmap = demand_map(panel.values[: window.replay_start, 0], profile, "x", peak_scale=args.peak_scale)
-        inp = make_input(trace.name, panel.index, panel.values[:, 0], window, dmap, forecast=fc[:, :horizon],
-                         quantiles=QUANTILES, source={"forecaster": candidate})
+        fleet, inp = profile_input(trace, panel, window, fc, name, catalog, args, source={"forecaster": candidate})
         began = time.perf_counter()
         result = backtest(inp, fleet, config)
         rows.append(_row(trace, info, name, result, time.perf_counter() - began))
@@ -196,11 +209,7 @@ def rounding_loss(catalog, levels_per_profile: int = 200, seed: int = 0) -> dict
 
 def allocate_vs_fast(trace: Trace, catalog, profile_name: str, args, *, hours: float = 24.0) -> dict:
     """One replay decided by the cache (``Predictive``) against one decided by ``allocate`` every step."""
-    frame = pd.DataFrame({"x": trace.values}, index=trace.index)
-    panel = panel_from_wide(frame.dropna())
-    max_lead = max(float(t.lead_time_seconds) for t in catalog)
-    full = plan_window(len(panel), panel.step_seconds, days=trace.days, max_lead_seconds=max_lead,
-                       lookahead_minutes=30.0)
+    panel, full = trace_panel(trace, catalog)
     fc, *_ = forecasts_for(trace, panel, full, candidate=args.forecaster, preset=args.preset)
     profile = resolve_profile(profile_name, ROOT / "infra" / "apps")
     fleet = build_fleet(catalog, profile, step_seconds=panel.step_seconds)
@@ -236,10 +245,7 @@ def allocate_vs_fast(trace: Trace, catalog, profile_name: str, args, *, hours: f
 
 def speed(trace: Trace, catalog, args) -> dict:
     """One predictive setting over the 7-day one-minute window (cold cover cache), and the batched forecasts."""
-    frame = pd.DataFrame({"x": trace.values}, index=trace.index)
-    panel = panel_from_wide(frame.dropna())
-    max_lead = max(float(t.lead_time_seconds) for t in catalog)
-    window = plan_window(len(panel), panel.step_seconds, days=7.0, max_lead_seconds=max_lead, lookahead_minutes=30.0)
+    panel, window = trace_panel(trace, catalog, days=7.0)
     fc, candidate, train_s, predict_s = forecasts_for(trace, panel, window, candidate=args.forecaster,
                                                       preset=args.preset)
     out = {"trace": trace.name, "steps": window.rows - window.replay_start, "forecaster": candidate,
@@ -257,6 +263,53 @@ def speed(trace: Trace, catalog, args) -> dict:
         run_rule(fleet, rule, len(inp.index))
         out["profiles"][name] = {"replay_seconds": round(time.perf_counter() - t0, 2), "covers": ctx.covers.stats}
     return out
+
+
+def perfect_forecast(trace: Trace, catalog, config: ReplayConfig, args, oracle: dict) -> list[dict]:
+    """Predictive with a perfect forecast (every quantile = the demand that happened, q=0.5, no headroom).
+
+    What is left between it and the oracle is the rule's own loss (it decides step by step, looking a bounded
+    horizon ahead, in whole nodes through the cover cache), apart from any forecast error.
+    """
+    panel, window = trace_panel(trace, catalog)
+    fc, *_ = forecasts_for(trace, panel, window, candidate=args.forecaster, preset=args.preset)
+    rows = []
+    for name in args.profiles:
+        fleet, inp = profile_input(trace, panel, window, fc, name, catalog, args)
+        horizon = inp.forecast.shape[1]
+        steps = len(inp.index)
+        known = pd.DataFrame(inp.demand).ffill().bfill().to_numpy()
+        ahead = np.minimum(np.arange(steps)[:, None] + np.arange(horizon)[None, :], steps - 1)
+        ctx = context(inp, fleet, config)
+        rule = Predictive(ctx, covered=known[ahead], floor=ctx.observed, quantile=0.5, headroom=0.0,
+                          hold=config.hold_steps(inp.step_seconds))
+        score = score_series(fleet, run_rule(fleet, rule, steps), inp.demand, start=inp.start)
+        best = oracle.get((trace.name, name))
+        rows.append({"trace": trace.name, "profile": name, "cost": round(score.cost, 2),
+                     "violation_minutes": score.slo_violation_minutes, "slack": round(score.slack, 4),
+                     "oracle": best, "over_oracle": None if not best else round(score.cost / best - 1.0, 4)})
+        print(f"  {trace.name}/{name}: {json.dumps(rows[-1])}", flush=True)
+    return rows
+
+
+def perfect_markdown(payload: dict) -> str:
+    lines = ["# Replay: the predictive rule with a perfect forecast", "",
+             f"Command: `{payload['command']}`. Every quantile of every forecast is the demand that happened "
+             "(q=0.5, no headroom); the oracle's zero-violation cost is read from `replay.json`. The distance "
+             "to the oracle is the rule's own loss, apart from forecast error. A negative one means the "
+             "oracle's chunked MILP stopped above the true minimum (see its gap in `replay.json`).", "",
+             "| trace | profile | cost | violation min | slack | oracle 0 | over oracle |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in payload["rows"]:
+        over = "-" if r["over_oracle"] is None else f"{r['over_oracle']:+.1%}"
+        oracle = "-" if r["oracle"] is None else f"{r['oracle']:,.0f}"
+        lines.append(f"| {r['trace']} | {r['profile']} | {r['cost']:,.0f} | {r['violation_minutes']:g} "
+                     f"| {r['slack']:.0%} | {oracle} | {over} |")
+    overs = [r["over_oracle"] for r in payload["rows"] if r["over_oracle"] is not None]
+    if overs:
+        lines += ["", f"Mean over oracle: {np.mean(overs):+.1%} over {len(overs)} cases (median "
+                      f"{np.median(overs):+.1%}, max {np.max(overs):+.1%})."]
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -360,6 +413,9 @@ def main() -> None:
     parser.add_argument("--profiles", default=",".join(PROFILES))
     parser.add_argument("--traces", default="", help="comma-separated trace names (default: all)")
     parser.add_argument("--skip-fast-path", action="store_true")
+    parser.add_argument("--perfect", action="store_true",
+                        help="only the predictive rule with a perfect forecast against the oracle of replay.json "
+                             "(writes replay-perfect.json and .md; minutes, not an hour)")
     args = parser.parse_args()
     args.profiles = [p for p in args.profiles.split(",") if p]
     catalog = load_catalog(ROOT / "infra" / "catalog.yaml")
@@ -372,6 +428,16 @@ def main() -> None:
         traces = [t for t in traces if t.name in ("google2019-cpu", "azure2019-cpu")]
         args.profiles = ["web", "transcoder"]
         config = replace(config, quantiles=(0.9,), headrooms=(0.0, 0.2), targets=(0.5, 0.7))
+    if args.perfect:
+        stored = json.loads((OUT / "replay.json").read_text())
+        oracle = {(r["trace"], r["profile"]): r["budget_costs"].get("oracle", {}).get("0") for r in stored["rows"]}
+        rows = [row for trace in traces for row in perfect_forecast(trace, catalog, config, args, oracle)]
+        payload = {"command": "python benchmarks/replay.py " + " ".join(sys.argv[1:]), "rows": rows}
+        (OUT / "replay-perfect.json").write_text(json.dumps(payload, indent=1))
+        text = perfect_markdown(payload)
+        (OUT / "replay-perfect.md").write_text(text)
+        print(text)
+        return
     rows, infos = [], []
     for trace in traces:
         trace_rows, info = replay_trace(trace, catalog, config, args)
