@@ -198,6 +198,7 @@ class Predictive(Rule):
         self._slow_mask = ~self._fast_mask
         self._bands = {tier.kind: self._band(tier) for tier in self._slow}
         self._slow_target = np.zeros(fleet.n, dtype=int)  # this step's slow-tier targets
+        self._groups: dict[int, list[tuple[int, int, tuple[int, ...]]]] = {}  # _buy_groups by window length
         self._floor = np.nan_to_num(self.floor)
         until = fleet.fast.ready + 1  # steps before a node ordered now could replace one let go
         first = np.maximum(np.nan_to_num(self.covered[:, :until]).max(axis=1), self._floor)
@@ -280,9 +281,12 @@ class Predictive(Rule):
         types ready by ``r_f``: the first run starts at step 0 with them; later runs add every slow type
         ready by their steps.
         """
+        found = self._groups.get(steps)
+        if found is not None:
+            return found
         fleet = self.ctx.fleet
         fast, rf = tuple(fleet.fast.idx), fleet.fast.ready
-        groups: list[tuple[int, int, tuple[int, ...]]] = []
+        groups: list[tuple[int, int, tuple[int, ...]]] = self._groups.setdefault(steps, [])
         for j in range(steps):
             by = max(j, rf)
             types = tuple(i for i in range(fleet.n) if i in fast or (self._slow_mask[i] and fleet.ready[i] <= by))
