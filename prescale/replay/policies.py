@@ -28,9 +28,9 @@ carries the counts out make-before-break.
   just ``[t + r_k, ...]``, or the policy cancels nodes it still needs), and do not let go on one low forecast
   (releasing on a dip of a jumpy forecast and buying back costs ``r_k`` steps of booting: the HPA's scale-down
   stabilisation, at the tier's own lead). The tier keeps its held nodes, of any of its types, while they are
-  needed to serve ``keep``'s capacity (dropping the dearest per unit first), adds the cheapest cover of what
-  ``want`` asks beyond that, and swaps to the cheapest mix when the result costs more than ``1 + margin``
-  times it; ``b`` is the hold window (steps);
+  needed to serve the larger of ``want``'s and ``keep``'s capacity (dropping the dearest per unit first), adds
+  the cheapest cover of what ``want`` asks beyond that, and swaps to the cheapest mix when the result costs
+  more than ``1 + margin`` times it; ``b`` is the hold window (steps);
 * the *fast* tier covers what the slow nodes will not, over its own lead plus the hold window. The
   shortfall at step ``j`` is::
 
@@ -244,12 +244,13 @@ class Predictive(Rule):
         want_level, keep_level = self._bands[tier.kind]
         want = np.where(mask, covers.cover(want_level[t], everything), 0)
         keep = np.where(mask, covers.cover(keep_level[t], everything), 0)
-        kept = trim(fleet, np.where(mask, ex.held, 0), fleet.capacity(keep))
+        level = np.maximum(fleet.capacity(want), fleet.capacity(keep))
+        kept = trim(fleet, np.where(mask, ex.held, 0), level)
         short = fleet.capacity(want) - fleet.capacity(kept)
         target = kept
         if (short > TOL * (1 + fleet.capacity(want))).any():
             target = kept + covers.cover(np.maximum(short, 0.0), tier.idx)
-        best = covers.cover(np.maximum(fleet.capacity(want), fleet.capacity(keep)), tier.idx)
+        best = covers.cover(level, tier.idx)
         if fleet.cost_per_hour(target) > (1.0 + self.ctx.margin) * fleet.cost_per_hour(best) + 1e-9:
             target = best  # a cheaper mix of the tier, swapped in make-before-break
         self._slow_target[mask] = target[mask]
