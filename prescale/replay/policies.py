@@ -146,8 +146,16 @@ def retarget(ctx: Context, held: np.ndarray, need: np.ndarray, subset: tuple[int
         candidate = mine + ctx.covers.cover(np.maximum(deficit, 0.0), subset)
     else:
         candidate = trim(fleet, mine, need)
+    return consolidate(ctx, candidate, need, subset)
+
+
+def consolidate(ctx: Context, candidate: np.ndarray, need: np.ndarray, subset: tuple[int, ...]) -> np.ndarray:
+    """``cover(need, subset)`` instead of ``candidate`` when that costs over ``1 + margin`` times less.
+
+    Karpenter's consolidation: a cheaper mix, swapped in make-before-break by the executor.
+    """
     best = ctx.covers.cover(need, subset)
-    if fleet.cost_per_hour(candidate) > (1.0 + ctx.margin) * fleet.cost_per_hour(best) + 1e-9:
+    if ctx.fleet.cost_per_hour(candidate) > (1.0 + ctx.margin) * ctx.fleet.cost_per_hour(best) + 1e-9:
         return best.copy()
     return candidate
 
@@ -250,9 +258,7 @@ class Predictive(Rule):
         target = kept
         if (short > TOL * (1 + fleet.capacity(want))).any():
             target = kept + covers.cover(np.maximum(short, 0.0), tier.idx)
-        best = covers.cover(level, tier.idx)
-        if fleet.cost_per_hour(target) > (1.0 + self.ctx.margin) * fleet.cost_per_hour(best) + 1e-9:
-            target = best  # a cheaper mix of the tier, swapped in make-before-break
+        target = consolidate(self.ctx, target, level, tier.idx)
         self._slow_target[mask] = target[mask]
         ex.apply(target, keep=now, mask=mask)
 
@@ -320,11 +326,7 @@ class Predictive(Rule):
         need_fast = np.maximum(gap - arrived, 0.0).max(axis=0)
         if not add[self._fast_mask].any():
             return trim(fleet, mine, need_fast)
-        target = mine + np.where(self._fast_mask, add, 0)
-        best = covers.cover(need_fast, fleet.fast.idx)
-        if fleet.cost_per_hour(target) > (1.0 + self.ctx.margin) * fleet.cost_per_hour(best) + 1e-9:
-            return best.copy()
-        return target
+        return consolidate(self.ctx, mine + np.where(self._fast_mask, add, 0), need_fast, fleet.fast.idx)
 
 
 @dataclass(eq=False)
