@@ -22,15 +22,25 @@ every step (``policies.Allocating``) on a one-day slice of two traces, both on t
 violations of the whole replay, and the time per decision; (3) speed: one predictive setting over the
 7-day one-minute NASA window, and the batched forecasts.
 
+Each policy's knob is swept over 30 settings (predictive: 3 quantiles x 10 headrooms up to 0.8; reactive: 15
+target utilisations from 0.25 to 0.95 x 2 type sets), so one step moves a cost by about 5%. Forecasts are
+cached in ``.prescale/bench-cache``, keyed by trace, window and a hash of the forecasting code.
+
 Writes ``benchmarks/results/replay.json`` and ``.md``. Run (about an hour on 2 cores, in the background):
-``.venv/bin/python benchmarks/replay.py [--quick]``. Then ``--perfect`` (a few minutes) replays the predictive
-rule with a perfect forecast against the oracle costs of ``replay.json``: the rule's own loss, apart from
-forecast error (``replay-perfect.json`` and ``.md``).
+``.venv/bin/python benchmarks/replay.py [--quick]``. Then, against the reactive and oracle costs of
+``replay.json``:
+
+* ``--perfect`` (a few minutes) replays the predictive rule with a perfect forecast: the rule's own loss,
+  apart from forecast error (``replay-perfect.json`` and ``.md``);
+* ``--error-scale 0.75,0.5,0.25`` (about 15 minutes per factor) reruns the predictive sweep with every
+  forecast's errors scaled by each factor (``scaled_forecast``): how much better the forecasts must be for
+  each target (``replay-error-scale.json`` and ``.md``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -48,7 +58,8 @@ from models.train import TrainConfig  # noqa: E402
 from prescale.catalog import load_catalog, resolve_profile  # noqa: E402
 from prescale.replay import ReplayConfig, backtest, build_fleet, run_rule, score_series  # noqa: E402
 from prescale.replay.covers import CoverCache  # noqa: E402
-from prescale.replay.engine import context, rules_for  # noqa: E402
+from prescale.replay.engine import context, rules_for, sweep  # noqa: E402
+from prescale.replay.frontier import savings  # noqa: E402
 from prescale.replay.inputs import demand_map, make_input, plan_window  # noqa: E402
 from prescale.replay.policies import Allocating, Predictive  # noqa: E402
 from tasks.backtest import historical_forecasts  # noqa: E402
@@ -58,6 +69,11 @@ PROFILES = ("web", "analytics", "inference", "transcoder")
 OUT = ROOT / "benchmarks" / "results"
 CACHE = ROOT / ".prescale" / "bench-cache"
 QUANTILES = (0.05, 0.1, 0.5, 0.9, 0.95)
+# The sweeps: 30 settings each for predictive (quantile x headroom) and reactive (target x types), fine
+# enough that one step moves the cost by about 5%, and wide enough to reach zero violations on spiky series.
+SWEEP_QUANTILES = (0.5, 0.9, 0.95)
+SWEEP_HEADROOMS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8)
+SWEEP_TARGETS = tuple(round(0.25 + 0.05 * i, 2) for i in range(15))  # 0.25 .. 0.95
 
 
 @dataclass
@@ -115,8 +131,18 @@ def daily_acf(values: np.ndarray, step_seconds: int) -> float:
     return float(hourly.autocorr(24)) if len(hourly) > 48 else float("nan")
 
 
+def code_fingerprint() -> str:
+    """A hash of the forecasting code (``models/``, ``tasks/backtest.py``): cached forecasts go stale with it."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "models").rglob("*.py")) + [ROOT / "tasks" / "backtest.py"]:
+        digest.update(path.relative_to(ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def forecasts_for(trace: Trace, panel: Panel, window, *, candidate: str, preset: str):
-    key = f"{trace.name}-{candidate}-{preset}-{window.replay_start}-{window.horizon}"
+    """The batched forecasts of the window, cached in ``.prescale/bench-cache`` by trace, window and code."""
+    key = f"{trace.name}-{candidate}-{preset}-{window.replay_start}-{window.horizon}-{code_fingerprint()}"
     path = CACHE / f"{key}.npz"
     if path.exists():
         data = np.load(path, allow_pickle=True)
@@ -265,31 +291,107 @@ def speed(trace: Trace, catalog, args) -> dict:
     return out
 
 
+def profile_contexts(trace: Trace, catalog, config: ReplayConfig, args):
+    """``(profile, fleet, input, context)`` of every profile of ``args``, on the trace's cached forecasts."""
+    panel, window = trace_panel(trace, catalog)
+    fc, *_ = forecasts_for(trace, panel, window, candidate=args.forecaster, preset=args.preset)
+    for name in args.profiles:
+        fleet, inp = profile_input(trace, panel, window, fc, name, catalog, args)
+        yield name, fleet, inp, context(inp, fleet, config)
+
+
 def perfect_forecast(trace: Trace, catalog, config: ReplayConfig, args, oracle: dict) -> list[dict]:
     """Predictive with a perfect forecast (every quantile = the demand that happened, q=0.5, no headroom).
 
     What is left between it and the oracle is the rule's own loss (it decides step by step, looking a bounded
     horizon ahead, in whole nodes through the cover cache), apart from any forecast error.
     """
-    panel, window = trace_panel(trace, catalog)
-    fc, *_ = forecasts_for(trace, panel, window, candidate=args.forecaster, preset=args.preset)
     rows = []
-    for name in args.profiles:
-        fleet, inp = profile_input(trace, panel, window, fc, name, catalog, args)
-        horizon = inp.forecast.shape[1]
-        steps = len(inp.index)
-        known = pd.DataFrame(inp.demand).ffill().bfill().to_numpy()
-        ahead = np.minimum(np.arange(steps)[:, None] + np.arange(horizon)[None, :], steps - 1)
-        ctx = context(inp, fleet, config)
-        rule = Predictive(ctx, covered=known[ahead], floor=ctx.observed, quantile=0.5, headroom=0.0,
+    for name, fleet, inp, ctx in profile_contexts(trace, catalog, config, args):
+        rule = Predictive(ctx, covered=actual_ahead(inp), floor=ctx.observed, quantile=0.5, headroom=0.0,
                           hold=config.hold_steps(inp.step_seconds))
-        score = score_series(fleet, run_rule(fleet, rule, steps), inp.demand, start=inp.start)
+        score = score_series(fleet, run_rule(fleet, rule, len(inp.index)), inp.demand, start=inp.start)
         best = oracle.get((trace.name, name))
         rows.append({"trace": trace.name, "profile": name, "cost": round(score.cost, 2),
                      "violation_minutes": score.slo_violation_minutes, "slack": round(score.slack, 4),
                      "oracle": best, "over_oracle": None if not best else round(score.cost / best - 1.0, 4)})
         print(f"  {trace.name}/{name}: {json.dumps(rows[-1])}", flush=True)
     return rows
+
+
+def actual_ahead(inp) -> np.ndarray:
+    """``(T, H, M)``: the demand that happened at each step a forecast covers (gaps filled from neighbours)."""
+    steps, horizon = inp.forecast.shape[:2]
+    known = pd.DataFrame(inp.demand).ffill().bfill().to_numpy()
+    return known[np.minimum(np.arange(steps)[:, None] + np.arange(horizon)[None, :], steps - 1)]
+
+
+def scaled_forecast(inp, alpha: float) -> np.ndarray:
+    """Every quantile moved toward the demand that happened: ``actual + alpha * (forecast - actual)``.
+
+    ``alpha = 1`` is the forecast as made, ``0`` a perfect one; in between, a forecaster whose every error (and
+    band) is ``alpha`` times as large, still as well calibrated.
+    """
+    actual = actual_ahead(inp)[..., None]
+    return actual + alpha * (inp.forecast - actual)
+
+
+def error_scale(trace: Trace, catalog, config: ReplayConfig, args) -> list[dict]:
+    """The predictive sweep with forecast errors scaled by each of ``args.error_scale`` (see ``scaled_forecast``):
+    its cost at each budget; ``compare`` sets them against ``replay.json``."""
+    rows = []
+    for name, _fleet, inp, ctx in profile_contexts(trace, catalog, config, args):
+        for alpha in args.error_scale:
+            scaled = replace(inp, forecast=scaled_forecast(inp, alpha))
+            costs = sweep("predictive", scaled, ctx, config).budget_costs(dict(config.budgets))
+            rows.append({"trace": trace.name, "profile": name, "alpha": alpha, "predictive": costs})
+            print(f"  {trace.name}/{name} alpha={alpha:g}: {json.dumps(costs)}", flush=True)
+    return rows
+
+
+def compare(rows: list[dict], stored: list[dict]) -> list[dict]:
+    """Each row with the reactive and oracle costs of its (trace, profile) in ``replay.json``, and the savings."""
+    ref = {(r["trace"], r["profile"]): r for r in stored}
+    out = []
+    for row in rows:
+        r = ref.get((row["trace"], row["profile"]))
+        if r is None:
+            continue
+        costs, reactive = row["predictive"], r["budget_costs"]["reactive"]
+        oracle = r["budget_costs"].get("oracle", {}).get("0")
+        out.append({**row, "periodic": r["periodic"], "mixed": r["mixed"], "reactive": reactive, "oracle": oracle,
+                    "vs_reactive": {b: savings(reactive.get(b), v) for b, v in costs.items()},
+                    "over_oracle": {b: None if v is None or not oracle else round(v / oracle - 1, 4)
+                                    for b, v in costs.items()}})
+    return out
+
+
+def error_scale_markdown(payload: dict) -> str:
+    def pct(v):
+        return "-" if v is None else f"{v:+.1%}"
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return None if not values else float(np.mean(values))
+
+    lines = ["# Replay: predictive with smaller forecast errors", "",
+             f"Command: `{payload['command']}`. Every quantile of every forecast is moved toward the demand that "
+             "happened, `actual + alpha * (forecast - actual)`: `alpha = 1` is the forecast as made (the "
+             "`--preset` given, `small` by default), `0` a perfect one. The predictive sweep is rerun at each "
+             "alpha; reactive's and the oracle's costs are those of `replay.json`. `dearer`: case-budgets where "
+             "predictive costs more than reactive.", "",
+             "| alpha | group | n | vs reactive 0.5% | vs reactive 0 | over oracle 0.5% | dearer |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    for alpha in sorted({r["alpha"] for r in payload["rows"]}, reverse=True):
+        rows = [r for r in payload["rows"] if r["alpha"] == alpha]
+        groups = {"all": rows, "periodic": [r for r in rows if r["periodic"]],
+                  "mixed-lead-time profiles": [r for r in rows if r["mixed"]]}
+        for name, group in groups.items():
+            dearer = sum(1 for r in group for v in r["vs_reactive"].values() if v is not None and v < 0)
+            lines.append(f"| {alpha:g} | {name} | {len(group)} | {pct(mean(r['vs_reactive']['0.5%'] for r in group))} "
+                         f"| {pct(mean(r['vs_reactive']['0'] for r in group))} "
+                         f"| {pct(mean(r['over_oracle']['0.5%'] for r in group))} | {dearer} |")
+    return "\n".join(lines) + "\n"
 
 
 def perfect_markdown(payload: dict) -> str:
@@ -416,11 +518,20 @@ def main() -> None:
     parser.add_argument("--perfect", action="store_true",
                         help="only the predictive rule with a perfect forecast against the oracle of replay.json "
                              "(writes replay-perfect.json and .md; minutes, not an hour)")
+    parser.add_argument("--error-scale", default="", metavar="A,B,...",
+                        help="only the predictive sweep with forecast errors scaled by each alpha (1: as made, "
+                             "0: perfect) against replay.json's reactive and oracle costs (replay-error-scale.*)")
     args = parser.parse_args()
+    try:
+        args.error_scale = [float(a) for a in args.error_scale.split(",") if a.strip()]
+    except ValueError:
+        parser.error(f"--error-scale takes comma-separated numbers, got {args.error_scale!r}")
+    if any(not 0 <= a <= 1 for a in args.error_scale):
+        parser.error("--error-scale values must lie in [0, 1]")
     args.profiles = [p for p in args.profiles.split(",") if p]
     catalog = load_catalog(ROOT / "infra" / "catalog.yaml")
-    config = ReplayConfig(quantiles=(0.5, 0.9, 0.95), headrooms=(0.0, 0.1, 0.2, 0.35, 0.5),
-                          targets=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), oracle_time_limit_seconds=180.0)
+    config = ReplayConfig(quantiles=SWEEP_QUANTILES, headrooms=SWEEP_HEADROOMS, targets=SWEEP_TARGETS,
+                          oracle_time_limit_seconds=180.0)
     traces = load_traces(args.vms)
     if args.traces:
         traces = [t for t in traces if t.name in args.traces.split(",")]
@@ -428,6 +539,16 @@ def main() -> None:
         traces = [t for t in traces if t.name in ("google2019-cpu", "azure2019-cpu")]
         args.profiles = ["web", "transcoder"]
         config = replace(config, quantiles=(0.9,), headrooms=(0.0, 0.2), targets=(0.5, 0.7))
+    if args.error_scale:
+        rows = [row for trace in traces for row in error_scale(trace, catalog, config, args)]
+        rows = compare(rows, json.loads((OUT / "replay.json").read_text())["rows"])  # read last: it may be new
+        payload = {"command": "python benchmarks/replay.py " + " ".join(sys.argv[1:]), "rows": rows}
+        name = "replay-error-scale" + ("" if args.preset == "small" else f"-{args.preset}")
+        (OUT / f"{name}.json").write_text(json.dumps(payload, indent=1))
+        text = error_scale_markdown(payload)
+        (OUT / f"{name}.md").write_text(text)
+        print(text)
+        return
     if args.perfect:
         stored = json.loads((OUT / "replay.json").read_text())
         oracle = {(r["trace"], r["profile"]): r["budget_costs"].get("oracle", {}).get("0") for r in stored["rows"]}
