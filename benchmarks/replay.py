@@ -32,9 +32,10 @@ Writes ``benchmarks/results/replay.json`` and ``.md``. Run (about an hour on 2 c
 
 * ``--perfect`` (a few minutes) replays the predictive rule with a perfect forecast: the rule's own loss,
   apart from forecast error (``replay-perfect.json`` and ``.md``);
-* ``--error-scale 0.75,0.5,0.25`` (about 15 minutes per factor) reruns the predictive sweep with every
+* ``--error-scale 1,0.75,0.5,0.25`` (about 10 minutes per factor) reruns the predictive sweep with every
   forecast's errors scaled by each factor (``scaled_forecast``): how much better the forecasts must be for
-  each target (``replay-error-scale.json`` and ``.md``).
+  each target (``replay-error-scale.json`` and ``.md``; ``replay-error-scale-<preset>.*`` with a
+  ``--preset`` other than ``small``, e.g. ``default``, the preset ``prescale train`` uses).
 """
 
 from __future__ import annotations
