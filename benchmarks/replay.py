@@ -506,6 +506,19 @@ def _p(v):
     return "-" if v is None else f"{v:.0%}"
 
 
+def command() -> str:
+    return "python benchmarks/replay.py " + " ".join(sys.argv[1:])
+
+
+def publish(name: str, payload: dict, render) -> None:
+    """Write ``results/<name>.json`` and the Markdown ``render`` makes of it, and print the Markdown."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps(payload, indent=1, default=str))
+    text = render(payload)
+    (OUT / f"{name}.md").write_text(text)
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two traces, two profiles, short sweeps")
@@ -543,30 +556,21 @@ def main() -> None:
     if args.error_scale:
         rows = [row for trace in traces for row in error_scale(trace, catalog, config, args)]
         rows = compare(rows, json.loads((OUT / "replay.json").read_text())["rows"])  # read last: it may be new
-        payload = {"command": "python benchmarks/replay.py " + " ".join(sys.argv[1:]), "rows": rows}
         name = "replay-error-scale" + ("" if args.preset == "small" else f"-{args.preset}")
-        (OUT / f"{name}.json").write_text(json.dumps(payload, indent=1))
-        text = error_scale_markdown(payload)
-        (OUT / f"{name}.md").write_text(text)
-        print(text)
+        publish(name, {"command": command(), "rows": rows}, error_scale_markdown)
         return
     if args.perfect:
         stored = json.loads((OUT / "replay.json").read_text())
         oracle = {(r["trace"], r["profile"]): r["budget_costs"].get("oracle", {}).get("0") for r in stored["rows"]}
         rows = [row for trace in traces for row in perfect_forecast(trace, catalog, config, args, oracle)]
-        payload = {"command": "python benchmarks/replay.py " + " ".join(sys.argv[1:]), "rows": rows}
-        (OUT / "replay-perfect.json").write_text(json.dumps(payload, indent=1))
-        text = perfect_markdown(payload)
-        (OUT / "replay-perfect.md").write_text(text)
-        print(text)
+        publish("replay-perfect", {"command": command(), "rows": rows}, perfect_markdown)
         return
     rows, infos = [], []
     for trace in traces:
         trace_rows, info = replay_trace(trace, catalog, config, args)
         rows += trace_rows
         infos.append(info)
-    payload = {"command": "python benchmarks/replay.py " + " ".join(sys.argv[1:]), "traces": infos, "rows": rows,
-               "aggregate": aggregate(rows)}
+    payload = {"command": command(), "traces": infos, "rows": rows, "aggregate": aggregate(rows)}
     if not args.skip_fast_path and not args.quick:
         by_name = {t.name: t for t in load_traces(args.vms)}
         payload["fast_path"] = {
@@ -576,12 +580,7 @@ def main() -> None:
                                  allocate_vs_fast(by_name["nasa-1min"], catalog, "analytics", args, hours=6.0)],
             "speed": speed(by_name["nasa-1min"], catalog, args),
         }
-    name = "replay-quick" if args.quick else "replay"
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{name}.json").write_text(json.dumps(payload, indent=1, default=str))
-    text = markdown(payload)
-    (OUT / f"{name}.md").write_text(text)
-    print(text)
+    publish("replay-quick" if args.quick else "replay", payload, markdown)
 
 
 if __name__ == "__main__":
