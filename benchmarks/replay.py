@@ -60,7 +60,7 @@ from prescale.catalog import load_catalog, resolve_profile  # noqa: E402
 from prescale.replay import ReplayConfig, backtest, build_fleet, run_rule, score_series  # noqa: E402
 from prescale.replay.covers import CoverCache  # noqa: E402
 from prescale.replay.engine import context, rules_for, sweep  # noqa: E402
-from prescale.replay.frontier import savings  # noqa: E402
+from prescale.replay.frontier import excess, savings  # noqa: E402
 from prescale.replay.inputs import demand_map, make_input, plan_window  # noqa: E402
 from prescale.replay.policies import Allocating, Predictive  # noqa: E402
 from tasks.backtest import historical_forecasts  # noqa: E402
@@ -315,7 +315,7 @@ def perfect_forecast(trace: Trace, catalog, config: ReplayConfig, args, oracle: 
         best = oracle.get((trace.name, name))
         rows.append({"trace": trace.name, "profile": name, "cost": round(score.cost, 2),
                      "violation_minutes": score.slo_violation_minutes, "slack": round(score.slack, 4),
-                     "oracle": best, "over_oracle": None if not best else round(score.cost / best - 1.0, 4)})
+                     "oracle": best, "over_oracle": excess(best, score.cost)})
         print(f"  {trace.name}/{name}: {json.dumps(rows[-1])}", flush=True)
     return rows
 
@@ -362,8 +362,7 @@ def compare(rows: list[dict], stored: list[dict]) -> list[dict]:
         oracle = r["budget_costs"].get("oracle", {}).get("0")
         out.append({**row, "periodic": r["periodic"], "mixed": r["mixed"], "reactive": reactive, "oracle": oracle,
                     "vs_reactive": {b: savings(reactive.get(b), v) for b, v in costs.items()},
-                    "over_oracle": {b: None if v is None or not oracle else round(v / oracle - 1, 4)
-                                    for b, v in costs.items()}})
+                    "over_oracle": {b: excess(oracle, v) for b, v in costs.items()}})
     return out
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 from prescale.forecast import Forecast
 from prescale.replay.covers import CoverCache
 from prescale.replay.fleet import Fleet, ReplayError
-from prescale.replay.frontier import BUDGETS, PolicyResult, savings, score_series
+from prescale.replay.frontier import BUDGETS, PolicyResult, excess, savings, score_series
 from prescale.replay.oracle import OracleResult, solve_oracle
 from prescale.replay.policies import Context, Predictive, Reactive, Rule, StaticPeak, stabilisation_steps
 from prescale.replay.simulate import Executor, Series
@@ -143,7 +143,7 @@ class BacktestResult:
             out[budget] = {
                 "vs_reactive": savings(costs.get("reactive", {}).get(budget), ours),
                 "vs_static": savings(costs.get("static", {}).get(budget), ours),
-                "over_oracle": None if ours is None or not oracle else round(ours / oracle - 1.0, 4),
+                "over_oracle": excess(oracle, ours),
             }
         return out
 

@@ -172,3 +172,10 @@ def savings(base: float | None, other: float | None) -> float | None:
     if base is None or other is None or base <= 0:
         return None
     return round((base - other) / base, 4)
+
+
+def excess(base: float | None, other: float | None) -> float | None:
+    """``other / base - 1``: how much dearer ``other`` is than ``base`` (None when either is missing)."""
+    if base is None or other is None or not base:
+        return None
+    return round(other / base - 1.0, 4)
