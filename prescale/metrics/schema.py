@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-APP_NAME_PATTERN = r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
+from prescale.names import is_valid_app_name, is_valid_phase
+
 APP_METRIC_PATTERN = r"app\.[a-z][a-z0-9_]{0,62}"
-PHASE_PATTERN = r"[a-z0-9]([-_a-z0-9]{0,61}[a-z0-9])?"
 COLUMNS = ("app", "ts", "metric", "value", "phase")
 REQUIRED_COLUMNS = ("ts", "metric", "value")
 
@@ -57,13 +57,7 @@ KNOWN_METRICS: dict[str, MetricSpec] = {
     "gpu_util": MetricSpec("percent", "GPU utilisation, summed over the app's GPUs / GPU count", maximum=100.0),
 }
 
-_APP_RE = re.compile(APP_NAME_PATTERN)
 _METRIC_RE = re.compile(APP_METRIC_PATTERN)
-_PHASE_RE = re.compile(PHASE_PATTERN)
-
-
-def is_valid_app_name(name: object) -> bool:
-    return isinstance(name, str) and _APP_RE.fullmatch(name) is not None
 
 
 def is_known_metric(name: object) -> bool:
@@ -142,7 +136,7 @@ ROW_SCHEMA = pa.DataFrameSchema(
         ),
         "phase": pa.Column(
             pd.CategoricalDtype(),
-            checks=pa.Check(lambda s: _on_categories(s, lambda v: _PHASE_RE.fullmatch(str(v))), name="invalid_phase"),
+            checks=pa.Check(lambda s: _on_categories(s, is_valid_phase), name="invalid_phase"),
             nullable=True,
             required=False,
         ),
