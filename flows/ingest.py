@@ -7,8 +7,9 @@ Two modes, chosen by parameters:
   the overlap between consecutive windows is collapsed by the store on read).
 
 Either way: read -> validate -> store (quarantine + accepted rows, idempotent batch)
--> compact the touched apps' partitions that piled up files (minute batches add one
-file per partition each run) -> a markdown artifact with read / accepted /
+-> compact the partitions of the apps the batch stored rows for that piled up files
+(minute batches add one file per partition each run; a quarantined name is never
+compacted: it was refused, so it never becomes a path) -> a markdown artifact with read / accepted /
 quarantined per app.
 """
 
@@ -55,6 +56,6 @@ def ingest_metrics(
     result = validate(batch)
     written = store(batch, result, str(settings.store.root), str(settings.store.quarantine))
     summary = summarise(batch, result, written, str(settings.store.root))
-    compact(str(settings.store.root), sorted(summary.per_app), settings.store.compact_min_files)
+    compact(str(settings.store.root), summary.stored_apps, settings.store.compact_min_files)
     publish_artifact([summary])
     return summary

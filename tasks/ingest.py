@@ -7,6 +7,7 @@ logging. A user error (a missing column, an empty file, a bad mapping) raises
 
 from __future__ import annotations
 
+import errno
 from datetime import datetime
 from pathlib import Path
 
@@ -31,6 +32,10 @@ IO_RETRIES = 3
 IO_RETRY_DELAYS = [1, 5, 15]
 # AWS error names in pyarrow's S3 messages ("AWS Error NO_SUCH_BUCKET during PutObject ...").
 OBJECT_STORE_USER_ERRORS = ("NO_SUCH_BUCKET", "ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH")
+# OS errors that the same call meets again: a name too long, a read-only or full disk, no permission.
+PERMANENT_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.EINVAL, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -42,6 +47,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, MetricsInputError | PrometheusQueryError | PrometheusConfigError):
         return False
     if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
+        return False
+    if isinstance(exc, OSError) and exc.errno in PERMANENT_ERRNOS:
         return False
     if isinstance(exc, OSError) and any(code in str(exc) for code in OBJECT_STORE_USER_ERRORS):
         return False  # pyarrow's S3 errors are plain OSErrors: a missing bucket or bad keys stay so
@@ -131,7 +138,8 @@ def ingest_markdown(reports: list[IngestReport]) -> str:
     lines = ["# Ingest summary", "", "| source | app | read | accepted | quarantined |", "|---|---|---:|---:|---:|"]
     for rep in reports:
         for app, counts in rep.per_app.items():
-            lines.append(f"| {rep.source} | {app} | {counts.read:,} | {counts.accepted:,} | {counts.quarantined:,} |")
+            name = _cell(app)  # a quarantined name is anything a file held: quoted, cut, no table syntax
+            lines.append(f"| {rep.source} | {name} | {counts.read:,} | {counts.accepted:,} | {counts.quarantined:,} |")
         note = " (already ingested: nothing written)" if rep.already_ingested else ""
         lines.append(
             f"| **{rep.source}** | **all**{note} | **{rep.read:,}** | **{rep.accepted:,}** | **{rep.quarantined:,}** |"
@@ -144,3 +152,10 @@ def ingest_markdown(reports: list[IngestReport]) -> str:
         lines += ["", "| quarantine reason | rows |", "|---|---:|"]
         lines += [f"| {reason} | {count:,} |" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """``text`` as one Markdown table cell: at most 60 characters, no line breaks, pipes escaped."""
+    text = " ".join(str(text).split())
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return text.replace("|", "\\|")

@@ -18,9 +18,9 @@ import pandas as pd
 
 from prescale.metrics.files import load_mapping, read_canonical, read_mapped
 from prescale.metrics.prometheus import fetch_range, load_prometheus_config
-from prescale.metrics.schema import is_valid_app_name
 from prescale.metrics.store import MetricsStore, WriteResult, batch_id_for, file_digest
 from prescale.metrics.validation import MetricsInputError, ValidationResult, split
+from prescale.names import AppName, InvalidNameError
 
 
 @dataclass
@@ -55,6 +55,15 @@ class IngestReport:
     files_written: int = 0
     store: str = ""
 
+    @property
+    def stored_apps(self) -> list[AppName]:
+        """The apps this batch stored rows for: the only names a later per-app step may touch.
+
+        ``per_app`` also counts quarantined names (``web/../../x``, a 300-character name): those were
+        refused and must never become a path, so they are not here.
+        """
+        return sorted(AppName(app) for app, counts in self.per_app.items() if counts.accepted)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -62,11 +71,11 @@ class IngestReport:
 def read_file_batch(path: Path, *, app: str | None, mapping: Path | None, block_size_mib: int = 64) -> RawBatch:
     """Read a CSV/Parquet file (canonical, or through a YAML mapping) into a raw batch."""
     path = Path(path)
-    if app is not None and not is_valid_app_name(app):
-        raise MetricsInputError(
-            f"--app {app!r} is not a valid Kubernetes Service name: use a lower-case letter, then lower-case "
-            "alphanumerics and '-' (at most 63), e.g. 'web' or 'video-api'"
-        )
+    if app is not None:
+        try:
+            app = AppName(app, what="--app")
+        except InvalidNameError as exc:
+            raise MetricsInputError(f"{exc}; e.g. 'web' or 'video-api'") from None
     with ThreadPoolExecutor(max_workers=1) as pool:
         digest = pool.submit(file_digest, path)  # hashing releases the GIL: overlap it with parsing
         if mapping is not None:

@@ -59,7 +59,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from prescale.metrics.schema import KNOWN_METRICS, is_known_metric, is_valid_app_name
+from prescale.metrics.schema import KNOWN_METRICS, is_known_metric
+from prescale.names import AppName
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +111,7 @@ class PrometheusConfig(BaseModel):
 
 
 def _checked_app(app: str) -> str:
-    if not is_valid_app_name(app):
-        raise ValueError(
-            f"app name {app!r} is not a valid Kubernetes name (RFC 1123 label): use at most 63 lower-case "
-            "letters, digits and '-', starting and ending with a letter or digit, e.g. 'web-api'"
-        )
-    return app
+    return AppName(app, what="app name")  # an InvalidNameError is a ValueError: pydantic reports it with the field
 
 
 def _checked_queries(app: str, queries: dict[str, str]) -> dict[str, str]:

@@ -115,3 +115,42 @@ def test_user_errors_are_not_retried(prefect_harness, prescale_home, tmp_path):
         ingest_metrics(path=str(CORPUS / "clean.csv"), app="web", mapping=str(mapping))
     runs = [r for r in asyncio.run(_task_runs("read-metrics-file")) if r.id not in before]
     assert len(runs) == 1 and runs[0].run_count == 1  # failed once, no retries
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        pytest.param("web/../../../ledger/app=web", id="traversal-into-the-ledger"),
+        pytest.param("x" * 300, id="name-over-255-bytes"),
+        pytest.param("../" * 8 + "tmp", id="traversal-out-of-the-home"),
+    ],
+)
+def test_a_quarantined_app_name_is_never_compacted(prefect_harness, prescale_home, monkeypatch, tmp_path, hostile):
+    """A refused name never becomes a path: the flow compacts only the apps it stored rows for."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flows.ingest import ingest_metrics
+
+    monkeypatch.setenv("PRESCALE_STORE__COMPACT_MIN_FILES", "2")
+    day = load_settings().orchestrate.ledger / "app=web" / "date=2026-01-01"
+    day.mkdir(parents=True)
+    for i in range(10):  # what the attack rewrote into one row of NaT/NaN: a ledger day of ten files
+        pq.write_table(pa.table({"decided_at": [i], "app": ["web"]}), day / f"part-{i:03d}.parquet")
+    before = _tree(prescale_home)
+    path = tmp_path / "hostile.csv"
+    rows = [f"2026-01-01T00:0{i}:00Z,{name},cpu_cores,1" for i in range(3) for name in (hostile, "web")]
+    path.write_text("ts,app,metric,value\n" + "\n".join(rows) + "\n")
+
+    report = ingest_metrics(path=str(path))
+
+    assert (report.read, report.accepted, report.quarantined) == (6, 3, 3)
+    assert report.quarantine_reasons == {"invalid_app_name": 3}
+    assert report.stored_apps == ["web"]
+    after = _tree(prescale_home)
+    assert {k: v for k, v in after.items() if k in before} == before, "a file outside the new batch changed"
+    assert len(MetricsStore(load_settings().store.root).read("web")) == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import httpx
 import pytest
 
@@ -23,6 +25,9 @@ from tasks.ingest import is_transient
         pytest.param(httpx.ConnectError("refused"), True, id="connect-error"),
         pytest.param(TimeoutError(), True, id="timeout"),
         pytest.param(OSError("disk hiccup"), True, id="io-error"),
+        pytest.param(OSError(errno.ENAMETOOLONG, "File name too long"), False, id="name-too-long"),
+        pytest.param(OSError(errno.ENOSPC, "No space left on device"), False, id="disk-full"),
+        pytest.param(OSError(errno.EIO, "Input/output error"), True, id="io-errno"),
     ],
 )
 def test_retry_only_transient_failures(exc, retry):

@@ -382,8 +382,8 @@ def test_config_strips_queries_and_keeps_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "fragments"),
     [
-        pytest.param("apps:\n  Web_App:\n    cpu_cores: up\n", ["'Web_App'", "RFC 1123"], id="bad-app-name"),
-        pytest.param(f"apps:\n  {'a' * 64}:\n    cpu_cores: up\n", ["not a valid Kubernetes name"], id="app-too-long"),
+        pytest.param("apps:\n  Web_App:\n    cpu_cores: up\n", ["'Web_App'", "RFC 1035"], id="bad-app-name"),
+        pytest.param(f"apps:\n  {'a' * 64}:\n    cpu_cores: up\n", ["Kubernetes Service name"], id="app-too-long"),
         pytest.param("apps:\n  web:\n    cpu: up\n", ["'cpu'", "cpu_cores", "app.<snake_case>"], id="unknown-metric"),
         pytest.param("apps:\n  web:\n    app.RequestsPerS: up\n", ["'app.RequestsPerS'"], id="bad-app-metric"),
         pytest.param("apps:\n  web:\n    cpu_cores: ''\n", ["query of metric 'cpu_cores'", "empty"], id="empty-query"),
