@@ -40,7 +40,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -105,17 +104,25 @@ def control_plane_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-_PASSWORD_PARAM = re.compile(r"(?i)([?&;]password=)[^&;#]*")
+# ``password=`` up to the next ``&name=`` parameter or the end: a password holding ``&``, ``#`` or ``;`` stays masked.
+_PASSWORD_PARAM = re.compile(r"(?i)([?&;]password=).*?(?=[&;][A-Za-z_][\w.-]*=|$)", re.S)
 
 
 def redact(url: str) -> str:
-    """``url`` with any password (``user:PASSWORD@host``, ``?password=...``) replaced by ``***``."""
-    netloc = urlsplit(url).netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
+    """``url`` with any password (``user:PASSWORD@host``, ``?password=...``) replaced by ``***``.
+
+    Not through ``urlsplit``: a password holding an unencoded ``/``, ``#``, ``?`` or ``@`` ends its netloc
+    early, and the rest of the password was printed as path or fragment. So the user information is
+    everything between ``://`` and the *last* ``@`` (the host, port and database name hold none), and
+    everything after the user name's first ``:`` in it is masked. Where the URL is ambiguous (an ``@`` in
+    the query) this masks more than the password, never less.
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if sep and at:
         user, colon, _password = userinfo.partition(":")
         if colon:
-            url = url.replace(f"//{netloc}", f"//{user}:***@{hostport}", 1)
+            url = f"{scheme}://{user}:***@{host}"
     return _PASSWORD_PARAM.sub(r"\1***", url)
 
 

@@ -46,6 +46,12 @@ def _production(tmp_path, **serve):
         pytest.param("postgresql://prescale@db/mlflow", "postgresql://prescale@db/mlflow", id="no-password"),
         pytest.param("sqlite:////var/lib/mlflow.db", "sqlite:////var/lib/mlflow.db", id="sqlite-path-kept"),
         pytest.param("postgresql://u:p@ss@db/x", "postgresql://u:***@db/x", id="at-sign-in-password"),
+        pytest.param("postgresql://u:p/w#x?y@db:5432/x", "postgresql://u:***@db:5432/x",
+                     id="slash-hash-query-in-password"),
+        pytest.param("postgresql://u:a:b:/?#@db/x?sslmode=require", "postgresql://u:***@db/x?sslmode=require",
+                     id="every-separator-in-password"),
+        pytest.param("postgresql://db/x?password=a#b&c;d&sslmode=require", "postgresql://db/x?password=***&sslmode=require",
+                     id="separators-in-password-parameter"),
     ],
 )
 def test_redact_masks_passwords_only(url, shown):
