@@ -57,7 +57,9 @@ class AppName(str):
         if isinstance(value, AppName):
             return value
         if not is_valid_app_name(value):
-            raise InvalidNameError(f"{what} {shown(value)} is not a valid name: {APP_NAME_RULE} (RFC 1035)")
+            raise InvalidNameError(
+                f"{what} {shown(value)} is not a valid Kubernetes Service name (RFC 1035 label): {APP_NAME_RULE}"
+            )
         return super().__new__(cls, value)
 
 
