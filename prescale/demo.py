@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from prescale.metrics.store import MetricsStore
 from prescale.metrics.validation import MetricsInputError
+from prescale.names import AppName
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFEST = REPO_ROOT / "data" / "demo.yaml"
@@ -26,6 +27,11 @@ class DemoApp(BaseModel):
     app: str
     file: Path
     mapping: Path | None = None
+
+    @field_validator("app")
+    @classmethod
+    def _valid_app(cls, app: str) -> AppName:
+        return AppName(app)  # it becomes store folders, ledger keys and Kubernetes names
 
 
 class DemoManifest(BaseModel):
@@ -39,7 +45,7 @@ def load_manifest(path: Path = DEFAULT_MANIFEST) -> DemoManifest:
     path = Path(path)
     try:
         manifest = DemoManifest.model_validate(yaml.safe_load(path.read_text()) or {})
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
         raise MetricsInputError(f"invalid demo manifest {path}: {exc}") from exc
     for entry in manifest.apps:
         entry.file = (path.parent / entry.file).resolve()

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, Field, SecretStr, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -410,6 +410,38 @@ class Settings(BaseSettings):
         return self
 
 
+class SettingsError(ValueError):
+    """A setting that does not validate; the message names its environment variable and what is wrong."""
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment (and any explicit overrides) into a validated tree."""
-    return Settings(**overrides)
+    """Read the environment (and any explicit overrides) into a validated tree; :class:`SettingsError` if invalid."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per invalid setting, named as its variable; a secret's value is never shown."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"] if not isinstance(part, int)]
+        variable = "PRESCALE_" + "__".join(loc).upper()
+        value = err.get("input")
+        shown = "" if _is_secret(loc) or isinstance(value, dict) else f" (got {str(value)[:80]!r})"
+        lines.append(f"{variable}: {err['msg']}{shown}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def _is_secret(loc: list[str]) -> bool:
+    model: type[BaseModel] | None = Settings
+    for part in loc:
+        info = model.model_fields.get(part) if model is not None else None
+        if info is None:
+            return False
+        if info.annotation is not None and "SecretStr" in str(info.annotation):
+            return True
+        nested = info.annotation
+        model = nested if isinstance(nested, type) and issubclass(nested, BaseModel) else None
+    return False

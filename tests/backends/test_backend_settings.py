@@ -125,3 +125,14 @@ def test_a_bad_url_is_a_user_error_that_does_not_echo_it(tmp_path, setting, valu
     assert result.exit_code == 2, result.output
     assert says in json.loads(result.output)["error"]
     assert PASSWORD not in result.output
+
+
+def test_an_invalid_setting_names_its_variable_and_never_shows_a_secret(monkeypatch):
+    from prescale.settings import SettingsError
+
+    monkeypatch.setenv("PRESCALE_SERVE__PREFECT_PORT", "99999")
+    with pytest.raises(SettingsError) as raised:
+        load_settings(serve={"prefect_database_url": 12345678})
+    message = str(raised.value)
+    assert "PRESCALE_SERVE__PREFECT_PORT" in message and "'99999'" in message
+    assert "PRESCALE_SERVE__PREFECT_DATABASE_URL" in message and "12345678" not in message
