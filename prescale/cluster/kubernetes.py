@@ -22,6 +22,14 @@ Objects, and who owns what:
   created once (a 409 on create means an earlier, interrupted run made it: it is read and scaled) and
   deleted, with a resourceVersion precondition, once drained to zero.
 
+Names: every object name and label value built here is checked where it is built. An app name is an
+``AppName`` (an RFC 1035 label: it is the Service's name, a label value, an annotation key's name part and
+the first part of ``<app>-<pool>`` and ``<app>-template``), and so is a Service name taken from a
+template's annotation; a pool name and the namespaces must be DNS-1123 labels (at most 63 lower-case
+alphanumerics and ``-``), which makes them valid object names and label values alike. An invalid one
+raises ``ClusterError`` naming it before any request. Nothing is sanitised: a pool name is the name of a
+MachineDeployment that already exists, and a different name would address a different object.
+
 Every call has a timeout and is retried with exponential backoff (honouring ``Retry-After``) on 429, 5xx and
 timeouts or dropped connections; a 409 re-reads and recomputes; after ``retries`` the call raises
 ``ClusterUnavailable``. urllib3's own retries are off (``Configuration.retries = False``), or 429s would
@@ -35,6 +43,7 @@ import contextlib
 import copy
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,7 +56,7 @@ from kubernetes.client.exceptions import ApiException
 
 from prescale.catalog import LABEL_POOL, Catalog
 from prescale.cluster.executor import execute
-from prescale.cluster.plan import Placement, Plan
+from prescale.cluster.plan import Placement, Plan, checked_app
 from prescale.cluster.protocol import (
     ApplyReport,
     ClusterError,
@@ -56,6 +65,7 @@ from prescale.cluster.protocol import (
     PoolState,
     WorkloadState,
 )
+from prescale.names import shown
 
 CAPI_GROUP = "cluster.x-k8s.io"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "prescale")
@@ -70,6 +80,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 RETRYABLE = {429, 500, 502, 503, 504}
 MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = "prescale/0.1"
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,10 @@ class KubeOptions:
     backoff_max_seconds: float = 30.0
     request_timeout_seconds: float = 30.0
     poll_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        dns_label(self.namespace, what="namespace (PRESCALE_CLUSTER__NAMESPACE)")
+        dns_label(self.pool_namespace, what="pool namespace (PRESCALE_CLUSTER__POOL_NAMESPACE)")
 
 
 class _Conflict(Exception):
@@ -183,7 +198,7 @@ class KubernetesCluster:
 
     def set_nodes(self, app: str, place: Placement, nodes: int, *, spot: int = 0) -> None:
         """Set the app's claim on the pool and the pool's replicas to the sum of the claims (one patch)."""
-        opts, name = self.options, place.pool
+        app, name, opts = checked_app(app, error=ClusterError), pool_name(place), self.options
         what = f"MachineDeployment {opts.pool_namespace}/{name}"
 
         def read() -> dict[str, Any]:
@@ -234,7 +249,7 @@ class KubernetesCluster:
 
     def set_replicas(self, app: str, place: Placement, replicas: int) -> None:
         """Create the app's Deployment on the pool from its template, or scale it (``/scale``)."""
-        name, ns = workload_name(app, place.pool), self.options.namespace
+        name, ns = workload_name(app, pool_name(place)), self.options.namespace
         what = f"Deployment {ns}/{name}"
         if self._read_deployment(name) is None:
             if replicas == 0:
@@ -269,7 +284,7 @@ class KubernetesCluster:
 
     def cleanup(self, app: str, place: Placement) -> None:
         """Delete the app's drained Deployment on the pool (only while it still has zero replicas)."""
-        name, ns = workload_name(app, place.pool), self.options.namespace
+        name, ns = workload_name(app, pool_name(place)), self.options.namespace
         dep = self._read_deployment(name)
         if dep is None or dep.get("spec", {}).get("replicas", 0) != 0:
             return
@@ -287,6 +302,8 @@ class KubernetesCluster:
 
     def render_workload(self, app: str, place: Placement, template: dict[str, Any], *, replicas: int) -> dict[str, Any]:
         """The Deployment of ``app`` on ``place``'s pool, from the app's template Deployment."""
+        app, pool = checked_app(app, error=ClusterError), pool_name(place)
+        name = workload_name(app, pool)
         tname = template.get("metadata", {}).get("name", app + TEMPLATE_SUFFIX)
         spec = copy.deepcopy(template.get("spec") or {})
         match = dict((spec.get("selector") or {}).get("matchLabels") or {})
@@ -297,23 +314,23 @@ class KubernetesCluster:
                 "container in spec.template.spec.containers"
             )
         meta = pod.setdefault("metadata", {})
-        meta["labels"] = {**(meta.get("labels") or {}), LABEL_APP: app, LABEL_POOL: place.pool}
+        meta["labels"] = {**(meta.get("labels") or {}), LABEL_APP: app, LABEL_POOL: pool}
         podspec = pod["spec"]
-        podspec["nodeSelector"] = {**(podspec.get("nodeSelector") or {}), LABEL_POOL: place.pool}
+        podspec["nodeSelector"] = {**(podspec.get("nodeSelector") or {}), LABEL_POOL: pool}
         podspec["tolerations"] = _tolerations(podspec.get("tolerations") or [], place)
         _set_requests(_container(podspec, template, tname), self._requests(place))
-        labels = {MANAGED_BY[0]: MANAGED_BY[1], LABEL_APP: app, LABEL_POOL: place.pool}
+        labels = {MANAGED_BY[0]: MANAGED_BY[1], LABEL_APP: app, LABEL_POOL: pool}
         notes = {
             ANNOTATION_RPN: str(place.replicas_per_node),
             ANNOTATION_TYPE: place.rtype,
             "prescale.io/template": tname,
         }
-        spec.update(replicas=replicas, selector={"matchLabels": {**match, LABEL_POOL: place.pool}}, template=pod)
+        spec.update(replicas=replicas, selector={"matchLabels": {**match, LABEL_POOL: pool}}, template=pod)
         return {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": {
-                "name": workload_name(app, place.pool),
+                "name": name,
                 "namespace": self.options.namespace,
                 "labels": labels,
                 "annotations": notes,
@@ -346,7 +363,9 @@ class KubernetesCluster:
 
     def _check_service(self, app: str, template: dict[str, Any]) -> None:
         ns = self.options.namespace
-        name = (template["metadata"].get("annotations") or {}).get(ANNOTATION_SERVICE, app)
+        named = (template["metadata"].get("annotations") or {}).get(ANNOTATION_SERVICE)
+        what = f"Service in annotation {ANNOTATION_SERVICE} of template Deployment {ns}/{app}{TEMPLATE_SUFFIX}"
+        name = app if named is None else checked_app(named, error=ClusterError, what=what)
         try:
             svc = self._call(
                 f"read Service {ns}/{name}", lambda **kw: self._core.read_namespaced_service(name, ns, **kw)
@@ -468,8 +487,24 @@ def api_client(cfg: client.Configuration) -> client.ApiClient:
 
 
 def workload_name(app: str, pool: str) -> str:
-    """The Deployment of ``app`` on ``pool``."""
-    return f"{app}-{pool}"
+    """The Deployment of ``app`` on ``pool`` (at most 63 + 1 + 63 characters: a valid object name)."""
+    app = checked_app(app, error=ClusterError)
+    return f"{app}-{dns_label(pool, what=f'node pool name of the Deployment of app {app!r}')}"
+
+
+def pool_name(place: Placement) -> str:
+    """The name of ``place``'s MachineDeployment, also the value of its ``prescale.io/pool`` label."""
+    return dns_label(place.pool, what=f"node pool name of type {place.rtype!r} (the catalog's pool.name)")
+
+
+def dns_label(value: object, *, what: str) -> str:
+    """``value`` if it is a DNS-1123 label (a valid object name and label value), else ``ClusterError``."""
+    if isinstance(value, str) and DNS_LABEL.fullmatch(value):
+        return value
+    raise ClusterError(
+        f"{what} {shown(value)} is not a valid Kubernetes name: at most 63 lower-case letters, digits and '-', "
+        "starting and ending alphanumeric (DNS-1123 label); rename it"
+    )
 
 
 def _pool_state(md: dict[str, Any], rtype: str, *, nodes: list[dict], machines: list[dict]) -> PoolState:

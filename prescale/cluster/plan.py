@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from prescale.catalog import AppProfile, Catalog, ResourceType
+from prescale.names import AppName, InvalidNameError
 
 MAX_PODS_PER_NODE = 110  # the kubelet's default --max-pods
 TOLERANCE = 1e-9
@@ -48,7 +49,16 @@ Action = Literal["provision", "start", "drain", "release"]
 
 
 class PlanError(ValueError):
-    """The inputs of a plan do not fit together (unknown or incompatible type); the message says which."""
+    """The inputs of a plan do not fit together (unknown or incompatible type, invalid app name); the message
+    says which."""
+
+
+def checked_app(app: object, *, error: type[Exception] = PlanError, what: str = "app") -> AppName:
+    """``app`` as an ``AppName``; an invalid one raises ``error`` (the backends pass ``ClusterError``) quoting it."""
+    try:
+        return AppName(app, what=what)
+    except InvalidNameError as exc:
+        raise error(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -160,6 +170,9 @@ class Plan:
     serving_after: tuple[float, ...] = ()  # once every target replica is ready
     notes: tuple[str, ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "app", checked_app(self.app))
+
     @property
     def noop(self) -> bool:
         return not self.steps and not self.blocked
@@ -254,9 +267,10 @@ def make_plan(
     """The plan from ``holdings`` (what ``app`` holds now) to ``target_nodes`` (type -> nodes).
 
     ``spot``: of the target nodes, how many per type are spot (costs only). ``others``: nodes of each type
-    claimed by other apps, counted against the type's quota. Raises ``PlanError`` for an unknown type or one
-    the app cannot run on; guardrail violations block the plan instead (``Plan.blocked``).
+    claimed by other apps, counted against the type's quota. Raises ``PlanError`` for an invalid app name, an
+    unknown type or one the app cannot run on; guardrail violations block the plan instead (``Plan.blocked``).
     """
+    app = checked_app(app)
     negative = {t: n for t, n in target_nodes.items() if n < 0}
     if negative:
         raise PlanError(f"target node counts must be >= 0, got {negative}")

@@ -23,18 +23,31 @@ Cost is accounted exactly per node-second: between two events every existing nod
 or failed) accrues the elapsed seconds under (app, type, spot), priced at report time; the lifetime of
 every node is kept too (``lifetimes()``), a second, independent account of the same seconds.
 
-State lives in one JSON file (``save``/``open``), the random source's state included, so repeated runs
-continue the same cluster, with the same draws, from where the last one stopped. With ``record=True``
-the cluster keeps a timeline of ready replicas after every change, to check invariants against.
+State lives in one JSON file (``save``/``open``; format, checks and lock in ``statefile.py``), the random
+source's state included, so repeated runs continue the same cluster, with the same draws, from where the
+last one stopped. With ``record=True`` the cluster keeps a timeline of ready replicas after every change,
+to check invariants against.
+
+**Several writers, no lost update.** Two ``prescale apply`` on different apps each open the file, observe,
+plan and apply; each used to save the whole state it had read, so the later save erased the earlier one's
+app. Now ``apply`` holds the state's exclusive lock across *re-read -> execute -> save*: under the lock it
+compares the file's ``generation`` (one more on every save) with the one this object read or wrote, and
+if another writer saved since, it continues from the file's world instead of its own (advanced to this
+object's clock if that is later), carries the plan out there and saves generation + 1. A plan is per app
+and was computed from what was observed; executing it on the fresher state is right, because every
+driver write sets only this app's claim or replicas (absolute values, not deltas) and the quota is
+enforced over all apps when nodes are requested. ``save`` is a compare-and-swap under the same lock: it
+refuses (``ClusterError``) to overwrite a generation it has not seen, since changes made directly
+(``set_nodes``, ``advance``) cannot be replayed onto another writer's state. Rejected alternative:
+merging the two worlds at save time, per app: the apps share more than their keys (the pool's quota and
+nodes, one clock, one random source, node ids, cost accounts), so no merge of two diverged worlds is the
+world either writer would have produced.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,10 +55,10 @@ from typing import Any, Literal
 
 from prescale.catalog import Catalog
 from prescale.cluster.executor import execute
-from prescale.cluster.plan import Placement, Plan
+from prescale.cluster.plan import Placement, Plan, checked_app
 from prescale.cluster.protocol import ApplyReport, ClusterError, ClusterState, PoolState, WorkloadState
+from prescale.cluster.statefile import STATE_VERSION, generation_of, locked, read_state, write_state
 
-STATE_VERSION = 1
 REMEDIATION_SECONDS = 60.0
 FaultKind = Literal["preempt", "hold", "lift"]
 Hold = Literal["nodes-never-ready", "nodes-never-removed", "pods-never-ready", "pods-never-removed"]
@@ -63,6 +76,10 @@ class FaultEvent:
     app: str = ""
     count: int = 1
     hold: str = ""
+
+    def __post_init__(self) -> None:
+        if self.app:
+            checked_app(self.app, error=ClusterError)
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,7 @@ class SimulatedCluster:
         self.poll_seconds = poll_seconds
         self._w = _World(now=float(start))
         self._rng = random.Random(seed)
+        self._generation = 0  # of the state file as this object last read or wrote it
         self.timeline: list[Snapshot] | None = [] if record else None
 
     @classmethod
@@ -141,7 +159,7 @@ class SimulatedCluster:
         """The cluster saved at ``path`` (a new, empty one if there is none), advanced to ``now`` if later."""
         sim = cls(catalog, path=path, start=now or 0.0, **options)
         if Path(path).is_file():
-            sim._load(Path(path))
+            sim._adopt(Path(path), read_state(Path(path), catalog))
             if now is not None and now > sim.now():
                 sim.advance_to(now)
         return sim
@@ -156,20 +174,25 @@ class SimulatedCluster:
         return ClusterState(at=w.now, pools=pools, workloads=works)
 
     def apply(self, plan: Plan) -> ApplyReport:
-        report = execute(plan, self, poll_seconds=self.poll_seconds)
-        self.save()
+        """Carry ``plan`` out; with a state file, under its lock on the newest state, then save (docstring)."""
+        if self.path is None:
+            return execute(plan, self, poll_seconds=self.poll_seconds)
+        with locked(self.path):
+            self._catch_up(self.path)
+            report = execute(plan, self, poll_seconds=self.poll_seconds)
+            self._write(self.path)
         return report
 
     # ------------------------------------------------------------------------------- the driver writes
 
     def set_nodes(self, app: str, place: Placement, nodes: int, *, spot: int = 0) -> None:
-        if self.catalog.get(place.rtype) is None:
-            raise ClusterError(f"the simulated cluster has no type {place.rtype!r}: its catalog does not list it")
+        app = self._checked(app, place.rtype)
         self._w.claims.setdefault(place.rtype, {})[app] = int(nodes)
         self._w.spot.setdefault(place.rtype, {})[app] = int(min(spot, nodes))
         self._reconcile("write")
 
     def set_replicas(self, app: str, place: Placement, replicas: int) -> None:
+        app = self._checked(app, place.rtype)
         key = f"{app}/{place.rtype}"
         work = self._w.workloads.setdefault(
             key, {"app": app, "type": place.rtype, "pool": place.pool, "waiting": 0, "scheduled": []}
@@ -179,7 +202,7 @@ class SimulatedCluster:
         self._reconcile("write")
 
     def cleanup(self, app: str, place: Placement) -> None:
-        key = f"{app}/{place.rtype}"
+        key = f"{self._checked(app, place.rtype)}/{place.rtype}"
         work = self._w.workloads.get(key)
         if work is not None and work["desired"] == 0 and not _count(work):
             del self._w.workloads[key]
@@ -211,6 +234,8 @@ class SimulatedCluster:
             raise ClusterError(f"unknown hold {hold!r}; use one of {', '.join(HOLDS)}")
         if hold.startswith("pods") and not app:
             raise ClusterError(f"hold {hold!r} is on a workload: name the app")
+        self._checked_type(rtype)
+        app = checked_app(app, error=ClusterError) if app else ""
         key = f"{hold}:{app}/{rtype}" if hold.startswith("pods") else f"{hold}:{rtype}"
         _toggle(self._w.holds, key, on)
         if not on and hold == "pods-never-ready":
@@ -232,6 +257,9 @@ class SimulatedCluster:
 
     def schedule(self, events: Iterable[FaultEvent]) -> None:
         """Add timed faults (applied when the clock reaches them)."""
+        events = list(events)
+        for event in events:
+            self._checked_type(event.rtype)
         self._w.schedule = sorted([*self._w.schedule, *(asdict(e) for e in events)], key=lambda e: e["at"])
 
     def costs(self) -> dict[str, Any]:
@@ -258,34 +286,62 @@ class SimulatedCluster:
 
     # ----------------------------------------------------------------------------------- persistence
 
-    def save(self, path: Path | None = None) -> None:
-        """Write the state atomically (no-op for a cluster without a path)."""
-        target = Path(path) if path is not None else self.path
-        if target is None:
+    def save(self) -> None:
+        """Write the state (no-op without a path), unless another writer saved since it was read (docstring)."""
+        if self.path is None:
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        version, internal, gauss = self._rng.getstate()
-        data = {"version": STATE_VERSION, "world": asdict(self._w), "rng": [version, list(internal), gauss]}
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".state-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out)
-        os.replace(tmp, target)
+        with locked(self.path):
+            found = generation_of(self.path, self.catalog)
+            if found != self._generation:
+                raise ClusterError(
+                    f"simulated cluster state {self.path} was saved by another writer (generation {found}) since "
+                    f"this cluster read it (generation {self._generation}); open it again and redo the change"
+                )
+            self._write(self.path)
 
-    def _load(self, path: Path) -> None:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ClusterError(
-                f"simulated cluster state {path} is unreadable ({exc}); delete it to start afresh"
-            ) from None
-        if data.get("version") != STATE_VERSION:
-            raise ClusterError(
-                f"simulated cluster state {path} has version {data.get('version')!r}, expected {STATE_VERSION}; "
-                "delete it to start afresh"
-            )
-        self._w = _World(**data["world"])
+    def _catch_up(self, path: Path) -> None:
+        """Under the lock: continue from the file's world if another writer saved it since, at our clock."""
+        if not path.is_file():
+            return
+        data = read_state(path, self.catalog)
+        if data["generation"] != self._generation:
+            clock = self._w.now
+            self._adopt(path, data)
+            if clock > self._w.now:
+                self.advance_to(clock)
+
+    def _write(self, path: Path) -> None:
+        version, internal, gauss = self._rng.getstate()
+        data = {
+            "version": STATE_VERSION,
+            "generation": self._generation + 1,
+            "world": asdict(self._w),
+            "rng": [version, list(internal), gauss],
+        }
+        write_state(path, data)
+        self._generation += 1
+
+    def _adopt(self, path: Path, data: dict[str, Any]) -> None:
+        """Take over a state read by ``read_state`` (already checked whole)."""
         version, internal, gauss = data["rng"]
-        self._rng.setstate((version, tuple(internal), gauss))
+        try:
+            self._rng.setstate((version, tuple(internal), gauss))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ClusterError(
+                f"simulated cluster state {path}: rng is not a random generator's state ({exc}); "
+                "delete it to start afresh"
+            ) from None
+        self._w = _World(**data["world"])
+        self._generation = data["generation"]
+
+    def _checked(self, app: str, rtype: str) -> str:
+        """``app`` as a valid app name on a type the catalog lists, else ``ClusterError``."""
+        self._checked_type(rtype)
+        return checked_app(app, error=ClusterError)
+
+    def _checked_type(self, rtype: str) -> None:
+        if self.catalog.get(rtype) is None:
+            raise ClusterError(f"the simulated cluster has no type {rtype!r}: its catalog does not list it")
 
     # -------------------------------------------------------------------------------------- internals
 

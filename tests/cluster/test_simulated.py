@@ -177,7 +177,9 @@ def test_state_is_kept_on_disk_between_runs(tmp_path, catalog, profile):
     first = SimulatedCluster.open(path, catalog, faults=faults, seed=5)
     apply(first, catalog, profile, START)
     first.save()
-    again = SimulatedCluster.open(path, catalog, faults=faults, seed=99)  # the saved random state wins
+    copy = tmp_path / "copy.json"  # a second cluster on the same file would be a concurrent writer of it
+    copy.write_bytes(path.read_bytes())
+    again = SimulatedCluster.open(copy, catalog, faults=faults, seed=99)  # the saved random state wins
     assert again.observe() == first.observe() and again.now() == first.now()
     continuous = first
     for cluster in (again, continuous):
