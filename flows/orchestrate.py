@@ -7,11 +7,15 @@
    (demand to cover with the reactive floor, allocation, plan).
 3. ``apply-plans``: one app after another through the cluster backend
    (make-before-break), unless dry run.
-4. ``record-decisions``: one ledger row per app; ``request-retraining`` for apps
-   whose champion fell outside its error budget; a markdown artifact.
+4. ``record-decisions``: one ledger row per app; one ``request-retraining`` for
+   the apps whose champion is missing, failed to load or forecast, or fell
+   outside its error budget; a markdown artifact.
 
 An app whose step raises gets a ``failed`` row with the error; the others go on.
 ``at`` replays the loop at a past instant (tests, the demo); default: now.
+``apps`` must be valid app names (``prescale.names.AppName``; an invalid one
+fails the run before anything is read); default: every app in the store that
+has a profile.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from prefect import flow, get_run_logger, unmapped
 from flows.runners import task_runner
 from prescale.catalog import list_profiles
 from prescale.metrics.store import MetricsStore, utc
+from prescale.names import AppName, app_names
 from prescale.orchestrate import search_budget_ms
 from prescale.settings import load_settings
 from tasks.orchestrate import (
@@ -44,7 +49,7 @@ def orchestrate(apps: list[str] | None = None, at: str | None = None, dry_run: b
     if dry_run is not None:
         settings.orchestrate.dry_run = dry_run
     now = utc(at) if at else pd.Timestamp.now(tz="UTC").floor("s")
-    apps = list(apps) if apps else _apps_with_profiles(settings)
+    apps = list(dict.fromkeys(app_names(apps))) if apps else _apps_with_profiles(settings)
     clock = time.time() if at is None else now.timestamp()
     held = observe(apps, settings, clock)
     # the search is mostly Python: threads share one core's worth of it; Dask workers are processes
@@ -63,9 +68,9 @@ def orchestrate(apps: list[str] | None = None, at: str | None = None, dry_run: b
     return [d.row.to_record() for d in decided]
 
 
-def _apps_with_profiles(settings) -> list[str]:
+def _apps_with_profiles(settings) -> list[AppName]:
     known = set(list_profiles(settings.search.profiles))
-    return [app for app in MetricsStore(settings.store.root).apps() if app in known]
+    return [AppName(app) for app in MetricsStore(settings.store.root).apps() if app in known]
 
 
 def _settle(app: str, now, gathered, decision):

@@ -1,6 +1,7 @@
 """`train-forecasters`: per app and phase, train every candidate and promote in MLflow. Wiring only.
 
-For each app (all apps in the store, or the ones asked for):
+For each app (all apps in the store, or the ones asked for: valid names only,
+``prescale.names.AppName``, else the run fails before anything is read):
 load the last ``history_days`` of rows -> the demand panel and its phases (stable
 ids against the previous report) -> per (app, phase), mapped: train and score
 every candidate -> publish to MLflow (runs, a new version, the champion decision)
@@ -27,10 +28,12 @@ from prefect import flow, get_run_logger, unmapped
 
 from flows.runners import task_runner
 from models.train import TrainConfig
+from prescale.names import app_names
 from prescale.settings import load_settings
 from tasks.train import (
     AppPhases,
     PhaseOutcome,
+    checkpoints_folder,
     label_phases,
     list_apps,
     load_history,
@@ -66,7 +69,7 @@ def train_forecasters(
     fs = settings.forecast
     config = TrainConfig.from_settings(fs, preset=preset)
     root, reports = str(settings.store.root), str(settings.forecast.phase_reports)
-    apps = list(apps) if apps else list_apps(root)
+    apps = list(dict.fromkeys(app_names(apps))) if apps else list_apps(root)
     days = history_days or fs.history_days
     report = TrainReport(preset=preset or fs.preset)
     histories = _settled(load_history.map(apps, unmapped(root), unmapped(days), unmapped(metrics)))
@@ -101,7 +104,9 @@ def _train_and_publish(jobs: list[tuple[AppPhases, str]], config: TrainConfig, *
     apps = [p.app for p, _ in jobs]
     phases = [phase for _, phase in jobs]
     panels = [p.panels[phase] for p, phase in jobs]
-    results = _settled(train_phase.map(apps, phases, panels, unmapped(config)))
+    checkpoints = checkpoints_folder(settings.home)
+    results = _settled(train_phase.map(apps, phases, panels, unmapped(config),
+                                       checkpoints=unmapped(checkpoints)))
     outcomes: list[PhaseOutcome] = []
     for (owner, phase), result in zip(jobs, results, strict=True):
         if isinstance(result, BaseException):

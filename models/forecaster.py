@@ -15,8 +15,9 @@ whose coverage the scores report.
 
 :meth:`Forecaster.forecast` takes recent history (a wide frame indexed by UTC
 time, or the store's long rows) and returns a :class:`prescale.forecast.Forecast`
-for the ``H`` steps after the last row. It needs :attr:`history_steps` rows; the
-LSTM needs its last ``L`` rows observed, the daily baselines a day or more.
+for the ``H`` steps after the last row. It needs :attr:`history_steps` rows of
+every one of its :attr:`inputs` (all the metrics it was trained on); the LSTM
+needs its last ``L`` rows observed, the daily baselines a day or more.
 
 On disk (``save``/``load``): ``forecaster.json`` (metadata, weights, offsets)
 plus one folder per component (darts files for the LSTM, JSON for a baseline).
@@ -86,6 +87,12 @@ class Forecaster:
     offsets: np.ndarray  # (H, M, K)
     lstm_part: int = 0  # which series' scaling of a global LSTM this forecaster uses
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The stored metrics :meth:`forecast` reads (the ones it was trained on and forecasts): a caller must
+        read all of them, not only the ones it needs forecast."""
+        return self.metrics
 
     @property
     def season(self) -> int:

@@ -52,7 +52,9 @@ outputs at once. It is still an LSTM inside darts' ``BlockRNNModel``.
 
 Training is CPU-only and bounded: fixed seeds, ``torch`` threads set by the
 caller, at most ``max_samples`` windows per series (the newest), early stopping on
-a validation tail, and the best epoch's weights are kept.
+a validation tail, and the best epoch's weights are kept. darts' checkpoints go to
+a fresh folder under ``scratch`` (the train task passes ``<home>/tmp/checkpoints``),
+removed when ``fit`` returns or fails.
 
 One model may be fitted on several panels at once (a *global* model, such as the
 benchmark's per-VM series): each panel keeps its own scaling.
@@ -217,8 +219,9 @@ class LstmCandidate:
 
     name = "lstm"
 
-    def __init__(self, config: LstmConfig) -> None:
+    def __init__(self, config: LstmConfig, *, scratch: Path | None = None) -> None:
         self.config = config
+        self.scratch = scratch  # where fit's checkpoints and unpickled files go (None: the system temp dir)
         self.model = None
         self.scalings: list[Scaling] = []
         self.epochs_trained = 0
@@ -231,9 +234,10 @@ class LstmCandidate:
     def __getstate__(self) -> dict:
         if self.model is None:
             return {"unfitted": {k: v for k, v in self.__dict__.items() if k not in ("_predictor", "_predict_lock")}}
-        with tempfile.TemporaryDirectory(prefix="prescale-lstm-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="pickling-", dir=_scratch_root(self.scratch)) as tmp:
             self.save(Path(tmp))
-            return {"files": {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}}
+            return {"files": {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()},
+                    "scratch": self.scratch}
 
     def __setstate__(self, state: dict) -> None:
         if "unfitted" in state:
@@ -241,10 +245,12 @@ class LstmCandidate:
         else:
             # the files stay while this object lives: darts reads the checkpoint again when the model is saved
             # (or shipped on) without having been trained here
-            folder = Path(tempfile.mkdtemp(prefix="pickled-", dir=_scratch_dir()))
+            scratch = state.get("scratch")
+            folder = Path(tempfile.mkdtemp(prefix="pickled-", dir=_scratch_root(scratch)))
             for name, data in state["files"].items():
                 (folder / name).write_bytes(data)
             self.__dict__.update(LstmCandidate.load(folder).__dict__)
+            self.scratch = scratch
             checkpoint = folder / f"{DARTS_FILE}.ckpt"
             if checkpoint.is_file():  # darts' load() leaves this unset, and save() then writes no weights
                 self.model.load_ckpt_path = str(checkpoint)
@@ -252,7 +258,7 @@ class LstmCandidate:
         self._predictor, self._predict_lock = None, threading.Lock()
 
     # -- building darts objects ----------------------------------------------------
-    def _darts_model(self, *, with_validation: bool):
+    def _darts_model(self, *, with_validation: bool, work_dir: str):
         c = self.config
         callbacks = [EarlyStopping(monitor="val_loss", patience=c.patience, min_delta=1e-5)] if with_validation else []
         return BlockRNNModel(
@@ -272,7 +278,7 @@ class LstmCandidate:
             save_checkpoints=with_validation,
             force_reset=True,
             model_name=f"prescale-lstm-{id(self)}",
-            work_dir=str(_scratch_dir()),
+            work_dir=work_dir,
             pl_trainer_kwargs={
                 "accelerator": "cpu",
                 "enable_progress_bar": False,
@@ -349,19 +355,21 @@ class LstmCandidate:
                 f"no stretch of training data is {c.input_steps + c.horizon} rows long "
                 f"(input window {c.input_steps} + horizon {c.horizon}): give more history or a shorter input window"
             )
-        self.model = self._darts_model(with_validation=bool(val))
-        with _quiet():
-            self.model.fit(
-                train,
-                future_covariates=train_cov or None,
-                val_series=val or None,
-                val_future_covariates=val_cov or None,
-                verbose=False,
-                load_best=bool(val),
-                dataloader_kwargs={"num_workers": 0},
-            )
+        # darts writes the best and last epochs' checkpoints under work_dir while it fits and reads the best one
+        # back at the end (load_best): after that the trainer holds the weights, so the folder goes, also on error
+        with tempfile.TemporaryDirectory(prefix="lstm-", dir=_scratch_root(self.scratch)) as work_dir:
+            self.model = self._darts_model(with_validation=bool(val), work_dir=work_dir)
+            with _quiet():
+                self.model.fit(
+                    train,
+                    future_covariates=train_cov or None,
+                    val_series=val or None,
+                    val_future_covariates=val_cov or None,
+                    verbose=False,
+                    load_best=bool(val),
+                    dataloader_kwargs={"num_workers": 0},
+                )
         self.epochs_trained = int(self.model.trainer.current_epoch)
-        shutil.rmtree(_scratch_dir() / "darts_logs" / self.model.model_name, ignore_errors=True)
         self.train_seconds = time.perf_counter() - started
         return self
 
@@ -531,12 +539,11 @@ def _naive(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
     return naive
 
 
-def _scratch_dir() -> Path:
-    import tempfile
-
-    path = Path(tempfile.gettempdir()) / "prescale-darts"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def _scratch_root(scratch: Path | None) -> Path | None:
+    """``scratch`` created if missing (``None``: let :mod:`tempfile` choose the system temp dir)."""
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    return scratch
 
 
 class _quiet:

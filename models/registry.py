@@ -13,7 +13,8 @@ What one training of (app, phase) leaves in MLflow:
   signature and an input example). Logging a model costs about a second each,
   so by default only the one that is registered is logged;
 - the best candidate of this training registered as a new version of
-  ``prescale-<app>-<phase>``; the current champion re-scored on the same
+  ``prescale-<app>-<phase>``, tagged with the stored metrics it reads
+  (``prescale.inputs``: what the orchestrator must read to serve it); the current champion re-scored on the same
   held-out windows; the decision (``promotion.decide``) applied to the aliases
   ``champion``/``challenger`` and written, with every candidate's scores, into
   the version's description, readable in the MLflow UI.
@@ -60,6 +61,7 @@ from models.train import PanelResult, TrainConfig, rescore
 from prescale.forecast import Forecast
 
 SESSION_TAG = "prescale.session"
+INPUTS_TAG = "prescale.inputs"  # JSON list of the stored metrics the version reads (Forecaster.inputs)
 FORECASTER_ARTIFACT = "forecaster"
 
 
@@ -189,7 +191,7 @@ class Registry:
                                              phase_report=phase_report, config=config)
         best = result.candidates[result.best]
         mv = self._register(name, model_uris[result.best], session=session, candidate=best.name, window=window,
-                            scores=best.scores)
+                            scores=best.scores, inputs=best.forecaster.inputs)
         current_version, current = self._current_champion(name, result, config, window)
         decision = decide(best.scores, current, margin=margin)
         notes = self._notes(current_version, name, window)
@@ -276,13 +278,13 @@ class Registry:
 
     # -- registration and aliases -------------------------------------------------------------
     def _register(self, name: str, model_uri: str, *, session: str, candidate: str, window: dict[str, str],
-                  scores: Scores):
+                  scores: Scores, inputs: tuple[str, ...]):
         with contextlib.suppress(MlflowException):  # exists already
             self.client.create_registered_model(
                 name, description="prescale forecaster; each version's description holds its training's decision"
             )
         tags = {SESSION_TAG: session, "prescale.candidate": candidate, "prescale.mase": f"{scores.mase:.6f}",
-                **{f"prescale.{k}": v for k, v in window.items()}}
+                INPUTS_TAG: json.dumps(list(inputs)), **{f"prescale.{k}": v for k, v in window.items()}}
         return mlflow.register_model(model_uri, name, tags=tags)
 
     def _current_champion(self, name: str, result: PanelResult, config: TrainConfig, window: dict[str, str]):

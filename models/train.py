@@ -30,8 +30,9 @@ Bad input never raises out of :func:`train_panels`: a panel that cannot be
 trained (too short, constant, too gappy) comes back with ``skipped`` set to the
 reason, so a flow over many apps carries on with the others.
 
-This module does no I/O and reads no settings: the caller passes a
-:class:`TrainConfig` (see :func:`TrainConfig.from_settings`) and the panels.
+This module reads no settings and does no I/O of its own: the caller passes a
+:class:`TrainConfig` (see :func:`TrainConfig.from_settings`), the panels and the
+``scratch`` folder where darts keeps the LSTM's checkpoints while it fits.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -239,11 +241,14 @@ def train_panels(
     config: TrainConfig,
     *,
     progress: Progress | None = None,
+    scratch: Path | None = None,
 ) -> list[PanelResult]:
     """Train and score every candidate on every panel; one LSTM is fitted on all panels together.
 
     ``panels`` are ``(key, panel)`` pairs with the same metrics and step (one app's phase is one
     panel; the benchmark's per-VM series are twenty, and their LSTM is one global model).
+    ``scratch``: the folder for the LSTM's checkpoints while it fits (each fit's own subfolder,
+    removed after it); ``None``: the system temp dir.
     """
     say = progress or (lambda _msg: None)
     torch.set_num_threads(max(1, config.threads))
@@ -260,7 +265,7 @@ def train_panels(
         usable.append((result, split))
     if not usable:
         return results
-    lstm, lstm_seconds, lstm_error = _fit_lstm(usable, config, say)
+    lstm, lstm_seconds, lstm_error = _fit_lstm(usable, config, say, scratch)
     for i, (result, split) in enumerate(usable):
         say(f"{result.key}: baselines")
         _evaluate_panel(result, split, config, lstm=lstm, lstm_part=i, lstm_seconds=lstm_seconds)
@@ -269,21 +274,22 @@ def train_panels(
     return results
 
 
-def _fit_lstm(usable: list[tuple[PanelResult, Split]], config: TrainConfig, say: Progress):
+def _fit_lstm(usable: list[tuple[PanelResult, Split]], config: TrainConfig, say: Progress, scratch: Path | None):
     step = usable[0][0].panel.step_seconds
     parts = [TrainPart(r.panel, s.train_stop, s.val_stop) for r, s in usable]
     say(f"lstm: fitting {config.lstm_members} network(s) on {len(parts)} series")
     try:
-        members = fit_lstm_members(parts, config, step)
+        members = fit_lstm_members(parts, config, step, scratch=scratch)
     except (ValueError, RuntimeError) as exc:  # a training failure skips the LSTM, not the phase
         return None, 0.0, f"training failed: {exc}"
     return members, sum(m.train_seconds for m in members), None
 
 
-def fit_lstm_members(parts: Sequence[TrainPart], config: TrainConfig, step_seconds: int) -> list[LstmCandidate]:
+def fit_lstm_members(parts: Sequence[TrainPart], config: TrainConfig, step_seconds: int, *,
+                     scratch: Path | None = None) -> list[LstmCandidate]:
     """The ``lstm_members`` networks of the LSTM candidate: one configuration, seeds ``seed, seed + 1, ...``."""
     lstm_config = config.lstm(step_seconds, train_rows=min(p.train_stop for p in parts))
-    return [LstmCandidate(replace(lstm_config, seed=lstm_config.seed + i)).fit(parts)
+    return [LstmCandidate(replace(lstm_config, seed=lstm_config.seed + i), scratch=scratch).fit(parts)
             for i in range(max(1, config.lstm_members))]
 
 

@@ -8,6 +8,13 @@ then carries the plans out one app after another through the one cluster backend
 (the simulated cluster keeps one state file; Kubernetes sees one writer), and
 ``record`` appends one ledger row per app. A failure of one app becomes that
 app's row (``outcome="failed"`` with the error): it never stops the others.
+
+Training and serving read the same metrics: ``gather`` asks the store for the
+profile's source metrics and every input of the champion, which may be more (a
+mapping that stores two metrics trains on both). Every champion failure (missing,
+outside its error budget, failing to load or forecast) means the reactive
+fallback, a ``why`` saying so, and ``retrain_requested`` on the row, which the
+flow turns into one retraining request per cycle.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ from models.registry import ChampionLoader, Registry
 from prescale.allocation import Policy, allocate
 from prescale.catalog import AppProfile, check_profile, load_catalog, resolve_profile
 from prescale.cluster import guardrails_from, make_plan, open_cluster
+from prescale.forecast import Forecast
 from prescale.ledger import DecisionRow, Ledger
 from prescale.metrics.store import MetricsStore
 from prescale.monitoring import Health, forecast_health
+from prescale.names import AppName
 from prescale.orchestrate import (
     apply_floor,
     bind_forecast,
@@ -65,6 +74,8 @@ class Gathered:
     why: str = ""
     health: Health | None = None
     error: str = ""
+    read: frozenset[str] = frozenset()  # the metrics asked of the store
+    retrain: bool = False  # the champion is missing, failed or outside its budget: ask for retraining
 
 
 @dataclass
@@ -76,14 +87,20 @@ class Decided:
 
 @task(name="gather-inputs", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
 def gather(app: str, now: pd.Timestamp, settings: Settings) -> Gathered:
-    """Recent rows, phase, recent decisions and the champion's forecast for one app."""
+    """Recent rows, phase, recent decisions and the champion's forecast for one app.
+
+    The rows read are the profile's source metrics and the metrics the phase report was made of; the champion
+    then adds its own inputs (:attr:`~models.forecaster.Forecaster.inputs`) when it reads more (a mapping that
+    stores several metrics trains on all of them), so training and serving read the same metrics.
+    """
+    app = AppName(app)
     catalog = load_catalog(settings.search.catalog)
     profile = resolve_profile(app, settings.search.profiles)
     check_profile(profile, catalog)
-    metrics = sorted({source for source, _ in sources(profile).values()})
-    start = now - pd.Timedelta(hours=settings.orchestrate.lookback_hours)
-    rows = MetricsStore(settings.store.root).read(app, start=start, end=now + pd.Timedelta(seconds=1), metrics=metrics)
-    gathered = Gathered(app=app, now=now, profile=profile, rows=rows, phase=DEFAULT_PHASE)
+    report = _report(app, settings)
+    wanted = {source for source, _ in sources(profile).values()} | set(report.metrics if report else ())
+    rows = _read(app, now, sorted(wanted), settings)
+    gathered = Gathered(app=app, now=now, profile=profile, rows=rows, phase=DEFAULT_PHASE, read=frozenset(wanted))
     if rows.empty:
         gathered.error = f"no metrics for {app!r} in the {settings.orchestrate.lookback_hours:g} h before {now}"
         return gathered
@@ -91,18 +108,28 @@ def gather(app: str, now: pd.Timestamp, settings: Settings) -> Gathered:
     if age > pd.Timedelta(hours=settings.orchestrate.max_staleness_hours):
         gathered.error = f"newest metric of {app!r} is {age} old (limit {settings.orchestrate.max_staleness_hours} h)"
         return gathered
-    gathered.phase = _phase(app, rows, settings)
+    gathered.phase = _phase(rows, report)
     gathered.health = _health(app, rows, now, profile, settings, champion=_champion_version(app, gathered.phase,
                                                                                             settings))
     _forecast(gathered, settings)
     return gathered
 
 
-def _phase(app: str, rows: pd.DataFrame, settings: Settings) -> str:
+def _read(app: str, now: pd.Timestamp, metrics: list[str], settings: Settings) -> pd.DataFrame:
+    """The app's rows of ``metrics`` over the lookback window ending at ``now``."""
+    start = now - pd.Timedelta(hours=settings.orchestrate.lookback_hours)
+    return MetricsStore(settings.store.root).read(app, start=start, end=now + pd.Timedelta(seconds=1),
+                                                  metrics=metrics)  # fmt: skip
+
+
+def _report(app: str, settings: Settings) -> PhaseReport | None:
     data = read_report(settings.forecast.phase_reports, app)  # written by training (tasks/train.py)
-    if data is None:
+    return None if data is None else PhaseReport.from_dict(data)
+
+
+def _phase(rows: pd.DataFrame, report: PhaseReport | None) -> str:
+    if report is None:
         return DEFAULT_PHASE
-    report = PhaseReport.from_dict(data)
     wide = rows.pivot_table(index="ts", columns="metric", values="value")
     labels = rows.drop_duplicates("ts").set_index("ts")["phase"] if rows["phase"].notna().any() else None
     try:
@@ -148,21 +175,43 @@ def _health(app: str, rows: pd.DataFrame, now: pd.Timestamp, profile: AppProfile
 
 
 def _forecast(gathered: Gathered, settings: Settings) -> None:
+    """The champion's forecast, or the reactive fallback with a retraining request and the reason.
+
+    Every way the champion can fail asks for retraining the same way (``Gathered.retrain``, one request per app
+    per cycle, sent by the flow): it is missing, it is outside its error budget, or it fails to load or forecast.
+    """
     if gathered.health is not None and not gathered.health.healthy:
-        gathered.why = f"champion set aside: {gathered.health.reason}; reactive fallback, retraining requested"
+        _fall_back(gathered, f"champion set aside: {gathered.health.reason}")
         return
     loader = champion_loader(settings.registry.tracking_uri)
     _inference_threads(settings.forecast.threads)
     try:
         forecaster = loader.get(gathered.app, gathered.phase)
+        _read_inputs(gathered, forecaster.inputs, settings)
         history = gathered.rows[gathered.rows["ts"] <= gathered.now]
         gathered.forecast = forecaster.forecast(history)
         gathered.champion_version = loader.version(gathered.app, gathered.phase)
         gathered.why = f"champion v{gathered.champion_version} ({forecaster.candidate}) of phase {gathered.phase}"
     except LookupError as exc:
-        gathered.why = f"no champion: {exc}; reactive fallback"
+        _fall_back(gathered, f"no champion: {exc}")
     except Exception as exc:  # noqa: BLE001 - a corrupt or failing model must not stop the decision
-        gathered.why = f"champion failed ({type(exc).__name__}: {exc}); reactive fallback"
+        _fall_back(gathered, f"champion failed ({type(exc).__name__}: {exc})")
+
+
+def _fall_back(gathered: Gathered, reason: str) -> None:
+    gathered.why, gathered.retrain = f"{reason}; reactive fallback, retraining requested", True
+
+
+def _read_inputs(gathered: Gathered, inputs: tuple[str, ...], settings: Settings) -> None:
+    """Add the rows of the champion's inputs that the first read did not ask for (an older champion may read
+    metrics the phase report no longer lists)."""
+    extra = sorted(set(inputs) - gathered.read)
+    if not extra:
+        return
+    more = _read(gathered.app, gathered.now, extra, settings)
+    gathered.rows = pd.concat([gathered.rows, more], ignore_index=True).sort_values(["ts", "metric"],
+                                                                                  ignore_index=True)
+    gathered.read = gathered.read | set(extra)
 
 
 def _inference_threads(threads: int) -> None:
@@ -190,7 +239,8 @@ def decide(gathered: Gathered, held: dict, settings: Settings) -> Decided:
         return Decided(gathered.app, row)
     catalog = load_catalog(settings.search.catalog)
     observed = observed_demand(gathered.rows, profile)
-    demand, row.mode = _demand(gathered, observed, settings)
+    demand, row.mode, note = _demand(gathered, observed, settings)
+    row.why += note
     demand, floored = apply_floor(demand, observed, target_utilisation=cfg.target_utilisation)
     if floored:
         row.why += "; observed demand above the forecast band: reactive floor raised capacity"
@@ -206,26 +256,39 @@ def decide(gathered: Gathered, held: dict, settings: Settings) -> Decided:
     row.forecast = summarise_forecast(demand, demand.metrics[0])
     row.allocation, row.cost_per_hour, row.reasons = allocation.nodes, allocation.cost_per_hour, allocation.rejected
     row.plan = plan.to_dict().get("steps", [])
-    row.retrain_requested = gathered.health is not None and not gathered.health.healthy
+    row.retrain_requested = gathered.retrain
     row.outcome = "planned"
     row.duration_s = time.perf_counter() - started
     return Decided(gathered.app, row, plan=plan)
 
 
-def _demand(gathered: Gathered, observed: dict[str, float], settings: Settings):
+def _demand(gathered: Gathered, observed: dict[str, float], settings: Settings) -> tuple[Forecast, str, str]:
+    """The forecast to cover, its mode, and what the ledger's ``why`` should add about it."""
     profile = gathered.profile
     if gathered.forecast is not None:
         bound, unbound = bind_forecast(gathered.forecast, profile)
-        if unbound:
-            gathered.why += f"; no data for {list(unbound)}: covered at zero"
-        return bound, "predictive"
+        return bound, "predictive", _unbound_note(unbound, profile)
     instants = gathered.rows["ts"].drop_duplicates().sort_values()  # long rows: one per metric per instant
     step = int(instants.diff().dropna().median().total_seconds()) if len(instants) > 1 else 60
     horizon = max(1, round(settings.forecast.horizon_minutes * 60 / step))
     start = gathered.rows["ts"].max() + pd.Timedelta(seconds=step)
     fallback = reactive_forecast(observed, profile, start=start, step_seconds=step, horizon=horizon,
                                  target_utilisation=settings.orchestrate.target_utilisation)  # fmt: skip
-    return fallback, "reactive"
+    return fallback, "reactive", ""
+
+
+def _unbound_note(unbound: tuple[str, ...], profile: AppProfile) -> str:
+    """Why some profile metrics have no forecast: no ``source:`` in the profile, or a source the champion
+    was not trained on (it forecasts only what its training read)."""
+    bound = sources(profile)
+    no_source = [name for name in unbound if name not in bound]
+    not_forecast = {name: bound[name][0] for name in unbound if name in bound}
+    note = f"; no data for {no_source}: covered at zero" if no_source else ""
+    if not_forecast:
+        pairs = ", ".join(f"{source!r} (source of {name!r})" for name, source in not_forecast.items())
+        note += (f"; the champion does not forecast {pairs}: covered at zero, raised to observed demand by "
+                 "the reactive floor until a training includes that metric")
+    return note
 
 
 @task(name="observe-cluster", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)

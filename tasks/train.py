@@ -11,8 +11,9 @@ rather than an exception, so one bad app never fails the whole flow:
   ``read-phase-report``/``write-phase-report`` (retried) keep as ``<app>.json``
   under the ``forecast.phase_reports`` location (default ``<home>/phases``; an
   ``s3://`` URI when flow runs share no disk), where orchestrate reads it;
-- ``train-phase``: every candidate on one (app, phase) (pure compute, no retries:
-  the same data would fail the same way);
+- ``train-phase``: every candidate on one (app, phase) (compute, no retries: the
+  same data would fail the same way); the LSTM's checkpoints go to
+  ``<home>/tmp/checkpoints`` (:func:`checkpoints_folder`) and are removed after;
 - ``publish-phase`` (retried): runs, model version, champion decision in MLflow;
 - ``publish-train-artifact``: the scores table as a Prefect artifact.
 
@@ -36,6 +37,7 @@ from models.registry import Registry
 from models.series import Panel, SeriesError, panel_from_long
 from models.train import PanelResult, TrainConfig, train_panels
 from prescale.metrics.store import MetricsStore
+from prescale.names import AppName, app_names
 from prescale.phase_reports import read_report, write_report
 from prescale.phases import PhaseConfig, PhaseReport, assign_phases
 
@@ -77,8 +79,8 @@ class PhaseOutcome:
 # -- store ------------------------------------------------------------------------------------------
 
 @task(name="list-apps", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
-def list_apps(store_root: str) -> list[str]:
-    return MetricsStore(store_root).apps()
+def list_apps(store_root: str) -> list[AppName]:
+    return app_names(MetricsStore(store_root).apps())
 
 
 @task(name="load-history", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
@@ -152,10 +154,18 @@ def _phase_labels(rows: pd.DataFrame, panel: Panel) -> pd.Series | None:
 
 # -- training and publishing ------------------------------------------------------------------------
 
+def checkpoints_folder(home: Path) -> Path:
+    """Where the LSTM keeps its checkpoints while it fits: inside ``PRESCALE_HOME``, one subfolder per fit,
+    each removed when its fit ends (``models.lstm``)."""
+    return Path(home) / "tmp" / "checkpoints"
+
+
 @task(name="train-phase", cache_policy=NONE)
-def train_phase(app: str, phase: str, panel: Panel, config: TrainConfig) -> PanelResult:
+def train_phase(app: str, phase: str, panel: Panel, config: TrainConfig, *,
+                checkpoints: Path | None = None) -> PanelResult:
     logger = get_run_logger()
-    result = train_panels([(f"{app}/{phase}", panel)], config, progress=lambda msg: logger.info("%s", msg))[0]
+    result = train_panels([(f"{app}/{phase}", panel)], config, progress=lambda msg: logger.info("%s", msg),
+                          scratch=checkpoints)[0]
     if result.skipped:
         logger.warning("%s/%s skipped: %s", app, phase, result.skipped)
     else:

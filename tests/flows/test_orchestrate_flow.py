@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 from prescale.ledger import Ledger
 from prescale.metrics.store import MetricsStore
 from prescale.settings import load_settings
+from tests.conftest import REPO
 from tests.flows.test_train_flow import _store_app
 from tests.forecasting.conftest import daily_frame
 
@@ -82,3 +84,30 @@ def test_a_cycle_between_coarse_data_steps_covers_the_running_step(trained_web, 
     (row,) = orchestrate(apps=["web"], at=str(trained_web + pd.Timedelta(minutes=3)))
     assert row["outcome"] == "dry-run", row["error"]
     assert row["mode"] == "predictive" and row["cost_per_hour"] > 0
+
+
+def test_the_readme_example_ingest_then_train_then_a_cycle_decides_predictively(prefect_harness, prescale_home,
+                                                                                traces, tmp_path):
+    """README "Ingest": `prescale ingest <the NASA 5-minute file> --app web --mapping infra/mappings/nasa_http_5m.yaml`,
+    then `prescale train --preset small`. The mapping stores two metrics, so the champion reads `net_tx_mbps`
+    besides the profile's `app.requests_per_s`: the cycle must read both, not fall back to the reactive rule."""
+    from flows.orchestrate import orchestrate
+    from tests.cli.test_cli import run_cli
+
+    lines = (traces / "nasa_http" / "nasa_traffic_5m.csv").read_text().splitlines()
+    trace = tmp_path / "nasa_traffic_5m.csv"
+    trace.write_text("\n".join(lines[: 1 + 3 * 288]) + "\n")  # the header and the first three days
+    mapping = REPO / "infra" / "mappings" / "nasa_http_5m.yaml"
+    ingested = run_cli("ingest", str(trace), "--app", "web", "--mapping", str(mapping), "--json")
+    assert ingested.returncode == 0, ingested.stderr
+    trained = run_cli("train", "--app", "web", "--preset", "small", "--json")
+    assert trained.returncode == 0, trained.stderr
+    (model,) = json.loads(trained.stdout)["models"]
+    assert model["champion"], model
+
+    at = pd.Timestamp(lines[3 * 288].split(",")[0]) + pd.Timedelta(minutes=5)
+    (row,) = orchestrate(apps=["web"], at=str(at), dry_run=True)
+    recorded = Ledger(load_settings().orchestrate.ledger).read("web").iloc[-1]
+    assert recorded["mode"] == row["mode"] == "predictive", row["why"]
+    assert recorded["why"].startswith(f"champion v{model['champion_version']}"), recorded["why"]
+    assert not recorded["retrain_requested"] and row["outcome"] == "dry-run"
