@@ -19,11 +19,20 @@ all: locally it is written to a hidden temporary name and renamed in; on an obje
 store it is encoded in memory and uploaded in one PUT under its final name (no
 rename there; see ``location.py``).
 
+Every app name becomes a folder here, so every method checks it as an
+:class:`~prescale.names.AppName` first (``web/../x`` raises ``InvalidNameError``
+and touches nothing).
+
 A cycle adds one file per app, so :meth:`Ledger.compact` merges a day's files into
 one once they pile up (the orchestrate flow calls it after recording). The merged
 file is written before its inputs are deleted, so a reader that lists the day
 afterwards sees every row, and one that meets both the merged file and its parts
-drops the duplicate rows. A reader that listed the day *before* the deletion may
+drops the duplicate rows. Two compactions at once (two orchestrate runs): locally
+they take turns on an exclusive ``flock`` of ``.compact.lock`` in the root; on an
+object store (no lock) each deletes only the files it read, after writing the
+merged file that holds their rows, so whatever the interleaving no row is lost
+(at worst two merged files repeat rows, which reads drop and the next compaction
+merges). A reader that listed the day *before* the deletion may
 find a listed file gone: it lists the day again and rereads it (a few times at
 most), see :meth:`Ledger.read`.
 
@@ -50,6 +59,7 @@ import pyarrow.fs as pafs
 
 from prescale.metrics.location import Location
 from prescale.metrics.store import utc
+from prescale.names import AppName
 
 JSON_FIELDS = ("forecast", "observed", "allocation", "plan", "reasons", "health")
 SCHEMA = pa.schema(
@@ -62,6 +72,7 @@ SCHEMA = pa.schema(
 KEY = ["app", "decided_at"]
 # A day read whose listed file vanished (a concurrent compaction) is listed and read again at most this often.
 READ_ATTEMPTS = 4
+COMPACT_LOCK = ".compact.lock"  # in the root; hidden: no listing of the ledger counts it
 _PARQUET = ds.ParquetFileFormat()
 
 
@@ -155,32 +166,35 @@ class Ledger:
 
         One (paginated, on S3) listing of the app's folder finds the days to merge. The merged
         file is written (atomically) before the inputs are deleted: a reader sees every row
-        throughout, at worst twice (it drops the duplicates).
+        throughout, at worst twice (it drops the duplicates). Holds the compaction lock (locally).
         """
-        by_day: dict[str, list[pafs.FileInfo]] = {}
-        for info in self.location.files(f"app={app}", recursive=True):
-            folder, _, name = info.path[len(self.location.base) + 1 :].rpartition("/")
-            if _is_data(name) and folder.rpartition("/")[2].startswith("date="):
-                by_day.setdefault(folder, []).append(info)
-        removed = 0
-        for folder, files in sorted(by_day.items()):
-            if len(files) < min_files:
-                continue
-            table, files = self._read_day(folder, None, sorted(files, key=lambda i: i.base_name))
-            if len(files) < 2:  # another compaction merged this day meanwhile
-                continue
-            frame = table.to_pandas().drop_duplicates(KEY).sort_values("decided_at")
-            self.location.write_table(f"{folder}/part-{uuid.uuid4().hex}.parquet", _table(frame))
-            for info in files:  # only what was read: a file written meanwhile stays
-                self.location.delete(info.path)
-            removed += len(files) - 1
-        return removed
+        app_folder = _app_folder(app)
+        with self.location.lock(COMPACT_LOCK):
+            by_day: dict[str, list[pafs.FileInfo]] = {}
+            for info in self.location.files(app_folder, recursive=True):
+                folder, _, name = info.path[len(self.location.base) + 1 :].rpartition("/")
+                if _is_data(name) and folder.rpartition("/")[2].startswith("date="):
+                    by_day.setdefault(folder, []).append(info)
+            return sum(
+                self._merge_day(folder, files) for folder, files in sorted(by_day.items()) if len(files) >= min_files
+            )
+
+    def _merge_day(self, folder: str, files: list[pafs.FileInfo]) -> int:
+        """Merge one day's files into one; returns the files removed (0: another compaction merged it meanwhile)."""
+        table, files = self._read_day(folder, None, sorted(files, key=lambda i: i.base_name))
+        if len(files) < 2:
+            return 0
+        frame = table.to_pandas().drop_duplicates(KEY).sort_values("decided_at")
+        self.location.write_table(f"{folder}/part-{uuid.uuid4().hex}.parquet", _table(frame))
+        for info in files:  # only what was read: a file written meanwhile stays
+            self.location.delete(info.path)
+        return len(files) - 1
 
     def _days(self, app: str, start, end) -> list[str]:
         """The day folders of `app` (relative to the root) overlapping [start, end), oldest first; one listing."""
         first = utc(start).date() if start is not None else date.min
         last = (utc(end) - timedelta(microseconds=1)).date() if end is not None else date.max
-        folder = f"app={app}"
+        folder = _app_folder(app)
         days = sorted(date.fromisoformat(name[5:]) for name in self.location.folders(folder, prefix="date="))
         return [_day_folder(app, day) for day in days if first <= day <= last]
 
@@ -220,8 +234,13 @@ class Ledger:
         return ds.FileSystemDataset(fragments, SCHEMA, _PARQUET, fs)
 
 
+def _app_folder(app: str) -> str:
+    """``app=<app>``, for a valid app name only (else :class:`~prescale.names.InvalidNameError`, nothing touched)."""
+    return f"app={AppName(app)}"
+
+
 def _day_folder(app: str, day: date) -> str:
-    return f"app={app}/date={day.isoformat()}"
+    return f"{_app_folder(app)}/date={day.isoformat()}"
 
 
 def _is_data(name: str) -> bool:

@@ -11,7 +11,8 @@ Both go through the metrics store's :class:`~prescale.metrics.location.Location`
 A report is written whole, never patched: locally to a hidden temporary file
 (fsynced) renamed onto ``<app>.json``; on an object store as one PUT of the whole
 object. Either way a reader sees the previous report or the new one, never a torn
-file.
+file. The app name becomes the file name, so it is checked as an
+:class:`~prescale.names.AppName` first (``../x`` raises ``InvalidNameError``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 from typing import Any
 
 from prescale.metrics.location import Location
+from prescale.names import AppName
 
 
 def read_report(root: str | os.PathLike, app: str) -> dict[str, Any] | None:
@@ -37,4 +39,4 @@ def write_report(root: str | os.PathLike, app: str, report: dict[str, Any]) -> N
 
 
 def _name(app: str) -> str:
-    return f"{app}.json"
+    return f"{AppName(app)}.json"

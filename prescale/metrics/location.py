@@ -8,9 +8,12 @@ relative to that base, so it has one code path for every backend. Only writes
 differ by kind:
 
 - **local** (a path or ``file://``): write a hidden temporary file beside the
-  target, then ``os.replace`` it onto its final name. A rename is atomic on one
+  target, fsync it, ``os.replace`` it onto its final name and fsync the folder
+  (and any folder it had to create, in its parent). A rename is atomic on one
   filesystem, so a reader sees the old state or the whole new file, never a torn
-  one; small records are fsynced before the rename.
+  one; the fsyncs make the file's bytes and its name durable before the call
+  returns, so a record written after it (the store's commit record) can never
+  survive a power cut that its data files did not.
 - **object store** (``s3://`` and any other URI): there is no rename (an S3
   "rename" is a copy plus a delete, neither atomic nor cheap), but a PUT is atomic
   per object: an object appears whole when its upload completes (one PutObject,
@@ -22,6 +25,12 @@ differ by kind:
   part is a single PutObject at close rather than three multipart requests.
   Deleting a file makes pyarrow leave a zero-byte folder marker (``.../``) so the
   folder still "exists"; listings report it as a folder, and the store ignores it.
+
+**Locks** (:meth:`Location.lock`): locally an exclusive ``fcntl.flock`` on a file
+in the base folder, which serialises the processes of one machine (or of a
+filesystem whose ``flock`` is shared, such as NFSv4) that maintain the same
+folder. An object store has no lock primitive: ``lock`` is a no-op there, and the
+callers (store and ledger compaction) are written to lose no row without one.
 
 Resolution: ``pyarrow.fs.FileSystem.from_uri``, so ``s3://`` uses pyarrow's own
 S3 client (the AWS SDK for C++), which finds credentials, region and endpoint the
@@ -44,8 +53,10 @@ never pays for importing ``pyarrow.fs`` there.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -162,13 +173,14 @@ class Location:
         """Atomically: temp file, fsync and rename locally; one PUT on an object store."""
         if self.local:
             target = Path(self.path(relative))
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _make_folders(target.parent)
             tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
             with tmp.open("wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
+            _fsync(target.parent)
         else:
             self._put(self.path(relative), data)
 
@@ -180,6 +192,25 @@ class Location:
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)  # encode first: a failure here never reaches the store
         self._put(self.path(relative), sink.getvalue())
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold an exclusive lock named `name` in the base folder (local); a no-op on an object store.
+
+        Blocks until the lock is free. The lock file stays (a hidden name: no listing of the store
+        counts it); the kernel releases the lock when the holder exits, however it exits.
+        """
+        if not self.local:
+            yield
+            return
+        path = Path(self.path(name))
+        _make_folders(path.parent)
+        with path.open("a") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def delete(self, full_path: str) -> None:
         """Delete one file by its full path; gone already is fine."""
@@ -197,11 +228,32 @@ class Location:
 
 
 def atomic_write_table(table: pa.Table, path: Path) -> None:
-    """Write a Parquet file to a hidden temporary name beside `path`, then rename it in."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a Parquet file to a hidden temporary name beside `path`, fsync it, rename it in, fsync the folder."""
+    _make_folders(path.parent)
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp)  # by path: pyarrow's own file writer, not Python file objects
+    _fsync(tmp)
     os.replace(tmp, path)
+    _fsync(path.parent)
+
+
+def _make_folders(folder: Path) -> None:
+    """``mkdir -p``, making each new folder's name durable (an fsync of its parent)."""
+    if folder.is_dir():
+        return
+    _make_folders(folder.parent)
+    with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+        folder.mkdir()
+    _fsync(folder.parent)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's data and metadata to the disk (Linux and macOS accept a read-only fd)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _open_uri(uri: str) -> tuple[pafs.FileSystem, str]:

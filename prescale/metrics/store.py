@@ -5,6 +5,7 @@ Layout under ``root``::
     app=<app>/date=<YYYY-MM-DD>/part-<batch_id>-<stamp>.parquet   accepted rows
     app=<app>/date=<YYYY-MM-DD>/part-c-<digest>-<stamp>.parquet   a compacted partition
     _batches/<batch_id>.json                                      the commit record of a batch
+    .compact.lock                                                 serialises compactions (local roots)
 
 Files hold ``ts`` (timestamp[ns, UTC]), ``metric`` and ``phase`` (dictionary
 strings) and ``value`` (float64); ``app`` and ``date`` come from the hive
@@ -12,24 +13,44 @@ directory names. ``<stamp>`` is the write time in ns (19 digits): it orders the
 files of a partition, oldest first (files of older stores end in ``-0`` or have
 no stamp; their modification time stands in).
 
+Every app name becomes a path here, so every method that takes one checks it as
+an :class:`~prescale.names.AppName` before building ``app=<app>`` (a name such as
+``web/../../../ledger/app=web`` raises ``InvalidNameError`` and touches nothing),
+and :meth:`MetricsStore.apps` and :meth:`MetricsStore.compact` over all apps never
+open a folder whose name is not a valid app. Batch ids are checked the same way.
+
 ``root`` is a local folder or a URI (``s3://bucket/prefix``; also ``file://`` and,
 through fsspec, ``memory://``); ``location.py`` resolves it to a ``pyarrow.fs``
 filesystem, and every operation below goes through that one interface.
 
 **Writing a batch** (:meth:`MetricsStore.write_batch`): the rows are grouped by
-(app, date) and each group is written as one file, atomically (below); finally the
-commit record is written, the same way. So a reader never sees a half-written
-file, whatever kills the writer.
-A batch whose commit record exists is skipped when it comes again: a retried or
-repeated batch adds nothing. A batch killed before its commit left at most some
-complete files behind; its retry deletes them from the partitions it writes (the
-batch id derives from the content, so a retry writes the same partitions) before
-writing its own.
+(app, date) and each group is written as one file, atomically and durably (below:
+locally each file and its folder are fsynced); only then is the commit record
+written, the same way. A batch whose commit record exists is skipped when it comes
+again: a retried or repeated batch adds nothing. A batch killed before its commit
+left at most some complete files behind; its retry deletes them from the
+partitions it writes (the batch id derives from the content, so a retry writes the
+same partitions) before writing its own.
 
-The commit record is the unit of idempotency, not of visibility: readers list the
-partition folders, so the complete files of a batch killed between its file writes
-and its commit are visible (valid rows, each file whole) until the batch is
-retried, which replaces them, or a compaction folds them in.
+**The commit record is the unit of visibility** as well as of idempotency. Readers
+(and compaction) use a ``part-<batch_id>-<stamp>`` file only when
+``_batches/<batch_id>.json`` exists; a compacted ``part-c-*`` file is always used,
+since it is merged only from files that were. So a batch is seen whole or not at
+all: a batch killed between its file writes and its commit is invisible (its files
+are left for its retry to replace), and a reader running during a write sees the
+batch's rows once the commit lands, never a part of them. How, cheaply: a store
+keeps the set of batch ids it has seen committed (a commit record is never
+removed, so a positive answer stays true); a read lists its partitions as before
+and checks a commit record only for the batch ids it has not seen yet (locally a
+``stat`` each, on an object store a HEAD each, in parallel; a compacted store has
+few such files). A batch first seen committed may have committed after the listing,
+with some of its files listed and some not yet: the partitions are then listed
+again, which now hold all of them. Rejected: listing ``_batches/`` on every read
+(a store ingesting every minute holds half a million records after a year: five
+hundred LIST pages per read on S3) and a manifest file rewritten per batch (a
+second file that two writers would have to update without losing each other).
+Measured (benchmarks/results/ingest.md): the read of 1,440 uncommitted-by-compaction
+one-minute files checks 1,440 records on a store's first read, none after.
 
 **Atomic writes, local and on object storage.** Locally a file is written to a
 hidden temporary name in its partition folder (readers only list
@@ -58,12 +79,39 @@ batches (overlapping Prometheus windows, say) are collapsed to the one written
 last.
 
 **Compaction** (:meth:`MetricsStore.compact`) rewrites a partition with many
-small files as one sorted, deduplicated file, written in before the inputs are
-deleted; a crash in between leaves duplicates that reads collapse and the next
-compaction removes.
+small visible files as one sorted, deduplicated file, written in before the inputs
+are deleted; a crash in between leaves duplicates that reads collapse and the next
+compaction removes. Files of uncommitted batches are neither merged nor deleted.
+A reader that listed a file a compaction then deleted lists again and rereads (the
+merged file was written before the deletion), a few times at most.
+
+*Concurrent compactions.* Locally a compaction holds an exclusive ``flock`` on
+``.compact.lock`` in the root, so two processes compacting the same store run one
+after the other (the second lists afresh and finds the merged file). An object
+store has no lock; there the rule that keeps every row is that a compaction
+deletes only files it has read, and only after its merged file, holding their
+rows, is written. Whatever the interleaving, every deleted file's rows are then in
+a file written before the deletion (a merged file deleted in turn by another
+compaction was read by it first, so its rows moved on again), so no row is lost.
+What concurrency can leave on an object store: two merged files with the same rows
+(reads collapse them, the next compaction removes one), or a compaction that meets
+a file deleted under it, lists again and merges what is there. One residue: two
+merged files carrying the same newest stamp order by name, so for a key that
+another batch also wrote, the value read may be that of either merged set until
+the next compaction. Run one compaction per store at a time there (the ingest
+flow compacts after its own batch; a schedule of one deployment does it).
+Batch writes need no lock against compaction: an uncommitted batch's files are
+invisible to it, and a committed batch's files are final.
+
+*Two writers of one batch id* (the same file ingested twice at the same moment):
+locally the second waits on the batch's lock and then finds the commit. On an
+object store nothing stops the second, which found no commit record yet, from
+deleting the first's files as leftovers of a killed attempt; it then writes the
+same rows again and commits, so the batch ends whole, unless the second is killed
+in between (then re-ingest the file under a new batch id, e.g. ``--mapping``).
 
 What it does not do: validation (see ``validation.py``: only accepted rows
-arrive here) and locking between concurrent writers of the same batch id.
+arrive here).
 """
 
 from __future__ import annotations
@@ -71,7 +119,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -86,7 +136,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from prescale.metrics.location import Location, sibling
-from prescale.metrics.location import atomic_write_table as atomic_write_table  # re-exported (ledger.py)
+from prescale.names import AppName, is_valid_app_name
 
 FILE_SCHEMA = pa.schema(
     [
@@ -109,6 +159,11 @@ _PARQUET = ds.ParquetFileFormat()
 _LOCAL_THREADS, _REMOTE_THREADS = 2, 16
 # Windows up to this many days list their date folders one by one; longer ones list the app's folder once.
 _MAX_FOLDERS_LOCAL, _MAX_FOLDERS_REMOTE = 400, 8
+# A read whose listed file vanished (a concurrent compaction deleted it) lists again and rereads, at most this often.
+READ_ATTEMPTS = 4
+COMPACT_LOCK = ".compact.lock"  # in the root; hidden: no listing of the store counts it
+# A batch id becomes a file and an object name: no '/', nothing a shell or URL escapes; 'c-' marks compacted files.
+_BATCH_ID = re.compile(r"(?!c-)[A-Za-z0-9][-A-Za-z0-9_]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -154,6 +209,8 @@ class MetricsStore:
         self.location = Location.parse(root)
         self.root: Path | str = self.location.root
         self._quarantine_root = quarantine or sibling(root, "quarantine")
+        # Batch ids seen committed. Only positive answers are kept: a commit record is never removed.
+        self._committed: set[str] = set()
 
     @cached_property
     def quarantine_location(self) -> Location:
@@ -166,10 +223,29 @@ class MetricsStore:
     # -- writing ---------------------------------------------------------------
 
     def has_batch(self, batch_id: str) -> bool:
-        return self.location.exists(_commit_path(batch_id))
+        if batch_id in self._committed:
+            return True
+        if self.location.exists(_commit_path(_checked_batch_id(batch_id))):
+            self._committed.add(batch_id)
+            return True
+        return False
 
     def write_batch(self, accepted: pd.DataFrame, *, batch_id: str, source: str = "") -> WriteResult:
-        """Write validated rows (app, ts, metric, value[, phase]) as one idempotent batch."""
+        """Write validated rows (app, ts, metric, value[, phase]) as one idempotent batch.
+
+        The data files are durable (fsynced, locally) before the commit record is written: the
+        record is what makes them visible (see the module docstring). Locally two writers of one
+        batch id run one after the other (``.locks/<batch_id>.lock``), so the second finds the
+        first's commit instead of deleting its files as leftovers.
+        """
+        lock = f".locks/{_checked_batch_id(batch_id)}.lock"
+        with self.location.lock(lock):
+            result = self._write_once(accepted, batch_id, source)
+            # safe while held: whoever takes this lock next, even on the unlinked file, finds the commit record
+            self.location.delete(self.location.path(lock))
+        return result
+
+    def _write_once(self, accepted: pd.DataFrame, batch_id: str, source: str) -> WriteResult:
         committed = self._commit_record(batch_id)
         if committed is not None:
             return WriteResult(batch_id, rows=committed["rows"], files=len(committed["files"]), skipped=True)
@@ -182,6 +258,7 @@ class MetricsStore:
             "committed_at": datetime.now().astimezone().isoformat(),
         }
         self.location.write_bytes(_commit_path(batch_id), json.dumps(record, indent=1).encode())
+        self._committed.add(batch_id)
         return WriteResult(batch_id, rows=len(accepted), files=len(files), skipped=False)
 
     def _commit_record(self, batch_id: str) -> dict | None:
@@ -213,7 +290,7 @@ class MetricsStore:
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(order)], strict=True):
             group = int(ordered_key[lo])
             partition_day = date.fromordinal(date(1970, 1, 1).toordinal() + first_day + group % n_days)
-            folder = f"app={names[group // n_days]}/date={partition_day.isoformat()}"
+            folder = f"app={AppName(names[group // n_days])}/date={partition_day.isoformat()}"
             jobs.append((data.slice(int(lo), int(hi - lo)), folder, f"part-{batch_id}-{stamp}.parquet"))
 
         def write(job: tuple[pa.Table, str, str]) -> str:
@@ -263,21 +340,22 @@ class MetricsStore:
     # -- reading ---------------------------------------------------------------
 
     def apps(self) -> list[str]:
-        """Apps with at least one data file."""
-        return [folder[4:] for folder in self.location.folders(prefix="app=") if self._has_data(folder)]
+        """Apps with at least one visible data file (folders whose name is not a valid app are never opened)."""
+        folders = self.location.folders(prefix="app=")
+        return [folder[4:] for folder in folders if is_valid_app_name(folder[4:]) and self._has_data(folder)]
 
     def _has_data(self, app_folder: str) -> bool:
         return any(
-            _is_data(info)
+            self._committed_only(lambda day=day: [i for i in self.location.files(f"{app_folder}/{day}") if _is_data(i)])
             for day in self.location.folders(app_folder, prefix="date=")
-            for info in self.location.files(f"{app_folder}/{day}")
         )
 
     def dates(self, app: str) -> list[date]:
-        return [date.fromisoformat(name[5:]) for name in self.location.folders(f"app={app}", prefix="date=")]
+        """The date partitions of `app` (folders; a partition may hold only files of uncommitted batches)."""
+        return [date.fromisoformat(name[5:]) for name in self.location.folders(_app_folder(app), prefix="date=")]
 
     def files(self, app: str, *, start: datetime | None = None, end: datetime | None = None) -> list[PurePath]:
-        """Data files of `app` whose date partition can hold rows in [start, end), oldest first per partition.
+        """Visible data files of `app` whose date partition can hold rows in [start, end), oldest first per partition.
 
         Local files come as ``Path``; on an object store as ``bucket/key`` paths on its filesystem.
         """
@@ -285,20 +363,51 @@ class MetricsStore:
         return [Path(i.path) if self.location.local else PurePosixPath(i.path) for i in infos]
 
     def _data_files(self, app: str, *, start, end) -> list[pafs.FileInfo]:
+        """The visible data files of `app` in the window's partitions, in read order."""
+        folder = _app_folder(app)
+        infos = self._committed_only(lambda: self._listed_files(folder, start=start, end=end))
+        return sorted(infos, key=lambda i: (_folder(i), _write_order(i)))
+
+    def _listed_files(self, app_folder: str, *, start, end) -> list[pafs.FileInfo]:
+        """Every data file (committed or not) of the app's partitions that can hold rows in [start, end)."""
         first = utc(start).date() if start is not None else date.min
         last = (utc(end) - pd.Timedelta(1, "ns")).date() if end is not None else date.max
         limit = _MAX_FOLDERS_LOCAL if self.location.local else _MAX_FOLDERS_REMOTE
         if start is not None and end is not None and (last - first).days < limit:
             days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
-            folders = [f"app={app}/date={day.isoformat()}" for day in days]
+            folders = [f"{app_folder}/date={day.isoformat()}" for day in days]
             if self.location.local or len(folders) <= 1:
                 infos = [info for folder in folders for info in self.location.files(folder)]
             else:  # one LIST request per folder: in parallel
                 with ThreadPoolExecutor(max_workers=len(folders)) as pool:
                     infos = [info for listed in pool.map(self.location.files, folders) for info in listed]
         else:  # one (paginated) listing of the whole app, cut to the window
-            infos = [info for info in self.location.files(f"app={app}", recursive=True) if first <= _day(info) <= last]
-        return sorted((i for i in infos if _is_data(i)), key=lambda i: (_folder(i), _write_order(i)))
+            infos = [info for info in self.location.files(app_folder, recursive=True) if first <= _day(info) <= last]
+        return [i for i in infos if _is_data(i)]
+
+    def _committed_only(self, listing: Callable[[], list[pafs.FileInfo]]) -> list[pafs.FileInfo]:
+        """The files of `listing()` that are visible: compacted files and files of committed batches.
+
+        A batch first seen committed here may have committed after `listing()` ran, while some of
+        its files were still being written: then the listing is taken again. Its commit record was
+        written after all its files, so the second listing holds every one of them (or, if a
+        compaction ran meanwhile, the merged file that holds their rows).
+        """
+        infos = listing()
+        unknown = {_batch_of(i) for i in infos} - self._committed - {None}
+        if unknown and self._learn_commits(unknown):
+            infos = listing()
+        return [i for i in infos if _batch_of(i) is None or _batch_of(i) in self._committed]
+
+    def _learn_commits(self, batch_ids: set[str]) -> bool:
+        """Check the commit records of `batch_ids` (in parallel on an object store); True if any is committed."""
+        ids = sorted(batch_ids)
+        if self.location.local or len(ids) == 1:
+            found = [self.has_batch(i) for i in ids]
+        else:  # one HEAD request each
+            with ThreadPoolExecutor(max_workers=min(len(ids), _REMOTE_THREADS)) as pool:
+                found = list(pool.map(self.has_batch, ids))
+        return any(found)
 
     def read(
         self,
@@ -309,16 +418,36 @@ class MetricsStore:
         metrics: list[str] | None = None,
     ) -> pd.DataFrame:
         """Rows of one app in [start, end): app, ts, metric, value, phase; sorted, one row per (ts, metric)."""
+        app = AppName(app)
         infos = self._data_files(app, start=start, end=end)
         if not infos:
             return _empty_frame()
-        table = self._dataset(infos).to_table(filter=_filter(start, end, metrics))
+        table, _ = self._scan(infos, _filter(start, end, metrics), lambda: self._data_files(app, start=start, end=end))
         frame = table.to_pandas()
         frame = frame.drop_duplicates(KEY, keep="last").sort_values(["ts", "metric"], kind="stable")
         frame.insert(0, "app", app)
         frame["metric"] = frame["metric"].astype(str)
         frame["phase"] = frame["phase"].astype("string")
         return frame.reset_index(drop=True)[["app", "ts", "metric", "value", "phase"]]
+
+    def _scan(
+        self, infos: list[pafs.FileInfo], condition: ds.Expression | None, relist: Callable[[], list[pafs.FileInfo]]
+    ) -> tuple[pa.Table, list[pafs.FileInfo]]:
+        """The matching rows of the files and the files they came from.
+
+        A compaction may delete a listed file before it is read (locally FileNotFoundError; on an
+        object store an OSError, or an ArrowInvalid for a body that is gone). Then `relist()` is
+        read instead (its merged file was written before the deletion), at most ``READ_ATTEMPTS``
+        times in all; a failure with every listed file still present is a real error, raised as is.
+        """
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return self._dataset(infos).to_table(filter=condition), infos
+            except (OSError, pa.ArrowInvalid):
+                listed, infos = {i.path for i in infos}, relist()
+                if attempt == READ_ATTEMPTS or listed <= {i.path for i in infos}:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _dataset(self, infos: list[pafs.FileInfo]) -> ds.FileSystemDataset:
         """The files as one dataset, in the given order; their sizes are known, so no HEAD per file."""
@@ -329,35 +458,77 @@ class MetricsStore:
     # -- maintenance -----------------------------------------------------------
 
     def compact(self, *, app: str | None = None, min_files: int = 8) -> CompactionResult:
-        """Merge every partition holding at least `min_files` files into one file."""
-        partitions: dict[str, list[pafs.FileInfo]] = {}
-        for folder in [f"app={app}"] if app else self.location.folders(prefix="app="):
-            for info in self.location.files(folder, recursive=True):  # one paginated LIST per app
-                if _is_data(info) and _folder(info).startswith("date="):
-                    partitions.setdefault(info.path.rpartition("/")[0], []).append(info)
-        compacted = files_before = files_after = rows = 0
-        for folder, infos in sorted(partitions.items()):
-            files_before += len(infos)
-            if len(infos) < min_files:
-                files_after += len(infos)
-                continue
-            rows += self._compact_partition(folder, sorted(infos, key=_write_order))
-            compacted += 1
-            files_after += 1
+        """Merge every partition holding at least `min_files` visible files into one file.
+
+        `app` None: every app folder whose name is a valid app (any other folder is never opened).
+        Holds the store's compaction lock throughout (locally; see the module docstring).
+        """
+        folders = [_app_folder(app)] if app is not None else self._valid_app_folders()
+        with self.location.lock(COMPACT_LOCK):
+            compacted = files_before = files_after = rows = 0
+            for folder, infos in sorted(self._partitions(folders).items()):
+                files_before += len(infos)
+                merged = self._compact_partition(folder, infos) if len(infos) >= min_files else None
+                files_after += len(infos) if merged is None else 1
+                compacted += merged is not None
+                rows += merged or 0
         return CompactionResult(compacted, files_before, files_after, rows)
 
-    def _compact_partition(self, folder: str, infos: list[pafs.FileInfo]) -> int:
-        frame = self._dataset(infos).to_table().to_pandas()
-        frame = frame.drop_duplicates(KEY, keep="last").sort_values(["ts", "metric"], kind="stable")
+    def _valid_app_folders(self) -> list[str]:
+        return [folder for folder in self.location.folders(prefix="app=") if is_valid_app_name(folder[4:])]
+
+    def _partitions(self, app_folders: list[str]) -> dict[str, list[pafs.FileInfo]]:
+        """The visible data files of the apps, by partition folder (relative); one listing per app."""
+        partitions: dict[str, list[pafs.FileInfo]] = {}
+        for app_folder in app_folders:
+            for info in self._committed_only(lambda f=app_folder: self._listed_files(f, start=None, end=None)):
+                partitions.setdefault(info.path[len(self.location.base) + 1 :].rpartition("/")[0], []).append(info)
+        return partitions
+
+    def _partition_files(self, folder: str) -> list[pafs.FileInfo]:
+        """The visible data files of one partition folder (relative), oldest first."""
+        infos = self._committed_only(lambda: [i for i in self.location.files(folder) if _is_data(i)])
+        return sorted(infos, key=_write_order)
+
+    def _compact_partition(self, folder: str, infos: list[pafs.FileInfo]) -> int | None:
+        """Merge the partition's visible files into one; its rows, or None when another compaction merged it first.
+
+        Only the files read are deleted, after the merged file holding their rows is written: a file
+        that lands meanwhile (a batch, or another compaction's output) stays.
+        """
+        table, infos = self._scan(sorted(infos, key=_write_order), None, lambda: self._partition_files(folder))
+        if len(infos) < 2:
+            return None
+        frame = table.to_pandas().drop_duplicates(KEY, keep="last").sort_values(["ts", "metric"], kind="stable")
         digest = batch_id_for(*(i.base_name for i in infos), str(time.time_ns()))
         # the merged file takes the newest stamp of its inputs, not the time of merging: a batch that took its
         # stamp before this merge but landed after it must still win over the rows merged here
         newest = max(_write_order(info)[0] for info in infos)
-        relative = f"{folder[len(self.location.base) + 1 :]}/part-c-{digest}-{newest:019d}.parquet"
+        relative = f"{folder}/part-c-{digest}-{newest:019d}.parquet"
         self.location.write_table(relative, pa.Table.from_pandas(frame, schema=FILE_SCHEMA, preserve_index=False))
         with ThreadPoolExecutor(max_workers=self._threads) as pool:  # on S3 three requests each: in parallel
             list(pool.map(self.location.delete, [info.path for info in infos]))
         return len(frame)
+
+
+def _app_folder(app: str) -> str:
+    """``app=<app>``, for a valid app name only (else :class:`~prescale.names.InvalidNameError`, nothing touched)."""
+    return f"app={AppName(app)}"
+
+
+def _checked_batch_id(batch_id: str) -> str:
+    if not isinstance(batch_id, str) or not _BATCH_ID.fullmatch(batch_id):
+        raise ValueError(
+            f"batch id {batch_id!r:.80} is not valid: 1-128 letters, digits, '-' and '_', starting with a letter or "
+            "digit, not with 'c-' (derive one with batch_id_for())"
+        )
+    return batch_id
+
+
+def _batch_of(info: pafs.FileInfo) -> str | None:
+    """The batch that wrote a data file (``part-<batch_id>-<stamp>.parquet``), or None for a compacted file."""
+    name = info.base_name
+    return None if name.startswith("part-c-") else name[len("part-") :].rpartition("-")[0]
 
 
 def _commit_path(batch_id: str) -> str:

@@ -19,6 +19,7 @@ import pytest
 
 from prescale.metrics.store import MetricsStore
 from prescale.metrics.validation import split
+from prescale.names import InvalidNameError
 from tests.metrics.conftest import stored
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,14 +118,123 @@ def test_a_batch_stamped_before_a_compaction_but_landing_after_it_still_wins(sto
     assert store.read("web")["value"].tolist() == [3.0]
 
 
-def test_retry_after_a_crash_before_commit_adds_no_duplicates(store):
+def _uncommit(store: MetricsStore, batch_id: str) -> MetricsStore:
+    """The store as a batch killed after its files and before its commit left it, seen by a new process."""
+    store.location.delete(store.location.path(f"_batches/{batch_id}.json"))
+    return MetricsStore(store.root, quarantine=store.quarantine)
+
+
+def test_a_batch_killed_before_its_commit_is_invisible_and_its_retry_adds_no_duplicates(store):
     rows = frame("2026-03-01T00:00:00Z", 30)
-    store.write_batch(rows, batch_id="crashy")
-    store.location.delete(store.location.path("_batches/crashy.json"))  # killed after the files, before the commit
-    assert not store.has_batch("crashy") and len(store.read("web")) == 60  # visible, not committed
+    store.write_batch(rows, batch_id="before")
+    store.write_batch(frame("2026-03-01T00:00:00Z", 30, seed=1), batch_id="crashy")
+    store = _uncommit(store, "crashy")
+
+    assert not store.has_batch("crashy")
+    assert store.read("web")["value"].tolist() == rows[rows["app"] == "web"]["value"].tolist(), "only 'before' shows"
+    assert len(store.files("web")) == 1 and store.apps() == ["api", "web"]
+    result = store.compact(min_files=1)
+    assert (result.files_before, result.files_after) == (2, 2), "compaction neither merges nor deletes them"
+    assert len(stored(store, "app=*/date=*/part-crashy-*.parquet")) == 2, "left for the retry to replace"
+
     store.write_batch(rows, batch_id="crashy")
     assert len(store.read("web")) == 60
     assert len(stored(store, "app=web/date=*/part-crashy-*.parquet")) == 1
+
+
+def test_a_store_of_only_uncommitted_files_shows_no_app(store):
+    store.write_batch(frame("2026-03-01T00:00:00Z", 10), batch_id="lost")
+    store = _uncommit(store, "lost")
+    assert store.apps() == [] and store.read("web").empty and store.files("api") == []
+
+
+def test_a_batch_committing_between_a_readers_listing_and_its_check_is_read_whole(store, monkeypatch):
+    """The reader lists while the writer's last file is not yet there, then finds the batch committed."""
+    store.write_batch(frame("2026-03-01T23:30:00Z", 60, apps=("web",)), batch_id="late")  # two day partitions
+    store = _uncommit(store, "late")
+    last_file = stored(store, "app=web/date=2026-03-02/part-late-*.parquet")[0]
+    data = store.location.read_bytes(last_file)
+    store.location.delete(store.location.path(last_file))
+    check = store.has_batch
+
+    def writer_finishes_first(batch_id: str) -> bool:  # the file lands, then the commit record
+        store.location.write_bytes(last_file, data)
+        store.location.write_bytes("_batches/late.json", b"{}")
+        return check(batch_id)
+
+    monkeypatch.setattr(store, "has_batch", writer_finishes_first)
+    assert len(store.read("web")) == 60 * 2, "the folders are listed again once the commit is seen"
+
+
+def test_a_read_that_lists_before_a_compaction_reads_the_merged_file(store, monkeypatch):
+    for i in range(3):
+        store.write_batch(frame(f"2026-03-01T0{i}:00:00Z", 60, apps=("web",), seed=i), batch_id=f"b{i}")
+    before = store.read("web")
+    listing, calls = store._listed_files, []
+
+    def list_then_compact(*args, **kwargs):
+        calls.append(args)
+        files = listing(*args, **kwargs)
+        if len(calls) == 1:  # another process's compaction deletes what this read has just listed
+            assert MetricsStore(store.root).compact(min_files=2).partitions == 1
+        return files
+
+    monkeypatch.setattr(store, "_listed_files", list_then_compact)
+    pd.testing.assert_frame_equal(store.read("web"), before)
+    assert len(calls) == 2, "listed once more, then read from the merged file"
+
+
+HOSTILE_APPS = [
+    pytest.param("web/../../../ledger/app=web", id="traversal"),
+    pytest.param("../web", id="parent"),
+    pytest.param("a" * 300, id="300-characters"),
+    pytest.param("Web", id="upper-case"),
+    pytest.param("", id="empty"),
+]
+
+
+@pytest.mark.parametrize("app", HOSTILE_APPS)
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda store, app: store.read(app), id="read"),
+        pytest.param(lambda store, app: store.files(app), id="files"),
+        pytest.param(lambda store, app: store.dates(app), id="dates"),
+        pytest.param(lambda store, app: store.compact(app=app, min_files=1), id="compact"),
+    ],
+)
+def test_every_app_argument_is_checked_before_it_becomes_a_path(store, app, call):
+    store.write_batch(frame("2026-03-01T00:00:00Z", 10), batch_id="x")
+    before = stored(store)
+    with pytest.raises(InvalidNameError, match="not a valid"):
+        call(store, app)
+    assert stored(store) == before
+
+
+def test_folders_that_are_not_valid_apps_are_never_opened(tmp_path):
+    store = MetricsStore(tmp_path / "metrics")
+    for i in range(3):
+        store.write_batch(frame(f"2026-03-01T0{i}:00:00Z", 10, apps=("web",), seed=i), batch_id=f"b{i}")
+    stray = store.root / "app=Not_Valid" / "date=2026-03-01"
+    stray.mkdir(parents=True)
+    for i in range(3):  # copies of committed files: valid data, under a folder that is not an app
+        (stray / f"part-b{i}-{i:019d}.parquet").write_bytes(store.files("web")[i].read_bytes())
+    before = sorted(p.name for p in stray.iterdir())
+
+    assert store.apps() == ["web"]
+    assert store.compact(min_files=2).files_before == 3
+    assert sorted(p.name for p in stray.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    "batch_id",
+    [pytest.param("../escape", id="traversal"), pytest.param("c-123", id="compacted-prefix"),
+     pytest.param("b" * 129, id="too-long"), pytest.param("", id="empty")],
+)  # fmt: skip
+def test_a_batch_id_that_is_not_a_plain_name_is_refused(store, batch_id):
+    with pytest.raises(ValueError, match="batch id"):
+        store.write_batch(frame("2026-03-01T00:00:00Z", 1), batch_id=batch_id)
+    assert stored(store) == []
 
 
 KILL_SCRIPT = """
@@ -187,6 +297,8 @@ def test_a_killed_ingest_leaves_no_partial_file_and_a_rerun_completes(tmp_path, 
         killed = [_kill_when_writing(args, lambda n=n: objects(n), nth_file=n, poll=0.02) for n in (1, 40)]
     assert any(killed), "the ingest finished before any kill: the test did not exercise a crash"
     assert not stored(store, "_batches/*.json"), "a killed batch must not be committed"
+    reader = MetricsStore(store.root, quarantine=store.quarantine)
+    assert reader.apps() == [] and reader.read("app-0").empty, "a killed batch is invisible"
     for visible in stored(store, "app=*/date=*/part-*.parquet"):
         pq.read_metadata(store.location.path(visible), filesystem=store.location.fs)  # every visible file is whole
     finished = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300)

@@ -130,6 +130,12 @@ def test_a_window_read_sends_requests_only_for_its_partitions(s3_env, bucket, ca
     assert all(key.startswith("m/app=web/") for _, key in requests), requests
     assert {method for method, _ in requests} == {"GET"}, "listing and ranged reads only, no HEAD per file"
 
+    caplog.clear()  # a new process knows no commit yet: one HEAD for the batch's record, then the folders again
+    assert len(MetricsStore(s3_uri(s3_env, bucket, "m")).read("web", start=start, end=end)) == 24 * 60 * 2
+    requests = _requests(caplog.records)
+    assert [r for r in requests if r[0] != "GET"] == [("HEAD", "m/_batches/five-days.json")], requests
+    assert all(key.startswith("m/app=web/") for method, key in requests if method == "GET"), requests
+
 
 def test_an_unfinished_upload_is_invisible(s3_env, bucket):
     """What the store relies on instead of a rename: an object exists only once its upload completes."""
