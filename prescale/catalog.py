@@ -56,10 +56,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prescale.forecast import MAX_DEMAND, MAX_STEP_SECONDS, MAX_STEPS
+from prescale.names import AppName, InvalidNameError
 
 Kind = Literal["cpu-vm", "gpu-vm", "fpga", "bare-metal"]
 WorkloadClass = Literal["compute", "memory-bandwidth", "latency"]
@@ -76,6 +79,11 @@ CLASS_BASIS: dict[str, str] = {
 LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 LABEL_KIND = "prescale.io/kind"
 LABEL_POOL = "prescale.io/pool"
+# Node counts in these files (quotas, min/max nodes, running nodes) are bounded so that every count fits the
+# search's 64-bit integers with room to multiply: a quota of 10**30 raised OverflowError deep in the search.
+MAX_NODES = 1_000_000
+NodeCount = Annotated[int, Field(ge=0, le=MAX_NODES)]
+DemandValue = Annotated[float, Field(ge=0, le=MAX_DEMAND, allow_inf_nan=False)]
 
 
 class CatalogError(ValueError):
@@ -144,7 +152,7 @@ class ResourceType(_Frozen):
     kind: Kind
     capacity: Capacity
     price: Price
-    quota: int = Field(ge=0, description="Most nodes of this type we may run at once (0: unavailable).")
+    quota: int = Field(ge=0, le=MAX_NODES, description="Most nodes of this type we may run at once (0: unavailable).")
     lead_time_seconds: float = Field(ge=0, description="Seconds from request until a node serves traffic.")
     perf: PerformanceTags
     pool: NodePool = Field(default_factory=NodePool)
@@ -270,12 +278,12 @@ class ReplicaShape(_Frozen):
 class ExampleDemand(_Frozen):
     """Demand used by ``prescale plan`` when no forecast or demand file is given: a ramp from base to peak."""
 
-    step_seconds: int = Field(default=60, gt=0)
-    steps: int = Field(default=30, gt=0)
-    base: dict[str, float] = Field(description="Median demand at the first step, per metric.")
-    peak: dict[str, float] = Field(description="Median demand at the last step, per metric.")
-    spread: float = Field(default=0.15, ge=0, description="(q0.9 - q0.5) / q0.5 of the example forecast.")
-    current: dict[str, int] = Field(default_factory=dict, description="Nodes running when the example starts.")
+    step_seconds: int = Field(default=60, gt=0, le=MAX_STEP_SECONDS)
+    steps: int = Field(default=30, gt=0, le=MAX_STEPS)
+    base: dict[str, DemandValue] = Field(description="Median demand at the first step, per metric.")
+    peak: dict[str, DemandValue] = Field(description="Median demand at the last step, per metric.")
+    spread: float = Field(default=0.15, ge=0, le=10, description="(q0.9 - q0.5) / q0.5 of the example forecast.")
+    current: dict[str, NodeCount] = Field(default_factory=dict, description="Nodes running when the example starts.")
 
 
 class AppProfile(_Frozen):
@@ -291,8 +299,8 @@ class AppProfile(_Frozen):
     )
     fpga_bitstreams: tuple[str, ...] = Field(default=(), description="FPGA families the app has bitstreams for.")
     replica: ReplicaShape = Field(default_factory=ReplicaShape)
-    min_nodes: int = Field(default=0, ge=0)
-    max_nodes: int | None = Field(default=None, ge=1)
+    min_nodes: int = Field(default=0, ge=0, le=MAX_NODES)
+    max_nodes: int | None = Field(default=None, ge=1, le=MAX_NODES)
     serves: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Measured demand served per node: type name -> metric -> value."
     )
@@ -450,9 +458,22 @@ def list_profiles(profiles_dir: str | Path) -> list[str]:
 
 
 def resolve_profile(app: str, profiles_dir: str | Path, profile: str | None = None) -> AppProfile:
-    """The profile for ``app``: its own ``<app>.yaml``, or the named ``profile`` renamed to ``app``."""
-    name = profile or app
-    path = Path(profiles_dir) / f"{name}.yaml"
+    """The profile for ``app``: its own ``<app>.yaml``, or the named ``profile`` renamed to ``app``.
+
+    Both names must be valid app names (:class:`~prescale.names.AppName`: no ``/``, no ``.``), and the file
+    must lie directly in ``profiles_dir`` once links are resolved, so ``--profile ../x`` or a link out of the
+    folder cannot load any other YAML file. An invalid name raises :class:`CatalogError`.
+    """
+    try:
+        app = AppName(app, what="app")
+        name = AppName(profile, what="profile") if profile is not None else app
+    except InvalidNameError as exc:
+        raise CatalogError(str(exc)) from None
+    folder = Path(profiles_dir)
+    path = folder / f"{name}.yaml"
+    if path.is_file() and path.resolve().parent != folder.resolve():
+        raise CatalogError(f"profile {name!r}: {path} resolves to {path.resolve()}, outside the profiles folder "
+                           f"{folder}; profiles must be files in that folder")
     if not path.is_file():
         known = ", ".join(list_profiles(profiles_dir)) or "none"
         hint = "" if profile else f"; give app {app!r} an existing profile with --profile NAME"

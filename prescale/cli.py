@@ -3,7 +3,8 @@
 Each sub-command takes ``--json`` to print one machine-readable object. Settings
 come from the environment (``PRESCALE_*``; see ``prescale/settings.py``) and
 ``PRESCALE_HOME`` relocates all local state. Exit codes: 0 ok, 1 unexpected
-failure, 2 bad input (nothing was written).
+failure, 2 bad input (nothing was written): one line on stderr (or one JSON
+object), no traceback unless ``prescale -v COMMAND`` asks for it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pkgutil
 import typer
 
 import prescale.commands as commands_pkg
+from prescale.commands.common import set_verbose
 
 app = typer.Typer(
     name="prescale",
@@ -24,12 +26,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_NOT_COMMANDS = {"common"}
+_NOT_COMMANDS = {"common", "demand"}
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="On bad input, print the traceback too."),
+) -> None:
     """Predictive, heterogeneous autoscaling (see README.md)."""
+    set_verbose(verbose)
 
 
 def _register_commands() -> None:

@@ -14,11 +14,18 @@ distribution is normal; beyond the outermost levels it extrapolates the same str
 Helpers build forecasts that did not come from a model: :meth:`Forecast.from_median` spreads a median
 path into normal quantiles (for demand files and the example demand of ``prescale plan``), and
 :meth:`Forecast.to_dict` / :meth:`Forecast.from_dict` round-trip through JSON.
+
+Model output and user input are held to different rules on purpose. A model's crossed quantiles are a known
+artefact of fitting each level separately, so they are repaired (sorted) when read. Demand a user wrote (a
+``--demand`` file, read through :meth:`Forecast.from_dict` or ``prescale/commands/demand.py``) is checked by
+:func:`check_demand` instead and refused when it is not finite, negative, above :data:`MAX_DEMAND`, or
+decreasing as the level rises: a hand-written q0.9 below its q0.5 is a mistake (columns swapped, a typo),
+and sorting it would plan for numbers the user never wrote.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +33,18 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtri
 
+from prescale.names import shown
+
 DEFAULT_QUANTILES: tuple[float, ...] = (0.1, 0.5, 0.9)
+
+# Bounds on demand a user gives. 1e9 per metric per step is three orders of magnitude above the busiest
+# services' request rates (about 1e6 requests/s) and far below where the search's sums and squares of
+# demand stop being finite (about 1e154), so every planned number stays a number: 1e308 used to give
+# "nan% uncovered". A week of one-minute steps bounds the horizon (the exact solve grows with it), and a
+# step of at most a day bounds ``step_seconds``.
+MAX_DEMAND = 1e9
+MAX_STEPS = 7 * 24 * 60
+MAX_STEP_SECONDS = 86_400
 
 
 class ForecastError(ValueError):
@@ -160,14 +178,95 @@ class Forecast:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Forecast:
-        missing = [k for k in ("start", "step_seconds", "metrics", "quantiles", "values") if k not in data]
+    def from_dict(cls, data: Any, *, source: str = "forecast JSON") -> Forecast:
+        """A forecast a user wrote as JSON (see :meth:`to_dict`), checked field by field and by
+        :func:`check_demand`; every error starts with ``source`` and names the field and the value."""
+        if not isinstance(data, dict):
+            raise ForecastError(f"{source}: expected an object with keys {list(_KEYS)}, got {type(data).__name__}")
+        missing = [k for k in _KEYS if k not in data]
         if missing:
-            raise ForecastError(f"forecast JSON lacks key(s) {missing}")
-        return cls(
-            pd.Timestamp(data["start"]),
-            int(data["step_seconds"]),
-            list(data["metrics"]),
-            list(data["quantiles"]),
-            np.asarray(data["values"], dtype=float),
+            raise ForecastError(f"{source} lacks key(s) {missing}; expected {list(_KEYS)}")
+        start = _json_start(data["start"], source)
+        step = data["step_seconds"]
+        if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= MAX_STEP_SECONDS:
+            raise ForecastError(f"{source}: step_seconds must be a whole number of seconds from 1 to "
+                                f"{MAX_STEP_SECONDS}, got {shown(step)}")
+        metrics, quantiles = data["metrics"], data["quantiles"]
+        if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
+            raise ForecastError(f"{source}: metrics must be a non-empty list of names, got {shown(metrics)}")
+        if not isinstance(quantiles, list) or not all(_is_number(q) for q in quantiles):
+            raise ForecastError(f"{source}: quantiles must be a list of levels in (0, 1), got {shown(quantiles)}")
+        values = _json_values(data["values"], (len(metrics), len(quantiles)), source)
+        check_demand(values, source=source,
+                     cell=lambda t, m, k: f"values[{t}][{m}][{k}] (metric {metrics[m]!r}, level {quantiles[k]:g})")
+        try:
+            return cls(start, step, metrics, quantiles, values)
+        except ForecastError as exc:
+            raise ForecastError(f"{source}: {exc}") from None
+
+
+_KEYS = ("start", "step_seconds", "metrics", "quantiles", "values")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _json_start(value: Any, source: str) -> pd.Timestamp:
+    """``start``: an ISO 8601 instant with a UTC offset (an instant without one is ambiguous)."""
+    try:
+        start = pd.Timestamp(value) if isinstance(value, str) else None
+    except (ValueError, OverflowError):
+        start = None
+    if start is None or pd.isna(start) or start.tzinfo is None:
+        raise ForecastError(f"{source}: start must be an ISO 8601 time with a UTC offset, e.g. "
+                            f"2026-03-02T10:00:00Z, got {shown(value)}")
+    return start
+
+
+def _json_values(value: Any, shape: tuple[int, int], source: str) -> np.ndarray:
+    """``values`` as a float array shaped (steps, metrics, quantiles), at most :data:`MAX_STEPS` steps."""
+    expected = f"[step][metric][quantile] lists of numbers, {shape[0]} metric(s) x {shape[1]} quantile(s)"
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_STEPS:
+        raise ForecastError(f"{source}: values must hold 1 to {MAX_STEPS} steps of {expected}, got {shown(value)}")
+    try:
+        array = np.asarray(value, dtype=float)
+    except (ValueError, TypeError, OverflowError):
+        array = None
+    if array is None or array.shape[1:] != shape or not _numbers_only(value):
+        raise ForecastError(f"{source}: values must be {expected}")
+    return array
+
+
+def _numbers_only(nested: list) -> bool:
+    """No strings or booleans among the leaves (``np.asarray`` would turn "1" and true into numbers)."""
+    return all(_numbers_only(x) if isinstance(x, list) else _is_number(x) for x in nested)
+
+
+def check_demand(values: np.ndarray, *, source: str, cell: Callable[[int, int, int], str]) -> None:
+    """Refuse demand a user gave, shaped (steps, metrics, levels): the first bad cell, named by ``source`` and
+    ``cell(t, m, k)`` (a row and column of a file, a JSON path).
+
+    Every value must be finite, at least 0 and at most :data:`MAX_DEMAND`, and along the level axis (given in
+    increasing order) the values must not decrease. A model's forecast is not checked here: see the module
+    docstring.
+    """
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    rules = (
+        (~finite, "is not a finite number"),
+        (finite & (values < 0), "is negative: demand cannot be below 0"),
+        (finite & (values > MAX_DEMAND), f"is above the largest demand accepted ({MAX_DEMAND:g} per metric per "
+                                         "step): check the units"),
+    )
+    for bad, why in rules:
+        if bad.any():
+            t, m, k = (int(i) for i in np.argwhere(bad)[0])
+            raise ForecastError(f"{source}, {cell(t, m, k)}: {float(values[t, m, k])!r} {why}")
+    falling = np.diff(values, axis=2) < 0
+    if falling.any():
+        t, m, k = (int(i) for i in np.argwhere(falling)[0])
+        raise ForecastError(
+            f"{source}, {cell(t, m, k + 1)}: {values[t, m, k + 1]:g} is below {values[t, m, k]:g} at "
+            f"{cell(t, m, k)}: quantiles must not decrease as the level rises; are the columns swapped?"
         )

@@ -1,8 +1,9 @@
 """`prescale apply --app APP`: decide (allocation, then plan) and act (the configured cluster backend).
 
-Composition root for one decision carried out, in order: settings -> catalog and the app's profile ->
-the cluster (``cluster.backend``: the simulated one under PRESCALE_HOME by default, or Kubernetes) ->
-``observe()`` -> demand (``--demand FILE``, or the profile's example ramp, as ``prescale plan``) ->
+Composition root for one decision carried out, in order: the app name (an ``AppName``) -> settings ->
+catalog and the app's profile -> demand (``--demand FILE``, or the profile's example ramp, checked as in
+``prescale plan``; all of the user's input is checked before the cluster is opened) -> the cluster
+(``cluster.backend``: the simulated one under PRESCALE_HOME by default, or Kubernetes) -> ``observe()`` ->
 ``allocate`` with what runs as the current nodes -> ``make_plan`` with the guardrails from
 ``ClusterSettings`` -> with ``--dry-run`` stop here and show the plan (the same code without the apply);
 otherwise ``cluster.apply(plan)`` and show each step's outcome.
@@ -42,8 +43,10 @@ from prescale.commands.common import (
     run_guarded,
     settings_for_command,
 )
-from prescale.commands.plan import DEMAND_HELP, example_forecast, policy_from_settings, read_demand
+from prescale.commands.demand import DEMAND_HELP, check_reach, example_forecast, read_demand
+from prescale.commands.plan import policy_from_settings
 from prescale.forecast import ForecastError
+from prescale.names import AppName
 
 
 def register(app: typer.Typer) -> None:
@@ -95,15 +98,17 @@ def register(app: typer.Typer) -> None:
 
 def decide_and_apply(app: str, *, profile: str | None, demand: Path | None, dry_run: bool) -> dict[str, Any]:
     """The command's work, returned for printing: the allocation, the plan and (unless dry) the report."""
+    app = AppName(app, what="--app")
     settings = settings_for_command()
     catalog = load_catalog(settings.search.catalog)
     prof = resolve_profile(app, settings.search.profiles, profile)
     check_profile(prof, catalog)
+    forecast, source = _demand(prof, demand)
+    check_reach(forecast, catalog, prof, source=f"demand file {demand}" if demand else "the example demand")
     cluster = open_cluster(settings.cluster, catalog, now=time.time())
     state = cluster.observe()
     holdings = state.holdings(app)
     running = {t: h.nodes for t, h in holdings.items() if h.nodes}
-    forecast, source = _demand(prof, demand)
     decision = allocate(forecast, catalog, prof, running, policy_from_settings(settings.search))
     plan = make_plan(
         app,

@@ -12,8 +12,9 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from prescale.catalog import CatalogError
-from prescale.commands.common import console, emit_json, run_guarded, settings_for_command
+from prescale.catalog import CatalogError, resolve_profile
+from prescale.commands.common import console, emit_json, quiet_flow_errors, run_guarded, settings_for_command
+from prescale.names import AppName
 
 
 def register(app: typer.Typer) -> None:
@@ -41,15 +42,18 @@ def register(app: typer.Typer) -> None:
         """
 
         def body() -> None:
-            settings_for_command()
+            app = AppName(app_name, what="--app")
+            settings = settings_for_command()
+            resolve_profile(app, settings.search.profiles, profile)  # a bad --profile fails before Prefect starts
             from flows.backtest import backtest as backtest_flow
             from tasks.backtest import progress_listeners
 
             chosen = [p.strip() for p in policies.split(",") if p.strip()] if policies else None
-            params = {"app": app_name, "profile": profile, "days": days, "metric": metric,
+            params = {"app": app, "profile": profile, "days": days, "metric": metric,
                       "forecaster": forecaster, "policies": chosen, "peak_scale": peak_scale}
             if as_json:
-                emit_json(backtest_flow(**params))
+                with quiet_flow_errors(user_errors):
+                    emit_json(backtest_flow(**params))
                 return
             with _progress() as bar:
                 job = bar.add_task("replaying", total=None)
@@ -59,14 +63,16 @@ def register(app: typer.Typer) -> None:
 
                 progress_listeners.append(listener)
                 try:
-                    summary = backtest_flow(**params)
+                    with quiet_flow_errors(user_errors):
+                        summary = backtest_flow(**params)
                 finally:
                     progress_listeners.remove(listener)
             print_summary(summary)
 
         from prescale.replay.fleet import ReplayError  # here, not at import: `prescale --help` stays light
 
-        run_guarded(body, as_json=as_json, user_errors=(ReplayError, CatalogError, FileNotFoundError))
+        user_errors = (ReplayError, CatalogError, FileNotFoundError)
+        run_guarded(body, as_json=as_json, user_errors=user_errors)
 
 
 def _progress():

@@ -9,7 +9,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from prescale.commands.common import console, emit_json, run_guarded, settings_for_command
+from prescale.commands.common import UserError, console, emit_json, quiet_flow_errors, run_guarded, settings_for_command
 from prescale.demo import DEFAULT_MANIFEST
 from prescale.metrics.validation import MetricsInputError
 
@@ -31,12 +31,15 @@ def register(app: typer.Typer) -> None:
         """
 
         def body() -> None:
+            if not manifest.is_file():
+                raise UserError(f"--manifest {manifest} not found (or not a file)")
             settings = settings_for_command()
             if not as_json:
                 console.print(f"prescale demo: state under [bold]{settings.home}[/] (starting Prefect, ~20 s) ...")
             from flows.demo import demo as demo_flow
 
-            result = demo_flow(manifest=str(manifest), quick=quick)
+            with quiet_flow_errors((MetricsInputError,)):
+                result = demo_flow(manifest=str(manifest), quick=quick)
             if as_json:
                 emit_json(result)
             else:

@@ -7,8 +7,18 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from prescale.commands.common import console, emit_json, run_guarded, settings_for_command
+from prescale.commands.common import (
+    UserError,
+    console,
+    emit_json,
+    quiet_flow_errors,
+    run_guarded,
+    settings_for_command,
+)
 from prescale.metrics.validation import REASONS, MetricsInputError
+from prescale.names import AppName
+
+USER_ERRORS = (MetricsInputError, FileNotFoundError)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,20 +36,26 @@ def register(app: typer.Typer) -> None:
         """Validate a metrics file and store it as Parquet; bad rows go to quarantine with a reason.
 
         Canonical format: columns ts (ISO 8601 with offset, or epoch seconds), app, metric, value[, phase].
-        A repeated file is a no-op (idempotent batch). Exit code 2 on unusable input; nothing is written then.
+        A repeated file is a no-op (idempotent batch). --app must be a valid app name (with a one-app-per-column
+        mapping, the prefix too). Exit code 2 on unusable input; nothing is written then.
         """
 
         def body() -> None:
+            app = AppName(app_name, what="--app") if app_name is not None else None
+            for what, given in (("metrics file", path), ("--mapping", mapping)):
+                if given is not None and not given.is_file():
+                    raise UserError(f"{what} {given} not found (or not a file)")
             settings_for_command()
             from flows.ingest import ingest_metrics
 
-            result = ingest_metrics(path=str(path), app=app_name, mapping=str(mapping) if mapping else None)
+            with quiet_flow_errors(USER_ERRORS):
+                result = ingest_metrics(path=str(path), app=app, mapping=str(mapping) if mapping else None)
             if as_json:
                 emit_json(result.to_dict())
             else:
                 print_report(result)
 
-        run_guarded(body, as_json=as_json, user_errors=(MetricsInputError, FileNotFoundError))
+        run_guarded(body, as_json=as_json, user_errors=USER_ERRORS)
 
 
 def print_report(result) -> None:

@@ -7,16 +7,17 @@ Composition root for the decision: reads the catalog and the app profile (``Sear
 Until the live forecast is wired in, demand comes from ``--demand FILE`` or, without it, from the profile's
 ``example_demand``: a median that ramps linearly from ``base`` to ``peak`` over ``steps`` steps, with normal
 quantiles ``spread`` wide (q0.9 = (1 + spread) x median), starting one step from now, and the profile's
-``example_demand.current`` as the running nodes unless ``--current`` is given.
+``example_demand.current`` as the running nodes unless ``--current`` is given. Demand files are read and
+checked in ``demand.py`` (shared with ``prescale apply``); a demand too short for any usable node to be ready
+within it is refused there too (``check_reach``).
 """
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import typer
 from rich.table import Table
@@ -24,15 +25,14 @@ from rich.table import Table
 from prescale.allocation import Allocation, AllocationError, Policy, allocate
 from prescale.catalog import AppProfile, Catalog, CatalogError, check_profile, load_catalog, resolve_profile
 from prescale.commands.common import UserError, console, emit_json, run_guarded, settings_for_command
-from prescale.forecast import Forecast, ForecastError
+from prescale.commands.demand import DEMAND_HELP, check_reach, example_forecast, read_demand
+from prescale.forecast import MAX_STEP_SECONDS, Forecast, ForecastError
+from prescale.names import AppName, shown
 from prescale.settings import SearchSettings
 
-DEMAND_HELP = (
-    "Demand per step. CSV: optional column ts (ISO 8601; else steps start one step from now), then per metric "
-    "either one column <metric> (the median; quantiles spread by --spread) or quantile columns <metric>@<q> "
-    "(e.g. requests_per_second@0.1, @0.5, @0.9). JSON: {start, step_seconds, metrics, quantiles, values} with "
-    "values shaped [step][metric][quantile] (prescale.forecast.Forecast.to_dict)."
-)
+# Most running nodes of one type --current accepts: above any quota a cloud account is granted, and far below
+# where a count stops fitting the search's 64-bit integers (99999999999999999999 raised OverflowError).
+MAX_CURRENT_NODES = 100_000
 
 
 def register(app: typer.Typer) -> None:
@@ -46,12 +46,14 @@ def register(app: typer.Typer) -> None:
             "--current",
             help="Running nodes, TYPE=N (repeat). Default: none, or the example's when no --demand is given.",
         ),
-        step_seconds: int = typer.Option(60, "--step-seconds", help="Step of a CSV without ts.", min=1),
+        step_seconds: int = typer.Option(
+            60, "--step-seconds", help="Step of a CSV without ts.", min=1, max=MAX_STEP_SECONDS
+        ),
         spread: float = typer.Option(0.15, "--spread", help="(q0.9 - q0.5) / q0.5 for median-only CSV.", min=0),
         solver: str | None = typer.Option(None, "--solver", help="optuna or milp (default: settings)."),
         trials: int | None = typer.Option(None, "--trials", help="Most Optuna trials.", min=1),
         budget_ms: int | None = typer.Option(None, "--budget-ms", help="Time budget of the search.", min=1),
-        seed: int | None = typer.Option(None, "--seed", help="Seed of the search."),
+        seed: int | None = typer.Option(None, "--seed", help="Seed of the search.", min=0, max=2**32 - 1),
         multi_objective: bool = typer.Option(False, "--pareto", help="Return the cost/risk Pareto front."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (allocation, cost_per_hour...)."),
     ) -> None:
@@ -72,9 +74,10 @@ def register(app: typer.Typer) -> None:
                 **{k: v for k, v in overrides.items() if v is not None},
             )
             catalog = load_catalog(search.catalog)
-            prof = resolve_profile(app_name, search.profiles, profile)
+            prof = resolve_profile(AppName(app_name, what="--app"), search.profiles, profile)
             check_profile(prof, catalog)
             forecast, running, source = _inputs(prof, demand, current, step_seconds=step_seconds, spread=spread)
+            check_reach(forecast, catalog, prof, source=f"demand file {demand}" if demand else "the example demand")
             decision = allocate(forecast, catalog, prof, running, policy)
             payload = {**decision.to_dict(), "profile": profile or app_name, "demand": source, "current": running}
             if as_json:
@@ -91,13 +94,17 @@ def policy_from_settings(search: SearchSettings, **overrides: Any) -> Policy:
 
 
 def parse_current(items: list[str]) -> dict[str, int]:
-    """``["g6.xlarge=2", ...]`` -> ``{"g6.xlarge": 2}``."""
+    """``["g6.xlarge=2", ...]`` -> ``{"g6.xlarge": 2}`` (a repeated type adds up), each count at most
+    :data:`MAX_CURRENT_NODES`."""
     out: dict[str, int] = {}
     for item in items:
-        name, sep, count = item.partition("=")
-        if not sep or not name or not count.strip().isdigit():
-            raise UserError(f"--current {item!r}: expected TYPE=N with N a whole number, e.g. c7g.2xlarge=4")
-        out[name.strip()] = out.get(name.strip(), 0) + int(count)
+        name, sep, count = (part.strip() for part in item.partition("="))
+        if not sep or not name or not re.fullmatch(r"[0-9]+", count):
+            raise UserError(f"--current {shown(item)}: expected TYPE=N with N a whole number, e.g. c7g.2xlarge=4")
+        out[name] = out.get(name, 0) + int(count)
+        if out[name] > MAX_CURRENT_NODES:
+            raise UserError(f"--current {shown(item)}: {out[name]} nodes of {shown(name)} is more than the "
+                            f"{MAX_CURRENT_NODES:,} accepted per type; give the number of nodes running now")
     return out
 
 
@@ -111,64 +118,6 @@ def _inputs(
     if profile.example_demand is None:
         raise UserError(f"profile {profile.name!r} has no example_demand; pass --demand FILE")
     return example_forecast(profile, start=start), running or dict(profile.example_demand.current), "example"
-
-
-def example_forecast(profile: AppProfile, *, start: pd.Timestamp) -> Forecast:
-    """The profile's example demand: a linear ramp from base to peak with normal quantiles."""
-    ex = profile.example_demand
-    if ex is None:
-        raise UserError(f"profile {profile.name!r} has no example_demand")
-    base = np.array([ex.base[m] for m in profile.metric_names])
-    peak = np.array([ex.peak[m] for m in profile.metric_names])
-    median = np.linspace(base, peak, ex.steps)
-    return Forecast.from_median(
-        median, start=start, step_seconds=ex.step_seconds, metrics=profile.metric_names, spread=ex.spread
-    )
-
-
-def read_demand(path: Path, profile: AppProfile, *, start: pd.Timestamp, step_seconds: int, spread: float) -> Forecast:
-    """A demand file (see ``DEMAND_HELP``) as a :class:`Forecast` of the profile's metrics."""
-    if not path.is_file():
-        raise UserError(f"demand file {path} not found")
-    if path.suffix.lower() == ".json":
-        try:
-            return Forecast.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"demand file {path}: not valid JSON ({exc})") from None
-    frame = pd.read_csv(path)
-    if frame.empty:
-        raise UserError(f"demand file {path} has no rows")
-    if "ts" in frame.columns:
-        ts = pd.to_datetime(frame.pop("ts"), utc=True)
-        start = ts.iloc[0]
-        if len(ts) > 1:
-            step_seconds = int((ts.iloc[1] - ts.iloc[0]).total_seconds())
-    frame = frame.drop(columns=[c for c in ("step",) if c in frame.columns])
-    return _frame_forecast(frame, profile, path=path, start=start, step_seconds=step_seconds, spread=spread)
-
-
-def _frame_forecast(
-    frame: pd.DataFrame, profile: AppProfile, *, path: Path, start: pd.Timestamp, step_seconds: int, spread: float
-) -> Forecast:
-    metrics = list(profile.metric_names)
-    quantile_cols = {c: c.split("@", 1) for c in frame.columns if "@" in c}
-    if quantile_cols:
-        levels = sorted({float(q) for _, q in quantile_cols.values()})
-        values = np.empty((len(frame), len(metrics), len(levels)))
-        for j, m in enumerate(metrics):
-            for k, q in enumerate(levels):
-                col = next((c for c, (mm, qq) in quantile_cols.items() if mm == m and float(qq) == q), None)
-                if col is None:
-                    raise UserError(f"demand file {path}: missing column {m}@{q:g} (have {list(frame.columns)})")
-                values[:, j, k] = frame[col].to_numpy(float)
-        return Forecast(start, step_seconds, metrics, levels, values)
-    missing = [m for m in metrics if m not in frame.columns]
-    if missing:
-        raise UserError(
-            f"demand file {path}: missing column(s) {missing} for app {profile.name!r}; have {list(frame.columns)}"
-        )
-    median = frame[metrics].to_numpy(float)
-    return Forecast.from_median(median, start=start, step_seconds=step_seconds, metrics=metrics, spread=spread)
 
 
 def print_plan(decision: Allocation, catalog: Catalog, source: str, running: dict[str, int]) -> None:

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from prescale.commands.common import UserError, console, emit_json, run_guarded, settings_for_command
 from prescale.metrics.store import MetricsStore
+from prescale.names import AppName
 
 PRESETS = ("default", "small")
 
@@ -29,22 +30,23 @@ def register(app: typer.Typer) -> None:
 
         Unusable apps or phases (too little history, constant or gappy series) are listed as skipped.
 
-        Exit code 2 when the app is unknown or the store is empty.
+        Exit code 2 when the app name is invalid or unknown, or the store is empty.
         """
 
         def body() -> None:
+            app = AppName(app_name, what="--app") if app_name is not None else None
             settings = settings_for_command()
             if preset is not None and preset not in PRESETS:
                 raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
             known = MetricsStore(settings.store.root).apps()
             if not known:
                 raise UserError(f"the metrics store {settings.store.root} is empty: run `prescale ingest` first")
-            if app_name is not None and app_name not in known:
-                raise UserError(f"no metrics for app {app_name!r} in {settings.store.root}; "
+            if app is not None and app not in known:
+                raise UserError(f"no metrics for app {app!r} in {settings.store.root}; "
                                 f"stored apps: {', '.join(known)}")
             from flows.train import train_forecasters
 
-            report = train_forecasters(apps=[app_name] if app_name else None, preset=preset, metrics=metrics)
+            report = train_forecasters(apps=[app] if app else None, preset=preset, metrics=metrics)
             if as_json:
                 emit_json(report.to_dict())
             else:

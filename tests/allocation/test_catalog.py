@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,14 @@ BAD_PROFILES = [
     pytest.param({"min_nodes": 5, "max_nodes": 2}, "max_nodes (2) must be >= min_nodes (5)", id="min-above-max"),
     pytest.param({"workload_class": "io"}, "workload_class: Input should be 'compute'", id="workload-class"),
     pytest.param({"kinds": ["fpga"]}, "fpga_bitstreams is empty", id="fpga-without-bitstream"),
+    pytest.param({"min_nodes": "many"}, "min_nodes: Input should be a valid integer, unable to parse string as an "
+                 "integer (got 'many')", id="wrong-type"),
+    pytest.param({"metrics": 5}, "metrics: Input should be a valid tuple (got 5)", id="metrics-not-a-list"),
+    pytest.param({"max_nodes": 10**30}, "max_nodes: Input should be less than or equal to 1000000", id="huge-count"),
+    pytest.param({"example_demand": {"base": {"requests_per_second": -1, "connections": 1},
+                                     "peak": {"requests_per_second": 1, "connections": 1}}},
+                 "example_demand.base.requests_per_second: Input should be greater than or equal to 0",
+                 id="negative-example"),
 ]
 
 
@@ -141,3 +150,36 @@ def test_unreadable_files_are_catalog_errors(tmp_path):
     with pytest.raises(CatalogError, match="file not found"):
         load_catalog(tmp_path / "absent.yaml")
     assert list_profiles(tmp_path / "absent") == []
+
+
+def _reachable_profile(tmp_path: Path) -> Path:
+    """A valid profile outside the profiles folder, as a traversal would reach it."""
+    outside = tmp_path / "x.yaml"
+    outside.write_text((APPS / "web.yaml").read_text())
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "apps" / "web.yaml").write_text((APPS / "web.yaml").read_text())
+    return outside
+
+
+PROFILE_NAMES = [
+    pytest.param("shop", "../x", "profile '../x' is not a valid", id="profile-traversal"),
+    pytest.param("shop", "/tmp/x", "profile '/tmp/x' is not a valid", id="profile-absolute-path"),
+    pytest.param("../x", None, "app '../x' is not a valid", id="app-traversal"),
+    pytest.param("Web", None, "app 'Web' is not a valid", id="app-upper-case"),
+    pytest.param("a" * 300, None, "(300 characters) is not a valid", id="app-too-long"),
+]
+
+
+@pytest.mark.parametrize(("app", "profile", "message"), PROFILE_NAMES)
+def test_profiles_resolve_only_by_valid_name(tmp_path, app, profile, message):
+    _reachable_profile(tmp_path)
+    with pytest.raises(CatalogError, match=re.escape(message)):
+        resolve_profile(app, tmp_path / "apps", profile)
+
+
+def test_a_link_out_of_the_profiles_folder_is_not_followed(tmp_path):
+    outside = _reachable_profile(tmp_path)
+    (tmp_path / "apps" / "x.yaml").symlink_to(outside)
+    with pytest.raises(CatalogError, match="outside the profiles folder"):
+        resolve_profile("shop", tmp_path / "apps", "x")
+    assert resolve_profile("shop", tmp_path / "apps", "web").name == "shop"

@@ -56,6 +56,11 @@ BAD = [
     pytest.param(["--app", "web", "--current", "c7g.2xlarge"], "expected TYPE=N", id="bad-current"),
     pytest.param(["--app", "web", "--current", "c9.huge=2"], "unknown type(s) ['c9.huge']", id="unknown-type"),
     pytest.param(["--app", "web", "--demand", "/nonexistent.csv"], "not found", id="missing-demand"),
+    pytest.param(["--app", "Bad_App"], "--app 'Bad_App' is not a valid", id="invalid-app"),
+    pytest.param(["--app", "shop", "--profile", "../apps/web"], "profile '../apps/web' is not a valid",
+                 id="profile-traversal"),
+    pytest.param(["--app", "web", "--current", "c7g.2xlarge=99999999999999999999"], "more than the 100,000 accepted",
+                 id="current-overflow"),
 ]
 
 
@@ -78,3 +83,16 @@ def test_plan_prints_a_table_without_json():
     result = runner.invoke(app, ["plan", "--app", "web", *FAST])
     assert result.exit_code == 0, result.output
     assert "allocation" in result.stdout and "not chosen" in result.stdout and "runner-up" in result.stdout
+
+
+def test_one_step_of_demand_is_refused_with_the_lead_time_as_reason(tmp_path):
+    """It used to plan nothing, explained by min_nodes and quota: no node can be ready within 60 s."""
+    csv = tmp_path / "demand.csv"
+    csv.write_text("requests_per_second,connections\n100,50\n")
+    result = plan("--app", "web", "--demand", str(csv))
+    assert result.exit_code == 2
+    assert "takes 75 s to serve" in json.loads(result.stdout)["error"]
+    csv.write_text("requests_per_second,connections\n100,50\n100,50\n")
+    result = plan("--app", "web", "--demand", str(csv), "--solver", "milp")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["allocation"]
