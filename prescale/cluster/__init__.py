@@ -3,7 +3,8 @@
 * ``plan.py``: ``Plan``/``PlanStep`` and the pure ``make_plan`` (the diff from what runs to an allocation,
   with guardrails); ``protocol.py``: ``Cluster``, ``ClusterState``, ``ApplyReport``;
   ``executor.py``: the one algorithm that carries a plan out over a backend's small driver interface;
-* ``simulated.py``: ``SimulatedCluster``, the embedded default (virtual time, faults, exact cost);
+* ``simulated.py``: ``SimulatedCluster``, the embedded default (virtual time, faults, exact cost), kept in
+  a state file (``statefile.py``: its schema, the writers' lock, atomic writes);
 * ``kubernetes.py``: ``KubernetesCluster`` (Cluster API node pools, a Deployment per app and pool); the
   only module that imports the ``kubernetes`` client, imported lazily by ``connect.open_cluster``.
 """

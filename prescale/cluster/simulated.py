@@ -28,20 +28,20 @@ source's state included, so repeated runs continue the same cluster, with the sa
 last one stopped. With ``record=True`` the cluster keeps a timeline of ready replicas after every change,
 to check invariants against.
 
-**Several writers, no lost update.** Two ``prescale apply`` on different apps each open the file, observe,
-plan and apply; each used to save the whole state it had read, so the later save erased the earlier one's
-app. Now ``apply`` holds the state's exclusive lock across *re-read -> execute -> save*: under the lock it
-compares the file's ``generation`` (one more on every save) with the one this object read or wrote, and
-if another writer saved since, it continues from the file's world instead of its own (advanced to this
-object's clock if that is later), carries the plan out there and saves generation + 1. A plan is per app
-and was computed from what was observed; executing it on the fresher state is right, because every
-driver write sets only this app's claim or replicas (absolute values, not deltas) and the quota is
-enforced over all apps when nodes are requested. ``save`` is a compare-and-swap under the same lock: it
-refuses (``ClusterError``) to overwrite a generation it has not seen, since changes made directly
-(``set_nodes``, ``advance``) cannot be replayed onto another writer's state. Rejected alternative:
-merging the two worlds at save time, per app: the apps share more than their keys (the pool's quota and
-nodes, one clock, one random source, node ids, cost accounts), so no merge of two diverged worlds is the
-world either writer would have produced.
+**Several writers, no lost update.** Two ``prescale apply`` on different apps each open the file,
+observe, plan and apply; each used to save the whole state it had read, so the later save erased the
+earlier one's app. Now ``apply`` holds the state's exclusive lock across *re-read -> execute -> save* (for
+milliseconds: its waits are virtual). Under the lock it compares the file's ``generation`` (one more on
+every save) with the one this object read or wrote; if another writer saved since, it continues from the
+file's world instead of its own (advanced to this object's clock if that is later), carries the plan out
+there and saves generation + 1. A plan is per app and was computed from what was observed; executing it
+on the fresher state is right, because every driver write sets only this app's claim or replicas
+(absolute values, not deltas) and the quota is enforced over all apps when nodes are requested. ``save``
+is a compare-and-swap under the same lock: it refuses (``ClusterError``) to overwrite a generation it has
+not seen, since changes made directly (``set_nodes``, ``advance``) cannot be replayed onto another
+writer's state. Rejected alternative: merging the two worlds at save time, per app: the apps share more
+than their keys (the pool's quota and nodes, one clock, one random source, node ids, cost accounts), so
+no merge of two diverged worlds is the world either writer would have produced.
 """
 
 from __future__ import annotations

@@ -197,7 +197,8 @@ def _describe(exc: ValidationError) -> str:
     """The first errors as ``field: message (got value)``."""
     parts = []
     for err in exc.errors()[:_SHOWN_ERRORS]:
-        where = ".".join(str(p) for p in err["loc"]) or "the top level"
+        where = ".".join(str(p) for p in err["loc"] if p != "[key]") or "the top level"
+        where += " (the key)" if "[key]" in err["loc"] else ""
         got = f" (got {shown(err['input'])})" if err["type"] != "missing" else ""
         parts.append(f"{where}: {err['msg']}{got}")
     more = exc.error_count() - _SHOWN_ERRORS
@@ -218,5 +219,5 @@ def _check_types(path: Path, world: dict[str, Any], catalog: Catalog) -> None:
         if missing:
             raise ClusterError(
                 f"simulated cluster state {path}: {field} uses type {missing[0]!r}, which the catalog does not "
-                f"list; add it back to the catalog, or delete the state to start afresh"
+                f"list; add the type back to the catalog, or delete the file to start afresh"
             )

@@ -112,6 +112,14 @@ def test_apps_share_a_pool_through_their_claims(emulated):
             "must be a non-empty subset",
             id="service-selects-other-pods",
         ),
+        pytest.param(
+            lambda rig: rig.api.objects[("apps/v1/deployments", rig.namespace, "inference-template")].patch(
+                {"metadata": {"annotations": {"prescale.io/service": "../../x"}}}
+            ),
+            "Service in annotation prescale.io/service of template Deployment prescale/inference-template '../../x' is "
+            "not a valid",
+            id="service-annotation-not-a-name",
+        ),
     ],
 )
 def test_missing_or_wrong_objects_fail_the_step_with_what_to_do(emulated, break_it, message):
