@@ -9,7 +9,11 @@ process-wide ``AWS_ENDPOINT_URL_S3`` leaks into other tests.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -63,3 +67,35 @@ def stored(store: MetricsStore, pattern: str = "*") -> list[str]:
     where = store.location
     relative = (info.path[len(where.base) + 1 :] for info in where.files(recursive=True))
     return sorted(path for path in relative if fnmatch(path, pattern))
+
+
+HOLD_LOCK = """
+import sys
+from prescale.metrics.location import Location
+with Location.parse(sys.argv[1]).lock(sys.argv[2]):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+@contextmanager
+def lock_held_elsewhere(root: Path, name: str) -> Iterator[None]:
+    """Another process holds the lock `name` of the local folder `root` until the block ends."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(root), name], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield
+    finally:
+        proc.communicate("\n", timeout=30)
+
+
+def blocked_until_released(root: Path, name: str, work) -> None:
+    """Run `work()` while another process holds the lock; assert it waits for the release, then completes."""
+    done = threading.Event()
+    with lock_held_elsewhere(root, name):
+        worker = threading.Thread(target=lambda: (work(), done.set()))
+        worker.start()
+        assert not done.wait(0.5), "the work ran while another process held the lock"
+    worker.join(timeout=30)
+    assert done.is_set(), "the work did not complete once the lock was released"

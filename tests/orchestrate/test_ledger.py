@@ -1,16 +1,23 @@
 """The decision ledger on a local folder and on S3: append, window and newest reads, the mode filter,
-compaction, reads that race a compaction, the microsecond timestamps, and the setting that selects it."""
+compaction, reads that race a compaction, the microsecond timestamps, and the setting that selects it;
+locally, two processes compacting while a third appends (the compaction lock). Hostile app names:
+tests/metrics/test_hostile_names.py."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
-from prescale.ledger import READ_ATTEMPTS, DecisionRow, Ledger
+from prescale.ledger import COMPACT_LOCK, READ_ATTEMPTS, DecisionRow, Ledger
 from prescale.settings import load_settings
+from tests.metrics.conftest import blocked_until_released
+
+REPO = Path(__file__).resolve().parents[2]
 
 START = pd.Timestamp("2026-01-01T23:56:00Z")  # four minutes before midnight: rows span two days
 
@@ -151,3 +158,56 @@ def test_the_ledger_setting_takes_a_folder_or_a_uri(prescale_home):
     assert remote.orchestrate.ledger == "s3://prescale/ledger", "a URI stays a URI (not the local path s3:/...)"
     minio = load_settings(orchestrate={"ledger": "s3://prescale/ledger"}, store={"endpoint_url": "http://minio:9000"})
     assert minio.orchestrate.ledger == "s3://prescale/ledger?endpoint_override=http%3A%2F%2Fminio%3A9000"
+
+
+LEDGER_COMPACTOR = """
+import sys, time
+from pathlib import Path
+from prescale.ledger import Ledger
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
+for _ in range(3):
+    Ledger(sys.argv[1]).compact("web", min_files=2)
+"""
+
+LEDGER_APPENDER = """
+import sys, time
+from pathlib import Path
+import pandas as pd
+from prescale.ledger import DecisionRow, Ledger
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
+for minute in range(10, 20):  # the same day as the rows being compacted
+    Ledger(sys.argv[1]).append([DecisionRow(
+        decided_at=pd.Timestamp("2026-01-02T00:00:00Z") + pd.Timedelta(minutes=minute), app="web", phase="default",
+        mode="reactive", why="no champion", champion_version=None, covered_quantile=None,
+        cost_per_hour=float(minute), outcome="ok")])
+"""
+
+
+def test_two_compactions_and_an_append_at_once_lose_no_decision(tmp_path):
+    root, go = tmp_path / "ledger", tmp_path / "go"
+    ledger = Ledger(root)
+    for minute in range(4, 10):  # 00:00 .. 00:05 of the second day: six files
+        ledger.append([_row(minute)])
+    scripts = (LEDGER_COMPACTOR, LEDGER_COMPACTOR, LEDGER_APPENDER)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(root), str(go)], cwd=REPO, stderr=subprocess.PIPE,
+                              text=True) for script in scripts]  # fmt: skip
+    go.touch()
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], errors
+
+    expected = [float(m) for m in range(4, 10)] + [float(m) for m in range(10, 20)]
+    assert sorted(_costs(Ledger(root).read("web"))) == expected
+    Ledger(root).compact("web", min_files=2)
+    assert len(_files(Ledger(root))) == 1 and sorted(_costs(Ledger(root).read("web"))) == expected
+
+
+def test_a_ledger_compaction_waits_for_another_process_holding_the_lock(tmp_path):
+    ledger = Ledger(tmp_path / "ledger")
+    for minute in range(4, 7):
+        ledger.append([_row(minute)])
+    blocked_until_released(ledger.root, COMPACT_LOCK, lambda: ledger.compact("web", min_files=2))
+    assert len(_files(ledger)) == 1 and _costs(ledger.read("web")) == [4.0, 5.0, 6.0]
