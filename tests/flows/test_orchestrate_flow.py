@@ -45,6 +45,8 @@ def test_cycle_decides_applies_and_records_every_app(trained_web):
     assert web["mode"] == "predictive" and web["champion_version"] == "1"
     assert web["outcome"] in {"ok", "applied", "noop"} and web["cost_per_hour"] > 0
     assert analytics["mode"] == "reactive" and "no champion" in analytics["why"]
+    assert analytics["retrain_requested"] and "retraining requested" in analytics["why"]  # a missing champion
+    assert not web["retrain_requested"]
     assert ghost["outcome"] == "failed" and "ghost" in ghost["error"]  # no profile: only this app fails
     ledger = Ledger(load_settings().orchestrate.ledger)
     recorded = ledger.read("web")
@@ -52,14 +54,25 @@ def test_cycle_decides_applies_and_records_every_app(trained_web):
     assert len(recorded["forecast"][0]["q50"]) >= 3
 
 
-def test_a_corrupt_champion_falls_back_to_the_reactive_rule(trained_web):
+def test_a_corrupt_champion_falls_back_to_the_reactive_rule_and_asks_for_retraining(trained_web):
     from flows.orchestrate import orchestrate
 
     shutil.rmtree(load_settings().registry.artifacts)  # the registered model files are gone
     (row,) = orchestrate(apps=["web"], at=str(trained_web))
     assert row["mode"] == "reactive"
-    assert "champion failed" in row["why"]
+    assert "champion failed" in row["why"] and "retraining requested" in row["why"]
     assert row["outcome"] != "failed" and row["cost_per_hour"] > 0
+    (recorded,) = Ledger(load_settings().orchestrate.ledger).read("web").to_dict("records")
+    assert recorded["retrain_requested"], "the ledger keeps the request (no train deployment runs here)"
+
+
+def test_an_invalid_app_name_fails_the_cycle_before_anything_is_read_or_written(prefect_harness, prescale_home):
+    from flows.orchestrate import orchestrate
+    from prescale.names import InvalidNameError
+
+    with pytest.raises(InvalidNameError, match="web/../../ledger"):
+        orchestrate(apps=["web/../../ledger"], at="2024-03-04T00:00:00Z", dry_run=True)
+    assert not (prescale_home / "ledger").exists()
 
 
 def test_observed_demand_above_the_band_raises_capacity_at_once(trained_web, monkeypatch):

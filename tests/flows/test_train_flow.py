@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 
 import pandas as pd
 
@@ -57,3 +58,24 @@ def test_flow_trains_publishes_and_skips_bad_apps_with_a_reason(prefect_harness,
 
     again = train_forecasters(apps=["svc"], preset="small")
     assert again.models[0].version == good.version  # same data, same session: nothing new registered
+
+
+def test_lstm_checkpoints_stay_inside_the_home_and_are_removed(prefect_harness, prescale_home, tmp_path,
+                                                               monkeypatch):
+    """darts writes checkpoints while the LSTM fits: under <home>/tmp/checkpoints, gone when training ends;
+    nothing is left in the system temp dir (a fresh one here, so other processes' files do not count)."""
+    monkeypatch.setenv("PRESCALE_FORECAST__EPOCHS", "1")
+    from flows.train import train_forecasters
+
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    _store_app(MetricsStore(load_settings().store.root), "svc", daily_frame(3.0, seed=4))
+
+    report = train_forecasters(apps=["svc"], preset="small")
+
+    assert "lstm" in report.models[0].scores, report.to_dict()  # the LSTM did fit
+    assert sorted(p.name for p in system_temp.iterdir()) == []
+    checkpoints = prescale_home / "tmp" / "checkpoints"
+    assert checkpoints.is_dir(), "the checkpoints were made under the home"
+    assert list(checkpoints.iterdir()) == []

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 
 from models.lstm import LstmCandidate, LstmConfig, Scaling, TrainPart, lagged
 from tests.forecasting.conftest import DAY, daily_panel
@@ -139,3 +142,32 @@ def test_a_lag_window_reaching_past_the_origin_is_refused():
     panel = daily_panel(3.0)
     with pytest.raises(ValueError, match="at most 285"):
         LstmCandidate(_config(seasonal_lag=True, lag_window=286)).fit([TrainPart(panel, 2 * DAY, int(2.5 * DAY))])
+
+
+class _FailAtTrainEnd(pl.Callback):
+    """Fails a fit after its last epoch, once darts' checkpoints are on disk; notes which ones were."""
+
+    def __init__(self, scratch: Path, written: list[str]) -> None:
+        self.scratch, self.written = scratch, written
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.written.extend(p.name for p in self.scratch.rglob("*.ckpt"))
+        raise RuntimeError("disk full after the last epoch")
+
+
+def test_checkpoints_go_under_the_scratch_folder_and_are_removed_even_when_the_fit_fails(tmp_path, monkeypatch):
+    scratch = tmp_path / "home" / "tmp" / "checkpoints"
+    written: list[str] = []
+    real = LstmCandidate._darts_model
+
+    def failing(self, **kwargs):
+        model = real(self, **kwargs)
+        model.trainer_params["callbacks"].append(_FailAtTrainEnd(scratch, written))
+        return model
+
+    monkeypatch.setattr(LstmCandidate, "_darts_model", failing)
+    panel = daily_panel(2.5)
+    with pytest.raises(RuntimeError, match="disk full"):
+        LstmCandidate(_config(epochs=1), scratch=scratch).fit([TrainPart(panel, 2 * DAY, int(2.3 * DAY))])
+    assert any(name.startswith("best-") for name in written), "darts did checkpoint under the scratch folder"
+    assert list(scratch.iterdir()) == []

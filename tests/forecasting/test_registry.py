@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import mlflow
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from models.promotion import CHALLENGER, CHAMPION
-from models.registry import ChampionLoader, Registry, model_name
+from models.registry import INPUTS_TAG, ChampionLoader, Registry, model_name
 from tests.forecasting.conftest import tiny_config
 
 PHASE = "default"
@@ -61,6 +62,9 @@ def test_first_model_is_registered_and_becomes_champion(registry, trained, app):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "forecast.png" in artifacts
     assert mv.run_id == run.info.run_id  # the registered model is the best candidate's, logged in its run
+    # what the orchestrator must read to serve it: the loaded forecaster's inputs, also on the version in the UI
+    assert json.loads(mv.tags[INPUTS_TAG]) == list(trained.panel.metrics)
+    assert registry.load_version(mv.name, mv.version).inputs == tuple(trained.panel.metrics)
 
 
 def test_a_better_candidate_takes_the_alias_and_a_worse_one_is_refused(registry, trained, app):

@@ -154,3 +154,37 @@ def test_monitoring_waits_for_enough_points():
 )
 def test_search_budget_is_shared_by_the_cycle(configured, apps, expected):
     assert search_budget_ms(configured, apps=apps, parallel=2, share=0.5) == expected
+
+
+@pytest.mark.parametrize(
+    ("trained_on", "named", "not_named"),
+    [
+        pytest.param("app.requests_per_s", ["no data for ['connections']: covered at zero"],
+                     ["does not forecast"], id="profile-metric-without-a-source"),
+        pytest.param("net_tx_mbps", ["the champion does not forecast 'app.requests_per_s' (source of "
+                                     "'requests_per_second')", "reactive floor raised capacity"],
+                     [], id="source-the-champion-was-not-trained-on"),
+    ],
+)  # fmt: skip
+def test_a_profile_metric_the_champion_does_not_forecast_is_named_in_the_ledger_row(prescale_home, trained_on,
+                                                                                    named, not_named):
+    """The skew opposite to the champion reading more than the profile: the profile needs a metric the champion
+    never forecasts. The decision stays predictive, and its ledger row says which metric and why."""
+    from prescale.settings import load_settings
+    from tasks.orchestrate import Gathered, decide
+
+    rows = pd.DataFrame({"app": "web", "ts": START - pd.to_timedelta(np.arange(5)[::-1], unit="min"),
+                         "metric": "app.requests_per_s", "value": 50.0, "phase": None})  # fmt: skip
+    champion = Forecast.from_median(np.full((3, 1), 60.0), start=START + pd.Timedelta(minutes=1), step_seconds=60,
+                                    metrics=[trained_on])  # fmt: skip
+    gathered = Gathered(app="web", now=START, profile=PROFILE, rows=rows, phase="default", forecast=champion,
+                        champion_version="3", why="champion v3 (lstm) of phase default")  # fmt: skip
+
+    row = decide.fn(gathered, {"holdings": {}, "others": {}}, load_settings()).row
+
+    assert row.mode == "predictive" and row.outcome == "planned" and not row.retrain_requested
+    assert row.why.startswith("champion v3")
+    for text in named:
+        assert text in row.why
+    for text in not_named:
+        assert text not in row.why

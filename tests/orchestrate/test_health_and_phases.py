@@ -103,11 +103,12 @@ def test_phase_reports_are_written_whole_and_read_back_from_any_location(root):
 
 def test_orchestrate_reads_the_phase_report_from_the_configured_location(root, prescale_home):
     from tasks.orchestrate import _phase
+    from tasks.orchestrate import _report as report_of
 
     settings = load_settings(forecast={"phase_reports": root})
     write_report(settings.forecast.phase_reports, "web", _report("steady"))
-    assert _phase("web", _observed(5), settings) == "steady"
-    assert _phase("api", _observed(5), settings) == "default", "no report: the default phase"
+    assert _phase(_observed(5), report_of("web", settings)) == "steady"
+    assert _phase(_observed(5), report_of("api", settings)) == "default", "no report: the default phase"
     assert not (prescale_home / "phases").exists(), "nothing in the pod's own home"
 
 
@@ -144,8 +145,8 @@ def test_the_reactive_fallback_of_an_app_with_two_demand_metrics_steps_by_its_in
     gathered = Gathered(app="analytics", now=ts[-1] + pd.Timedelta(minutes=5), profile=profile, rows=rows,
                         phase="default")  # fmt: skip
 
-    demand, mode = _demand(gathered, {"scan_gbps": 10.0, "working_set_gib": 10.0}, load_settings())
+    demand, mode, note = _demand(gathered, {"scan_gbps": 10.0, "working_set_gib": 10.0}, load_settings())
 
-    assert mode == "reactive"
+    assert mode == "reactive" and note == ""
     assert demand.step_seconds == 300 and demand.start == ts[-1] + pd.Timedelta(minutes=5)
     assert demand.horizon == 3  # the 15-minute horizon at 5-minute steps
