@@ -15,13 +15,15 @@ app name that is not an :class:`~prescale.names.AppName`, a type the catalog doe
 ``ClusterError`` naming the file and the field (``world.nodes.0.ready_at``), never a ``TypeError`` later.
 The schema is strict (no ``"5"`` for 5) and every number finite.
 
-**Writing** (:func:`write_state`) goes to a temporary file beside the target, fsynced, then renamed over
-it, so a reader sees the old file or the new one, never half of one; readers need no lock.
+**Writing** (:func:`write_state`) goes to a temporary file beside the target, fsynced, renamed over it,
+then the folder fsynced, so a reader sees the old file or the new one, never half of one (readers need no
+lock), and a saved state survives a power cut.
 
 **Writers** serialise on :func:`locked`: an exclusive ``fcntl.flock`` on ``<state>.lock`` beside the state
-file. The lock file is never deleted (deleting it would let a writer that opened the old one and a writer
-that created a new one both hold "the" lock); the kernel releases the lock when its holder exits, so a
-killed writer leaves nothing stale. POSIX only, as the rest of the simulated backend's home folder.
+file, taken on a descriptor of its own each time (two such descriptors conflict even inside one process,
+so threads exclude each other as processes do). The lock file is never deleted: deleting it would let a
+writer that opened the old one and a writer that created a new one both hold "the" lock. The kernel
+releases the lock when its holder exits, so a killed writer leaves nothing stale. POSIX only (``fcntl``).
 """
 
 from __future__ import annotations
@@ -160,18 +162,30 @@ def generation_of(path: Path, catalog: Catalog) -> int:
 
 
 def write_state(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file beside it, fsynced, renamed over it."""
+    """Write ``data`` to ``path`` atomically and durably (module docstring); ``ClusterError`` if it cannot."""
+    try:
+        _replace(path, json.dumps(data, allow_nan=False))
+    except OSError as exc:
+        raise ClusterError(f"cannot write the simulated cluster state {path}: {exc}") from None
+
+
+def _replace(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, allow_nan=False)
+            out.write(text)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself is durable only once the folder is
+    finally:
+        os.close(folder)
 
 
 @contextlib.contextmanager

@@ -204,3 +204,10 @@ def test_save_refuses_to_overwrite_a_state_it_has_not_seen(tmp_path, catalog):
 
 def _profile(app: str):
     return load_profile(Path(__file__).resolve().parents[2] / "infra" / "apps" / f"{app}.yaml")
+
+
+def test_a_state_that_cannot_be_written_is_a_cluster_error(tmp_path, catalog):
+    (tmp_path / "home").write_text("a file where the folder should be")
+    sim = SimulatedCluster.open(tmp_path / "home" / "cluster" / "state.json", catalog)
+    with pytest.raises(ClusterError, match="cannot open the lock .*state.json.lock"):
+        sim.save()
