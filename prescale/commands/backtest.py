@@ -22,7 +22,9 @@ def register(app: typer.Typer) -> None:
     def backtest(
         app_name: str = typer.Option(..., "--app", help="App whose stored metrics are replayed."),
         profile: str | None = typer.Option(None, "--profile", help="Use this profile (infra/apps/NAME.yaml)."),
-        days: float | None = typer.Option(None, "--days", help="Days replayed (default: settings, 7).", min=0.01),
+        days: float | None = typer.Option(
+            None, "--days", help="Days replayed (default: settings, 7; at most 366).", min=0.01, max=366
+        ),
         metric: str | None = typer.Option(None, "--metric", help="Stored metric driving demand (default: by name)."),
         forecaster: str | None = typer.Option(
             None, "--forecaster", help="best (train all candidates), or a baseline: seasonal_naive, holt_winters..."

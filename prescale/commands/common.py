@@ -76,8 +76,14 @@ def run_guarded(action: Callable[[], None], *, as_json: bool, user_errors: tuple
         if as_json:
             emit_json({"error": str(exc), "type": type(exc).__name__})
         else:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(printable(str(exc)))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USER_ERROR) from None  # the message says it all; no chained trace
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters other than newlines escaped (``\\x1b``): a message quoting a hostile
+    file must not move the cursor, recolour or clear the user's terminal."""
+    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
 
 
 class _HideUserErrors(logging.Filter):

@@ -9,8 +9,8 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from prescale.commands.common import UserError, console, emit_json, quiet_flow_errors, run_guarded, settings_for_command
-from prescale.demo import DEFAULT_MANIFEST
+from prescale.commands.common import console, emit_json, quiet_flow_errors, run_guarded, settings_for_command
+from prescale.demo import DEFAULT_MANIFEST, load_manifest
 from prescale.metrics.validation import MetricsInputError
 
 
@@ -31,8 +31,7 @@ def register(app: typer.Typer) -> None:
         """
 
         def body() -> None:
-            if not manifest.is_file():
-                raise UserError(f"--manifest {manifest} not found (or not a file)")
+            load_manifest(manifest)  # a bad manifest is refused before Prefect starts (the flow reads it again)
             settings = settings_for_command()
             if not as_json:
                 console.print(f"prescale demo: state under [bold]{settings.home}[/] (starting Prefect, ~20 s) ...")

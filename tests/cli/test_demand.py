@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from prescale.catalog import load_catalog, resolve_profile
-from prescale.commands.common import UserError, quiet_flow_errors
+from prescale.commands.common import UserError, printable, quiet_flow_errors
 from prescale.commands.demand import check_reach, read_demand
 from prescale.commands.plan import MAX_CURRENT_NODES, parse_current
 from prescale.forecast import Forecast, ForecastError
@@ -36,7 +36,8 @@ def read(tmp_path: Path, content: str | bytes, name: str = "demand.csv") -> Fore
 REFUSED = [
     pytest.param(b"", "is empty (0 bytes)", id="empty"),
     pytest.param(bytes(range(256)), "is not UTF-8 text (byte 0 is b'\\x00'): is it a binary file?", id="binary"),
-    pytest.param(b"requests_per_second,connections\n1,2\xff\n", "is not UTF-8 text (byte 35 is b'\\xff')", id="latin-1"),
+    pytest.param(b"requests_per_second,connections\n1,2\xff\n", "is not UTF-8 text (byte 35 is b'\\xff')",
+                 id="latin-1"),
     pytest.param("a,b\n1,2,3\n", "not a readable CSV (Error tokenizing data", id="ragged-row"),
     pytest.param("requests_per_second,connections\n", "has a header but no rows", id="header-only"),
     pytest.param("connections,connections\n1,2\n", "column(s) ['connections'] appear more than once", id="dup-column"),
@@ -191,3 +192,7 @@ def test_the_console_hides_only_user_errors_of_prefect_runs_while_a_flow_runs(re
         assert record.getMessage() in out.getvalue()
     finally:
         logging.getLogger().removeHandler(console)
+
+
+def test_messages_quoting_a_file_cannot_drive_the_terminal():
+    assert printable("bad\x1b[2J value\x00\rhere\nnext line") == "bad\\x1b[2J value\\x00\\rhere\nnext line"
