@@ -9,8 +9,10 @@ between that are plain arithmetic, so they are unit-tested and replayable:
 profiles speak demand (``requests_per_second``). A profile metric with
 ``source: app.requests_per_s`` and ``source_scale: s`` is fed by that stored
 metric times ``s`` (:func:`bind_forecast`, :func:`observed_demand`). A profile
-metric with no source has no data to forecast: it is covered at zero and the
-decision says so (``unbound``).
+metric with no source has no data to forecast, and one whose source the
+champion was not trained on has no forecast: both are ``unbound``, covered at
+zero (the reactive floor raises the second kind to its observed demand), and the
+decision says which and why.
 
 **Reactive fallback** (:func:`reactive_forecast`): when the champion is missing,
 fails, or is outside its error budget, demand is the last observed value held
@@ -31,24 +33,11 @@ and ``F[t, m, k]`` the forecast quantiles::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from prescale.catalog import AppProfile
 from prescale.forecast import Forecast
-
-
-@dataclass(frozen=True)
-class Demand:
-    """The forecast to cover, in the profile's metrics, and how it was made."""
-
-    forecast: Forecast
-    mode: str  # "predictive" or "reactive"
-    floor_raised: bool
-    unbound: tuple[str, ...]  # profile metrics with no data source (covered at zero)
-    observed: dict[str, float]
 
 
 def sources(profile: AppProfile) -> dict[str, tuple[str, float]]:

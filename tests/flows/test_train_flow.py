@@ -6,6 +6,7 @@ import asyncio
 import tempfile
 
 import pandas as pd
+import pytest
 
 from prescale.metrics.store import MetricsStore
 from prescale.settings import load_settings
@@ -79,3 +80,12 @@ def test_lstm_checkpoints_stay_inside_the_home_and_are_removed(prefect_harness, 
     checkpoints = prescale_home / "tmp" / "checkpoints"
     assert checkpoints.is_dir(), "the checkpoints were made under the home"
     assert list(checkpoints.iterdir()) == []
+
+
+def test_an_invalid_app_name_fails_training_before_anything_is_read(prefect_harness, prescale_home):
+    from flows.train import train_forecasters
+    from prescale.names import InvalidNameError
+
+    with pytest.raises(InvalidNameError, match=r"\.\./metrics"):
+        train_forecasters(apps=["../metrics"], preset="small")
+    assert not (prescale_home / "phases").exists() and not (prescale_home / "mlflow").exists()
