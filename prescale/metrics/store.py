@@ -49,8 +49,10 @@ again, which now hold all of them. Rejected: listing ``_batches/`` on every read
 (a store ingesting every minute holds half a million records after a year: five
 hundred LIST pages per read on S3) and a manifest file rewritten per batch (a
 second file that two writers would have to update without losing each other).
-Measured (benchmarks/results/ingest.md): the read of 1,440 uncommitted-by-compaction
-one-minute files checks 1,440 records on a store's first read, none after.
+Measured on a 24 h read of 1,440 never-compacted one-minute files (0.5-0.6 s in all,
+most of it opening the files): finding the visible files took 26 ms for a new store
+(1,440 ``stat`` calls and a second listing) against 7 ms for the listing alone, and
+12 ms once the ids are known; after compaction there is nothing to check.
 
 **Atomic writes, local and on object storage.** Locally a file is written to a
 hidden temporary name in its partition folder (readers only list
