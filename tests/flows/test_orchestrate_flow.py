@@ -124,3 +124,9 @@ def test_the_readme_example_ingest_then_train_then_a_cycle_decides_predictively(
     assert recorded["mode"] == row["mode"] == "predictive", row["why"]
     assert recorded["why"].startswith(f"champion v{model['champion_version']}"), recorded["why"]
     assert not recorded["retrain_requested"] and row["outcome"] == "dry-run"
+
+    # without the phase report (or with one listing fewer metrics than an older champion reads), the champion's
+    # own inputs still decide what is read
+    (prescale_home / "phases" / "web.json").unlink()
+    (again,) = orchestrate(apps=["web"], at=str(at + pd.Timedelta(minutes=5)), dry_run=True)
+    assert again["mode"] == "predictive", again["why"]
