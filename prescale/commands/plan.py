@@ -49,10 +49,14 @@ def register(app: typer.Typer) -> None:
         step_seconds: int = typer.Option(
             60, "--step-seconds", help="Step of a CSV without ts.", min=1, max=MAX_STEP_SECONDS
         ),
-        spread: float = typer.Option(0.15, "--spread", help="(q0.9 - q0.5) / q0.5 for median-only CSV.", min=0),
+        spread: float = typer.Option(
+            0.15, "--spread", help="(q0.9 - q0.5) / q0.5 for median-only CSV.", min=0, max=10
+        ),
         solver: str | None = typer.Option(None, "--solver", help="optuna or milp (default: settings)."),
-        trials: int | None = typer.Option(None, "--trials", help="Most Optuna trials.", min=1),
-        budget_ms: int | None = typer.Option(None, "--budget-ms", help="Time budget of the search.", min=1),
+        trials: int | None = typer.Option(None, "--trials", help="Most Optuna trials.", min=1, max=100_000),
+        budget_ms: int | None = typer.Option(
+            None, "--budget-ms", help="Time budget of the search (at most 10 minutes).", min=1, max=600_000
+        ),
         seed: int | None = typer.Option(None, "--seed", help="Seed of the search.", min=0, max=2**32 - 1),
         multi_objective: bool = typer.Option(False, "--pareto", help="Return the cost/risk Pareto front."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (allocation, cost_per_hour...)."),
