@@ -63,7 +63,9 @@ def orchestrate(apps: list[str] | None = None, at: str | None = None, dry_run: b
     record(decided, str(settings.orchestrate.ledger), settings.store.compact_min_files)
     retrain = [d.app for d in decided if d.row.retrain_requested]
     if retrain:
-        get_run_logger().info(request_retraining(retrain, settings.orchestrate.retrain_deployment))
+        get_run_logger().info(request_retraining(
+            retrain, settings.orchestrate.retrain_deployment,
+            cooldown_minutes=settings.orchestrate.retrain_cooldown_minutes))
     publish_artifact(decided)
     return [d.row.to_record() for d in decided]
 

@@ -62,7 +62,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prescale.forecast import MAX_DEMAND, MAX_STEP_SECONDS, MAX_STEPS
-from prescale.names import AppName, InvalidNameError
+from prescale.names import AppName, InvalidNameError, is_dns_label, to_dns_label
 
 Kind = Literal["cpu-vm", "gpu-vm", "fpga", "bare-metal"]
 WorkloadClass = Literal["compute", "memory-bandwidth", "latency"]
@@ -140,9 +140,18 @@ class Taint(_Frozen):
 class NodePool(_Frozen):
     """The Kubernetes node pool a type's nodes join. Standard labels are added by :class:`ResourceType`."""
 
-    name: str = Field(default="", description="Pool name; default prescale-<type name with '.' as '-'>.")
+    name: str = Field(default="", description="Pool name (a DNS-1123 label: it names the MachineDeployment and is "
+                      "a label value); default prescale-<type name, lower case, other characters as '-'>.")
     labels: dict[str, str] = Field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, name: str) -> str:
+        if not is_dns_label(name):
+            raise ValueError("must be a DNS-1123 label: at most 63 lower-case letters, digits and '-', starting and "
+                             "ending alphanumeric (it names the pool's MachineDeployment)")
+        return name
 
 
 class ResourceType(_Frozen):
@@ -178,7 +187,7 @@ class ResourceType(_Frozen):
         pool = dict(data.get("pool") or {})
         if not isinstance(pool.get("labels", {}), dict):
             return data
-        pool["name"] = pool.get("name") or "prescale-" + data["name"].replace(".", "-")
+        pool["name"] = pool.get("name") or to_dns_label("prescale-" + data["name"])
         standard = {LABEL_INSTANCE_TYPE: data["name"], LABEL_KIND: str(data.get("kind", "")), LABEL_POOL: pool["name"]}
         pool["labels"] = {**standard, **pool.get("labels", {})}
         return {**data, "pool": pool}

@@ -22,11 +22,13 @@ import re
 
 APP_NAME_PATTERN = r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
 PHASE_PATTERN = r"[a-z0-9]([-_a-z0-9]{0,61}[a-z0-9])?"
+DNS_LABEL_PATTERN = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"  # a Kubernetes object name or label value (DNS-1123)
 APP_NAME_RULE = "a lower-case letter, then lower-case letters, digits and '-', ending alphanumeric, at most 63"
 PHASE_RULE = "lower-case letters, digits, '-' and '_', starting and ending alphanumeric, at most 63"
 
 _APP_RE = re.compile(APP_NAME_PATTERN)
 _PHASE_RE = re.compile(PHASE_PATTERN)
+_DNS_RE = re.compile(DNS_LABEL_PATTERN)
 _SHOWN = 80  # a hostile name can be megabytes long: quote only its start
 
 
@@ -40,6 +42,17 @@ def is_valid_app_name(name: object) -> bool:
 
 def is_valid_phase(name: object) -> bool:
     return isinstance(name, str) and _PHASE_RE.fullmatch(name) is not None
+
+
+def is_dns_label(name: object) -> bool:
+    return isinstance(name, str) and _DNS_RE.fullmatch(name) is not None
+
+
+def to_dns_label(text: str) -> str:
+    """``text`` made a DNS-1123 label, deterministically: lower case, any other character run as one ``-``,
+    at most 63 characters (``Standard_D4s_v5`` -> ``standard-d4s-v5``); ``x`` if nothing is left."""
+    label = re.sub(r"[^a-z0-9]+", "-", text.lower())[:63].strip("-")
+    return label or "x"
 
 
 def shown(value: object) -> str:

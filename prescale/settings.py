@@ -148,7 +148,11 @@ class OrchestrateSettings(BaseModel):
                                        "decision for the app (stale input), reported as skipped.")  # fmt: skip
     dry_run: bool = Field(default=False, description="Decide and record, never apply.")
     retrain_deployment: str = Field(default="train-forecasters/train-daily",
-                                    description="Deployment run when a champion falls outside its budget.")
+                                    description="Deployment run when a champion is missing, fails to "
+                                    "load or forecast, or falls outside its budget.")  # fmt: skip
+    retrain_cooldown_minutes: float = Field(default=60.0, ge=0, description="An app is sent for retraining at "
+                                            "most once in this many minutes (an app too short of history to "
+                                            "train would otherwise start a run every minute).")  # fmt: skip
     max_workers: int = Field(default=2, ge=1, description="Apps decided in parallel (threads runner).")
     search_share: float = Field(
         default=0.5,
@@ -203,9 +207,10 @@ class SearchSettings(BaseModel):
     """The allocation search (prescale/allocation): solver, budget and the policy it optimises."""
 
     solver: str = Field(default="optuna", pattern="^(optuna|milp)$", description="optuna (search) or milp (exact).")
-    trials: int = Field(default=60, ge=1, description="Most Optuna trials per decision.")
+    trials: int = Field(default=60, ge=1, le=100_000, description="Most Optuna trials per decision.")
     time_budget_ms: int | None = Field(
-        default=800, ge=1, description="Wall-clock budget per decision in ms; unset: trials only (reproducible)."
+        default=800, ge=1, le=600_000,
+        description="Wall-clock budget per decision in ms (at most 10 minutes); unset: trials only (reproducible).",
     )
     seed: int = Field(default=0, description="Seed of the Optuna sampler.")
     covered_quantile: float = Field(default=0.9, gt=0, lt=1, description="Forecast quantile the allocation covers.")

@@ -335,15 +335,41 @@ def record(decided: list[Decided], ledger_root: str, compact_min_files: int = 8)
 
 
 @task(name="request-retraining", retries=1, retry_delay_seconds=5, cache_policy=NONE)
-def request_retraining(apps: list[str], deployment: str) -> str:
-    """Start the training deployment for these apps; say so plainly when it is not deployed here."""
+def request_retraining(apps: list[str], deployment: str, *, cooldown_minutes: float = 0.0) -> str:
+    """Start the training deployment for these apps, except those it ran for within the cooldown.
+
+    Prefect's own record of the deployment's runs says what was already asked (a worker restart or a second
+    worker changes nothing); said plainly when the deployment does not exist here (local runs).
+    """
     from prefect.deployments import run_deployment
 
     try:
-        run = run_deployment(deployment, parameters={"apps": apps}, timeout=0)
+        recent = _recently_trained(deployment, cooldown_minutes) if cooldown_minutes > 0 else set()
+        due = [app for app in apps if app not in recent and "*" not in recent]
+        if not due:
+            return f"retraining of {apps} already requested within the last {cooldown_minutes:g} min"
+        run = run_deployment(deployment, parameters={"apps": due}, timeout=0)
     except Exception as exc:  # noqa: BLE001 - no deployment (local runs): the ledger still carries the request
         return f"retraining of {apps} requested, but deployment {deployment!r} could not be run: {exc}"
-    return f"retraining of {apps} scheduled as flow run {run.name}"
+    return f"retraining of {due} scheduled as flow run {run.name}"
+
+
+def _recently_trained(deployment: str, minutes: float) -> set[str]:
+    """Apps the deployment ran or will run for, expected to start in the last ``minutes`` (``*``: all apps)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterExpectedStartTime,
+    )
+
+    now = pd.Timestamp.now(tz="UTC")
+    window = FlowRunFilterExpectedStartTime(after_=now - pd.Timedelta(minutes=minutes), before_=now)
+    with get_client(sync_client=True) as client:
+        found = client.read_deployment_by_name(deployment)
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[found.id]), expected_start_time=window))  # fmt: skip
+    return {app for run in runs for app in ((run.parameters or {}).get("apps") or ["*"])}
 
 
 @task(name="publish-orchestrate-artifact", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,

@@ -43,7 +43,6 @@ import contextlib
 import copy
 import json
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,7 +64,7 @@ from prescale.cluster.protocol import (
     PoolState,
     WorkloadState,
 )
-from prescale.names import shown
+from prescale.names import is_dns_label, shown
 
 CAPI_GROUP = "cluster.x-k8s.io"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "prescale")
@@ -80,7 +79,6 @@ GPU_RESOURCE = "nvidia.com/gpu"
 RETRYABLE = {429, 500, 502, 503, 504}
 MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = "prescale/0.1"
-DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -499,7 +497,7 @@ def pool_name(place: Placement) -> str:
 
 def dns_label(value: object, *, what: str) -> str:
     """``value`` if it is a DNS-1123 label (a valid object name and label value), else ``ClusterError``."""
-    if isinstance(value, str) and DNS_LABEL.fullmatch(value):
+    if is_dns_label(value):
         return value
     raise ClusterError(
         f"{what} {shown(value)} is not a valid Kubernetes name: at most 63 lower-case letters, digits and '-', "

@@ -179,7 +179,9 @@ class Mapping(BaseModel):
 
 def load_mapping(path: Path) -> Mapping:
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise MetricsInputError(f"mapping {path} is not UTF-8 text (a binary file?): give a YAML mapping") from None
     except (OSError, yaml.YAMLError) as exc:
         raise MetricsInputError(f"cannot read mapping {path}: {exc}") from exc
     try:
@@ -226,6 +228,8 @@ def _csv_header(path: Path) -> list[str]:
     try:
         with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20)) as reader:
             names = reader.schema.names
+    except UnicodeDecodeError:
+        raise MetricsInputError(f"cannot read {path} as csv: its header is not UTF-8 text (a binary file?)") from None
     except (pa.ArrowException, OSError) as exc:
         raise MetricsInputError(f"cannot read {path} as csv: truncated or malformed ({exc})") from exc
     _unique_columns(path, names)
@@ -244,6 +248,8 @@ def _read_table(path: Path, fmt: str, **csv_kwargs) -> pa.Table:
         if fmt == "parquet":
             return pq.read_table(path)
         return _read_csv(path, **csv_kwargs)
+    except UnicodeDecodeError:
+        raise MetricsInputError(f"cannot read {path} as {fmt}: not UTF-8 text (a binary file?)") from None
     except pa.ArrowInvalid as exc:
         raise MetricsInputError(f"cannot read {path} as {fmt}: the file is truncated or malformed ({exc})") from exc
     except (OSError, pa.ArrowException) as exc:

@@ -88,6 +88,7 @@ BAD_TYPES = [
         {"capacity": {"vcpu": 4, "memory_gib": 16, "gpus": 1}}, "cpu-vm cannot have accelerators", id="cpu-with-gpu"
     ),
     pytest.param({"colour": "blue"}, "colour: Extra inputs are not permitted", id="unknown-field"),
+    pytest.param({"pool": {"name": "Big_Pool"}}, "pool.name: Value error, must be a DNS-1123 label", id="pool-name"),
 ]
 
 
@@ -100,6 +101,15 @@ def test_bad_catalog_names_the_type_field_and_value(patch, message):
     text = str(err.value)
     assert text.startswith("catalog.yaml: ")
     assert "types[0] (m7i.xlarge)" in text and message in text, text
+
+
+def test_a_default_pool_name_is_a_kubernetes_name_whatever_the_type_name():
+    data = _catalog_data()
+    data["types"][0]["name"] = "Standard_D4s_v5"
+    data["types"][0].pop("pool", None)
+    rtype = parse_catalog(data).types[0]
+    assert rtype.pool.name == "prescale-standard-d4s-v5"
+    assert rtype.pool.labels["node.kubernetes.io/instance-type"] == "Standard_D4s_v5"
 
 
 def test_duplicate_type_names_are_rejected():

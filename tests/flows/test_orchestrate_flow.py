@@ -130,3 +130,26 @@ def test_the_readme_example_ingest_then_train_then_a_cycle_decides_predictively(
     (prescale_home / "phases" / "web.json").unlink()
     (again,) = orchestrate(apps=["web"], at=str(at + pd.Timedelta(minutes=5)), dry_run=True)
     assert again["mode"] == "predictive", again["why"]
+
+
+def test_an_app_is_sent_for_retraining_at_most_once_per_cooldown(prefect_harness):
+    """A champion that keeps failing asks every minute; the deployment runs for it once per cooldown."""
+    from prefect import get_client
+
+    from flows.train import train_forecasters
+    from tasks.orchestrate import request_retraining
+
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow(train_forecasters)
+        client.create_deployment(flow_id=flow_id, name="retrain-cooldown-test")
+    deployment = f"{train_forecasters.name}/retrain-cooldown-test"
+
+    first = request_retraining.fn(["web"], deployment, cooldown_minutes=60)
+    again = request_retraining.fn(["web"], deployment, cooldown_minutes=60)
+    other = request_retraining.fn(["web", "analytics"], deployment, cooldown_minutes=60)
+    no_cooldown = request_retraining.fn(["web"], deployment, cooldown_minutes=0)
+
+    assert "scheduled as flow run" in first and "['web']" in first
+    assert "already requested" in again
+    assert "scheduled as flow run" in other and "['analytics']" in other
+    assert "scheduled as flow run" in no_cooldown
