@@ -34,6 +34,7 @@ from tasks.backtest import (
     replay_task,
     write_report,
 )
+from tasks.train import checkpoints_folder
 
 
 @flow(name="backtest", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
@@ -57,7 +58,8 @@ def backtest(
     catalog, app_profile = load_profile(app, str(settings.search.catalog), str(settings.search.profiles), profile)
     rows = load_history(app, str(settings.store.root))
     prepared = prepare_task(app, quote(rows), quote(catalog), quote(app_profile), rs)
-    inp = forecast_task(quote(prepared), settings.forecast, rs, "predictive" in chosen)
+    inp = forecast_task(quote(prepared), settings.forecast, rs, "predictive" in chosen,
+                        scratch=checkpoints_folder(settings.home))
     fleet = prepared.fleet
     covers = CoverCache(fleet, resolution=config.cover_resolution)
     total = sum(count_runs(p, inp, fleet, config) for p in chosen)

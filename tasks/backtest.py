@@ -137,12 +137,16 @@ def history_panel(panel: Panel, stop: int, days: float | None) -> Panel:
 
 def historical_forecasts(
     panel: Panel, window: Window, *, candidate: str = "best", config: TrainConfig, history_days: float | None = None,
+    scratch: Path | None = None,
 ) -> ForecastBatch:
-    """Fit on the history only, then one forecast per replayed step from its origin (see the module docstring)."""
+    """Fit on the history only, then one forecast per replayed step from its origin (see the module docstring).
+
+    ``scratch``: where the LSTM keeps its checkpoints while it fits (``tasks.train.checkpoints_folder``).
+    """
     train = history_panel(panel, window.replay_start, history_days)
     started = time.perf_counter()
     if candidate == "best":
-        result = train_panels([(f"{panel.metrics[0]}", train)], config)[0]
+        result = train_panels([(f"{panel.metrics[0]}", train)], config, scratch=scratch)[0]
         if result.skipped or result.best is None:
             raise ReplayError(f"cannot train a forecaster on the {len(train)} rows before the window: {result.skipped}")
         forecaster = result.candidates[result.best].forecaster
@@ -206,12 +210,13 @@ def prepare_task(app: str, rows: pd.DataFrame, catalog: Catalog, profile: AppPro
 
 
 @task(name="forecast-window", cache_policy=NONE)
-def forecast_task(prepared: Prepared, forecast_settings: Any, rs: Any, with_forecast: bool) -> ReplayInput:
+def forecast_task(prepared: Prepared, forecast_settings: Any, rs: Any, with_forecast: bool, *,
+                  scratch: Path | None = None) -> ReplayInput:
     if not with_forecast:
         return build_input(prepared, None)
     config = forecast_config(forecast_settings, prepared.window, preset=rs.preset)
     batch = historical_forecasts(prepared.panel, prepared.window, candidate=rs.forecaster, config=config,
-                                 history_days=forecast_settings.history_days)
+                                 history_days=forecast_settings.history_days, scratch=scratch)
     get_run_logger().info("%s: %s trained in %.1f s, %d forecasts in %.1f s", prepared.app, batch.candidate,
                           batch.train_seconds, len(batch.values), batch.predict_seconds)
     return build_input(prepared, batch)
