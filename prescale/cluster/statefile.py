@@ -40,7 +40,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from prescale.catalog import Catalog
-from prescale.cluster.protocol import ClusterError
+from prescale.cluster.protocol import ClusterError, ClusterUnavailable
 from prescale.names import AppName, shown
 
 STATE_VERSION = 1
@@ -162,11 +162,15 @@ def generation_of(path: Path, catalog: Catalog) -> int:
 
 
 def write_state(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically and durably (module docstring); ``ClusterError`` if it cannot."""
+    """Write ``data`` to ``path`` atomically and durably (module docstring).
+
+    ``ClusterUnavailable`` if it cannot: a full or read-only disk is the simulated cluster's API failing, not
+    bad input (the command exits 1, as for an unreachable Kubernetes API).
+    """
     try:
         _replace(path, json.dumps(data, allow_nan=False))
     except OSError as exc:
-        raise ClusterError(f"cannot write the simulated cluster state {path}: {exc}") from None
+        raise ClusterUnavailable(f"cannot write the simulated cluster state {path}: {exc}") from None
 
 
 def _replace(path: Path, text: str) -> None:
@@ -196,7 +200,7 @@ def locked(path: Path) -> Iterator[None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = lock.open("a")  # "a": created if missing, never truncated
     except OSError as exc:
-        raise ClusterError(f"cannot open the lock {lock} of the simulated cluster state: {exc}") from None
+        raise ClusterUnavailable(f"cannot open the lock {lock} of the simulated cluster state: {exc}") from None
     with handle:  # closing the last descriptor releases the lock
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from prescale.catalog import load_profile
-from prescale.cluster import ClusterError, Guardrails, SimulatedCluster, make_plan
+from prescale.cluster import ClusterError, ClusterUnavailable, Guardrails, SimulatedCluster, make_plan
 from prescale.cluster.plan import placement
 from prescale.cluster.statefile import read_state
 
@@ -206,8 +206,9 @@ def _profile(app: str):
     return load_profile(Path(__file__).resolve().parents[2] / "infra" / "apps" / f"{app}.yaml")
 
 
-def test_a_state_that_cannot_be_written_is_a_cluster_error(tmp_path, catalog):
+def test_a_state_that_cannot_be_written_is_the_cluster_unavailable(tmp_path, catalog):
+    """Not bad input (exit 2) but the simulated cluster's API failing (exit 1), as for Kubernetes."""
     (tmp_path / "home").write_text("a file where the folder should be")
     sim = SimulatedCluster.open(tmp_path / "home" / "cluster" / "state.json", catalog)
-    with pytest.raises(ClusterError, match="cannot open the lock .*state.json.lock"):
+    with pytest.raises(ClusterUnavailable, match="cannot open the lock .*state.json.lock"):
         sim.save()
