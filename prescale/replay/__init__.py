@@ -9,7 +9,7 @@ floor), **reactive** (HPA-like on observed demand, Karpenter-like node choice), 
 How data moves::
 
     ReplayInput (demand, batched historical forecasts, history peak; fetched by the task layer)
-      + Fleet (fleet.py: the app's types as arrays, tiers by lead time)
+      + Fleet (prescale.fleet: the app's types as arrays, tiers by lead time)
       -> engine.backtest: per policy and setting, a Rule decides each step; covers.py turns levels into
          node counts (the allocation's exact MILP, cached per quantised level); simulate.py carries the
          counts out (lead times, make-before-break, billing per node-step)
@@ -20,9 +20,10 @@ Pure: no Prefect, no MLflow, no ``models``; the forecasts come in as arrays. ``t
 the forecaster on data before the window and batches its historical forecasts.
 """
 
+from prescale.fleet import Fleet, FleetError, Tier, build_fleet
 from prescale.replay.covers import CoverCache
 from prescale.replay.engine import POLICIES, BacktestResult, ReplayConfig, ReplayInput, backtest, run_rule
-from prescale.replay.fleet import Fleet, ReplayError, Tier, build_fleet
+from prescale.replay.errors import ReplayError
 from prescale.replay.frontier import BUDGETS, PolicyResult, Score, score_series
 from prescale.replay.oracle import OracleResult, solve_oracle
 from prescale.replay.simulate import Executor, Series
@@ -34,6 +35,7 @@ __all__ = [
     "CoverCache",
     "Executor",
     "Fleet",
+    "FleetError",
     "OracleResult",
     "PolicyResult",
     "ReplayConfig",

@@ -76,9 +76,10 @@ import numpy as np
 import pandas as pd
 
 from prescale.allocation import Policy, allocate
+from prescale.fleet import Fleet
 from prescale.forecast import Forecast
 from prescale.replay.covers import CoverCache
-from prescale.replay.fleet import Fleet, ReplayError
+from prescale.replay.errors import ReplayError
 from prescale.replay.simulate import TOL, Executor
 
 
