@@ -1,10 +1,10 @@
 """The app's compatible resource types as arrays on the decision's time step, grouped into lead-time tiers.
 
 The decision (``prescale.decision``) and the replay (``prescale.replay``) decide every ``step_seconds`` (the
-metric's own step: one minute for NASA, five for the cluster traces). A node of type ``i`` ordered at the decision of step ``t`` serves from step ``t + r[i]`` with
-``r[i] = ceil(L[i] / step)`` (the same rounding as ``allocation.problem``: a node ready half-way through a
-step serves from the next one) and is billed from the order to the release, ``price[i] * step / 3600`` USD
-per step held.
+metric's own step: one minute for NASA, five for the cluster traces). A node of type ``i`` ordered at the
+decision of step ``t`` serves from step ``t + r[i]`` with ``r[i] = ceil(L[i] / step)`` (the same rounding as
+``allocation.problem``: a node ready half-way through a step serves from the next one) and is billed from the
+order to the release, ``price[i] * step / 3600`` USD per step held.
 
 Types are the catalog's types the app can run on (``AppProfile.incompatibility`` is ``None``) with a quota
 above zero. They are grouped into *tiers* by kind (CPU VMs, GPU VMs, FPGAs, bare metal), ordered by lead
