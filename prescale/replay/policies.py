@@ -76,11 +76,28 @@ import numpy as np
 import pandas as pd
 
 from prescale.allocation import Policy, allocate
+from prescale.decision import (
+    Decision,
+    DecisionInput,
+    RuleState,
+    break_even,
+    consolidate,
+    decide,
+    retarget,
+    trim,
+    with_min_nodes,
+)
 from prescale.fleet import Fleet
 from prescale.forecast import Forecast
 from prescale.replay.covers import CoverCache
 from prescale.replay.errors import ReplayError
-from prescale.replay.simulate import TOL, Executor
+from prescale.replay.simulate import Executor
+
+# Re-exported: the replay's rules and tests build on the decision's helpers.
+__all__ = [
+    "Allocating", "Context", "Predictive", "Reactive", "Rule", "StaticPeak", "break_even", "consolidate",
+    "retarget", "stabilisation_steps", "trim", "with_min_nodes",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,78 +131,17 @@ class Rule:
         return 0
 
 
-# ------------------------------------------------------------------------------------------- shared
-
-
-def trim(fleet: Fleet, counts: np.ndarray, need: np.ndarray) -> np.ndarray:
-    """Drop the dearest-per-unit nodes of ``counts`` while the rest still serves ``need``."""
-    out = np.asarray(counts, dtype=int).copy()
-    spare = fleet.capacity(out) - np.maximum(need, 0.0)
-    if (spare < -TOL).any():
-        return out
-    for i in np.argsort(-fleet.unit_cost, kind="stable"):
-        if not out[i]:
-            continue
-        size = fleet.served[i]
-        used = size > TOL
-        k = min(int(out[i]), int(np.floor((spare[used] + TOL) / size[used]).min()) if used.any() else int(out[i]))
-        if k > 0:
-            out[i] -= k
-            spare = spare - k * size
-    return out
-
-
-def retarget(ctx: Context, held: np.ndarray, need: np.ndarray, subset: tuple[int, ...]) -> np.ndarray:
-    """Target counts for ``subset`` (others 0) covering ``need`` (see the module docstring)."""
-    fleet = ctx.fleet
-    mask = np.zeros(fleet.n, dtype=bool)
-    mask[list(subset)] = True
-    mine = np.where(mask, held, 0)
-    need = np.maximum(need, 0.0)
-    deficit = need - fleet.capacity(mine)
-    if (deficit > TOL * (1 + need)).any():
-        candidate = mine + ctx.covers.cover(np.maximum(deficit, 0.0), subset)
-    else:
-        candidate = trim(fleet, mine, need)
-    return consolidate(ctx, candidate, need, subset)
-
-
-def consolidate(ctx: Context, candidate: np.ndarray, need: np.ndarray, subset: tuple[int, ...]) -> np.ndarray:
-    """``cover(need, subset)`` instead of ``candidate`` when that costs over ``1 + margin`` times less.
-
-    Karpenter's consolidation: a cheaper mix, swapped in make-before-break by the executor.
-    """
-    best = ctx.covers.cover(need, subset)
-    if ctx.fleet.cost_per_hour(candidate) > (1.0 + ctx.margin) * ctx.fleet.cost_per_hour(best) + 1e-9:
-        return best.copy()
-    return candidate
-
-
-def break_even(fleet: Fleet, tier) -> float:
-    """``θ``: the tier's cheapest cost per unit of demand over the fastest tier's, clipped to [0, 1]."""
-    fast = fleet.unit_cost[list(fleet.fast.idx)].min()
-    own = fleet.unit_cost[list(tier.idx)].min()
-    return float(np.clip(own / fast, 0.0, 1.0)) if fast > 0 else 1.0
-
-
-def with_min_nodes(fleet: Fleet, counts: np.ndarray, others: int = 0) -> np.ndarray:
-    """Add the fastest tier's cheapest node until the app holds ``profile.min_nodes`` (``others``: held elsewhere)."""
-    missing = fleet.profile.min_nodes - int(counts.sum()) - others
-    if missing <= 0:
-        return counts
-    fast = list(fleet.fast.idx)
-    cheapest = fast[int(np.argmin(fleet.price[fast]))]
-    out = counts.copy()
-    out[cheapest] += missing
-    return out
-
-
 # ------------------------------------------------------------------------------------------- policies
 
 
 @dataclass(eq=False)
 class Predictive(Rule):
-    """Forecast-driven, tiered by lead time (see the module docstring)."""
+    """Forecast-driven, tiered by lead time: :func:`prescale.decision.decide` at every step, then its actions.
+
+    Each step it hands the pure decision a snapshot of the executor's holding, ``D[t]`` and ``F[t]`` and the
+    state the previous decision returned, then carries the decision's actions out in order. It keeps nothing
+    else between steps but that state and the count of fallback steps (read from the decisions).
+    """
 
     ctx: Context
     covered: np.ndarray  # (T, H, M) D[t, j]; NaN where the forecast is missing
@@ -195,38 +151,12 @@ class Predictive(Rule):
     hold: int  # b, steps
     policy: str = "predictive"
     _fallbacks: int = 0
-    valid: np.ndarray = field(init=False)
+    _state: RuleState = field(default_factory=RuleState.initial)
 
     def __post_init__(self) -> None:
-        fleet = self.ctx.fleet
-        if self.covered.ndim != 3 or self.covered.shape[2] != len(fleet.metrics):
-            raise ReplayError(f"covered demand must be shaped (T, H, {len(fleet.metrics)}), got {self.covered.shape}")
-        self.valid = np.isfinite(self.covered).all(axis=(1, 2))
-        self._slow = [tier for tier in fleet.tiers[1:]][::-1]
-        self._fast_mask = fleet.tier_mask(fleet.fast)
-        self._slow_mask = ~self._fast_mask
-        self._bands = {tier.kind: self._band(tier) for tier in self._slow}
-        self._slow_target = np.zeros(fleet.n, dtype=int)  # this step's slow-tier targets
-        self._groups: dict[int, list[tuple[int, int, tuple[int, ...]]]] = {}  # _buy_groups by window length
-        self._floor = np.nan_to_num(self.floor)
-        until = fleet.fast.ready + 1  # steps before a node ordered now could replace one let go
-        first = np.maximum(np.nan_to_num(self.covered[:, :until]).max(axis=1), self._floor)
-        self._now = np.where(self.valid[:, None], first, self._floor)
-
-    def _band(self, tier) -> tuple[np.ndarray, np.ndarray]:
-        """``(want, keep)`` levels of a slow tier at every step, ``(T, M)`` each (see the module docstring)."""
-        path, horizon = self.covered, self.covered.shape[1]
-        floor = np.nan_to_num(self.floor)
-        if tier.ready < horizon:
-            level = 1.0 - break_even(self.ctx.fleet, tier)
-            end = min(horizon, tier.ready + max(tier.ready, 1))
-            want = np.quantile(path[:, tier.ready : end], level, axis=1)
-        else:
-            want = np.zeros((path.shape[0], path.shape[2]))
-        keep = np.maximum(path[:, : tier.ready + self.hold + 1].max(axis=1), floor)
-        if tier.ready > 0:  # stabilised: the highest keep level of the last r_k decisions
-            keep = pd.DataFrame(keep).rolling(tier.ready + 1, min_periods=1).max().to_numpy()
-        return np.nan_to_num(want), keep
+        metrics = len(self.ctx.fleet.metrics)
+        if self.covered.ndim != 3 or self.covered.shape[2] != metrics:
+            raise ReplayError(f"covered demand must be shaped (T, H, {metrics}), got {self.covered.shape}")
 
     @property
     def setting(self) -> str:
@@ -236,98 +166,21 @@ class Predictive(Rule):
     def fallback_steps(self) -> int:
         return self._fallbacks
 
+    def decision_input(self, t: int, ex: Executor) -> DecisionInput:
+        """What the decision of step ``t`` knows: the executor's holding, ``D[t]``, ``F[t]``, the rule's state."""
+        ctx = self.ctx
+        return DecisionInput(ctx.fleet, ctx.covers, ex.holding, covered=self.covered[t], floor=self.floor[t],
+                             hold=self.hold, margin=ctx.margin, state=self._state)
+
     def decide(self, t: int, ex: Executor) -> None:
-        floor = self._floor[t]
-        path = self.covered[t] if self.valid[t] else None
-        if path is None:
-            self._fallbacks += 1
-        now = self._now[t]
-        if path is not None:
-            for tier in self._slow:
-                self._slow_tier(t, tier, ex, now)
-        self._fast_tier(path, floor, ex, now)
+        self.act(decide(self.decision_input(t, ex)), ex)
 
-    def _slow_tier(self, t: int, tier, ex: Executor, now: np.ndarray) -> None:
-        fleet, covers, everything = self.ctx.fleet, self.ctx.covers, self.ctx.all_types
-        mask = fleet.tier_mask(tier)
-        want_level, keep_level = self._bands[tier.kind]
-        want = np.where(mask, covers.cover(want_level[t], everything), 0)
-        keep = np.where(mask, covers.cover(keep_level[t], everything), 0)
-        level = np.maximum(fleet.capacity(want), fleet.capacity(keep))
-        kept = trim(fleet, np.where(mask, ex.held, 0), level)
-        short = fleet.capacity(want) - fleet.capacity(kept)
-        target = kept
-        if (short > TOL * (1 + fleet.capacity(want))).any():
-            target = kept + covers.cover(np.maximum(short, 0.0), tier.idx)
-        target = consolidate(self.ctx, target, level, tier.idx)
-        self._slow_target[mask] = target[mask]
-        ex.apply(target, keep=now, mask=mask)
-
-    def _fast_tier(self, path: np.ndarray | None, floor: np.ndarray, ex: Executor, now: np.ndarray) -> None:
-        fleet = self.ctx.fleet
-        window = fleet.fast.ready + self.hold + 1
-        limit = None if path is None else self._slow_target
-        slow = ex.serving_profile(window, self._slow_mask, limit=limit)
-        gap = np.maximum(floor - slow[0], 0.0)[None, :]
-        if path is not None:
-            upto = min(window, path.shape[0])
-            gap = np.maximum(path[:upto] - slow[:upto], 0.0)
-            gap[0] = np.maximum(gap[0], floor - slow[0])
-        held = ex.held
-        groups = self._buy_groups(len(gap))
-        if all(types == fleet.fast.idx for *_, types in groups):  # only the fast tier is ready inside the window
-            target = retarget(self.ctx, held, gap.max(axis=0), fleet.fast.idx)
-        else:
-            target = self._fill(held, gap, groups, ex, now)
-        target = with_min_nodes(fleet, target, others=int(ex.held[self._slow_mask].sum()))
-        ex.apply(target, keep=now, mask=self._fast_mask)
-
-    def _buy_groups(self, steps: int) -> list[tuple[int, int, tuple[int, ...]]]:
-        """``(first, last, types)``: runs of window steps ``j`` whose types ready by ``j`` are the same.
-
-        Nothing ordered now serves before ``r_f``, so what is short at steps before it is bought with the
-        types ready by ``r_f``: the first run starts at step 0 with them; later runs add every slow type
-        ready by their steps.
-        """
-        found = self._groups.get(steps)
-        if found is not None:
-            return found
-        fleet = self.ctx.fleet
-        fast, rf = tuple(fleet.fast.idx), fleet.fast.ready
-        groups: list[tuple[int, int, tuple[int, ...]]] = self._groups.setdefault(steps, [])
-        for j in range(steps):
-            by = max(j, rf)
-            types = tuple(i for i in range(fleet.n) if i in fast or (self._slow_mask[i] and fleet.ready[i] <= by))
-            if groups and groups[-1][2] == types:
-                groups[-1] = (groups[-1][0], j, types)
-            else:
-                groups.append((j, j, types))
-        return groups
-
-    def _fill(self, held: np.ndarray, gap: np.ndarray, groups, ex: Executor, now: np.ndarray) -> np.ndarray:
-        """Cover each run's shortfall with the cheapest types ready by then; returns the fast tier's target.
-
-        Slow nodes bought here (types of a slow kind that boot within the window, such as a GPU VM that is
-        ready within one five-minute step) are ordered at once and join their tier's target; the fast tier
-        keeps what the window still needs from it once they serve, consolidated like :func:`retarget`.
-        """
-        fleet, covers = self.ctx.fleet, self.ctx.covers
-        mine = np.where(self._fast_mask, held, 0)
-        add = np.zeros(fleet.n, dtype=int)
-        for first, last, types in groups:
-            need = gap[first : last + 1].max(axis=0)
-            deficit = need - fleet.capacity(mine + add)
-            if (deficit > TOL * (1 + need)).any():
-                add = add + covers.cover(np.maximum(deficit, 0.0), types)
-        slow_add = np.where(self._fast_mask, 0, add)
-        if slow_add.any():
-            ex.apply(held + slow_add, keep=now, mask=slow_add > 0)
-            self._slow_target = self._slow_target + slow_add
-        arrived = np.array([fleet.capacity(np.where(fleet.ready <= j, slow_add, 0)) for j in range(len(gap))])
-        need_fast = np.maximum(gap - arrived, 0.0).max(axis=0)
-        if not add[self._fast_mask].any():
-            return trim(fleet, mine, need_fast)
-        return consolidate(self.ctx, mine + np.where(self._fast_mask, add, 0), need_fast, fleet.fast.idx)
+    def act(self, decision: Decision, ex: Executor) -> None:
+        """Carry the decision's actions out in order; keep its state for the next step."""
+        for action in decision.actions:
+            ex.apply(action.target, keep=action.keep, mask=action.mask)
+        self._state = decision.state
+        self._fallbacks += int(decision.fallback)
 
 
 @dataclass(eq=False)
