@@ -1,10 +1,11 @@
 """Trace replay: a past window, minute by minute, through the decision code, under several scaling policies.
 
 The question a replay answers: *on this app's real demand, what would each policy have cost, and how often
-would it have left demand unserved?* Policies (``policies.py``): **predictive** (ours: forecast quantiles,
-looking ahead by each tier's lead time, slow cheap nodes for the base and fast ones for bursts, a reactive
-floor), **reactive** (HPA-like on observed demand, Karpenter-like node choice), **static** peak, and the
-**oracle** (``oracle.py``: the exact cheapest zero-violation schedule given the lead times).
+would it have left demand unserved?* Policies (``policies.py``): **predictive** (ours: the pure decision of
+``prescale.decision`` on a simulated clock and cluster: forecast quantiles, looking ahead by each tier's lead
+time, slow cheap nodes for the base and fast ones for bursts, a reactive floor), **reactive** (HPA-like on
+observed demand, Karpenter-like node choice), **static** peak, and the **oracle** (``oracle.py``: the exact
+cheapest zero-violation schedule given the lead times).
 
 How data moves::
 
@@ -12,7 +13,7 @@ How data moves::
       + Fleet (prescale.fleet: the app's types as arrays, tiers by lead time)
       -> engine.backtest: per policy and setting, a Rule decides each step; covers.py turns levels into
          node counts (the allocation's exact MILP, cached per quantised level); simulate.py carries the
-         counts out (lead times, make-before-break, billing per node-step)
+         counts out (prescale.holding: lead times, make-before-break; billing per node-step)
       -> frontier.py: scores per run, each policy's frontier, its cost at equal violation budgets
       -> plots.py: PNGs (demand and forecast band, capacity by kind, frontiers, cumulative cost)
 

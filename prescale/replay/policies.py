@@ -2,53 +2,20 @@ r"""The scaling policies a replay compares, as rules from what is known at a dec
 
 Notation: decision at the start of step ``t``; ``d[t]`` the demand vector of step ``t`` (not yet observed at
 the decision); ``o[t] = d[t-1]`` the last observed demand (the latest observed before it, across gaps);
-``r[i]`` steps from order to serving for type ``i``; tiers by kind, fastest first (``fleet.py``);
+``r[i]`` steps from order to serving for type ``i``; tiers by kind, fastest first (``prescale.fleet``);
 ``cover(l, S)`` the cheapest nodes of the types ``S`` serving ``l`` (``covers.py``, the allocation's MILP).
 Every rule ends in :func:`retarget` or a tier's band, and the :class:`~prescale.replay.simulate.Executor`
-carries the counts out make-before-break.
+carries the counts out make-before-break (``prescale.holding.apply_target``).
 
 **Predictive (ours).** Knobs: the covered quantile ``q`` and a headroom ``h`` (its utilisation target is
-``1 / (1 + h)``). From the forecast made at ``t`` (origin ``t-1``, steps ``t .. t+H-1``)::
-
-    D[t, j] = (1 + h) * Q_q[t, j]               covered demand j steps ahead
-    F[t]    = (1 + h) * o[t]                    the reactive floor, at the policy's own target
-
-* each *slow* tier ``k`` (every tier but the fastest, slowest first; lead ``r_k``) holds whole nodes in a
-  band. ``want = cover(W, all)`` restricted to the tier, where ``W`` is the ``1 - θ_k`` quantile *over time*
-  of ``D[t, r_k .. 2 r_k - 1]`` (the lead time after a node ordered now could first serve: demand further out
-  can be ordered later, on a fresher forecast; measured on the replay benchmark's periodic traces, looking to
-  the horizon's end instead cost up to 7% more at equal violations, 0-2% on most mixed profiles, paying for
-  slow nodes booted before their demand came) and ``θ_k`` is the tier's cost per unit of demand over the fast
-  tier's (``break_even``): a unit of capacity at level ``W`` is busy a share ``P(D >= W)`` of the time, and it
-  is cheaper on the slow tier exactly when that share exceeds ``θ_k``. So bare metal (``θ`` ~0.85) carries the
-  base that persists, FPGAs and GPUs (``θ`` ~0.1) nearly everything predictable; the cheapest mix for ``W``
-  says how many whole slow nodes that is. ``keep = cover(K, all)`` restricted to the tier, ``K[t]`` the
-  highest of ``max(max_{j <= r_k + b} D[s, j], F[s])`` over the last ``r_k`` decisions ``s = t - r_k .. t``:
-  do not let go of a slow node still needed before a new one could be back (cover ``[t, t + r_k + b]``, not
-  just ``[t + r_k, ...]``, or the policy cancels nodes it still needs), and do not let go on one low forecast
-  (releasing on a dip of a jumpy forecast and buying back costs ``r_k`` steps of booting: the HPA's scale-down
-  stabilisation, at the tier's own lead). The tier keeps its held nodes, of any of its types, while they are
-  needed to serve the larger of ``want``'s and ``keep``'s capacity (dropping the dearest per unit first), adds
-  the cheapest cover of what ``want`` asks beyond that, and swaps to the cheapest mix when the result costs
-  more than ``1 + margin`` times it; ``b`` is the hold window (steps);
-* the *fast* tier covers what the slow nodes will not, over its own lead plus the hold window. The
-  shortfall at step ``j`` is::
-
-      g[j] = max( D[t, j] - S[t + j], 0 ),  g[0] also >= F[t] - S[t]
-
-  where ``S[s]`` is the serving capacity of the slow nodes at step ``s`` as things stand after their
-  decision (booting ones count from their arrival). Nothing ordered now serves before ``r_f``, and a step
-  ``j`` can be served by any type ready by then, whatever its kind: the window's steps are grouped into
-  runs whose types ready by ``max(j, r_f)`` are the same, and each run's shortfall not yet covered is
-  bought with the cheapest cover of those types (at five-minute steps a small GPU VM boots within one
-  step, as fast as a CPU VM, and serves inference five times more cheaply per request). Slow nodes
-  bought so join their tier; the fast tier keeps what the window still needs from it (``retarget``: trim
-  or add, then consolidate). When only the fast tier is ready inside the window this is ``retarget`` to
-  ``max_j g[j]``;
-* releases keep ``max(max_{j <= r_f} D[t, j], F[t])`` serving (make-before-break: what is let go now cannot be
-  replaced before ``r_f``; keeping only ``D[t, 0]`` let a swap open a gap at the next steps, measured 22
-  violation minutes in a week of NASA at one-minute steps even with a perfect forecast). A step whose forecast
-  is missing (a gap in the history it needs) falls back to the floor alone, and is counted.
+``1 / (1 + h)``), folded into ``D[t, j] = (1 + h) * Q_q[t, j]`` (from the forecast made at ``t``, origin
+``t-1``, steps ``t .. t+H-1``) and ``F[t] = (1 + h) * o[t]``. The rule itself (slow tiers hold bands sized by
+their break-even, the fast tier fills what the slow nodes will not by readiness, releases keep
+``max(max_{j <= r_f} D[t, j], F[t])`` serving, a missing forecast falls back to the floor) is the pure
+:func:`prescale.decision.decide`, stated there. :class:`Predictive` only adapts it to the replay: at each step
+it hands ``decide`` a snapshot of the executor's holding, ``D[t]``, ``F[t]`` and the state the previous
+decision returned, then has the executor carry the decision's actions out in order (decide, then act; the
+decision never touches the executor).
 
 **Reactive (HPA + Karpenter, made fair).** Knobs: the target utilisation ``u`` and the types it may buy
 (all compatible ones, as Karpenter would, or only the fastest tier). Like the HPA it reacts to observed
@@ -60,10 +27,10 @@ cover of what is missing, which is Karpenter's cheapest compatible type per unit
 **Static peak.** One cover, bought once: ``cover(f * p, all)`` with ``p`` the peak demand of the history
 before the window and the knob ``f`` a multiple of it.
 
-:func:`retarget` (shared): if what the subset holds covers ``need``, drop the dearest-per-unit nodes that
-are not needed; else add ``cover(need - held)``; if the result costs more than ``1 + margin`` times
-``cover(need)``, take ``cover(need)`` instead (Karpenter's consolidation: a cheaper mix, swapped in
-make-before-break). The oracle is in ``oracle.py``.
+:func:`retarget` (shared, defined in ``prescale.decision``): if what the subset holds covers ``need``, drop the
+dearest-per-unit nodes that are not needed; else add ``cover(need - held)``; if the result costs more than
+``1 + margin`` times ``cover(need)``, take ``cover(need)`` instead (Karpenter's consolidation: a cheaper mix,
+swapped in make-before-break). The oracle is in ``oracle.py``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 Why not ``prescale.cluster``'s ``SimulatedCluster``: it carries out a ``Plan`` step by step through the
 executor's waits and polls (provision, start, drain, release, each observed), which is the right fidelity
 for one decision and far too slow for 10,080 decisions per setting and dozens of settings per backtest. This
-module keeps the same semantics at the granularity of the replay's step, vectorised over types:
+module keeps the same semantics at the granularity of the replay's step, vectorised over types. What acting
+does is defined once, in ``prescale.holding`` (``Holding``, ``apply_target``): the executor keeps a
+``Holding`` and runs ``apply_target`` on it, the same function the pure decision (``prescale.decision``)
+projects its own actions with, so a plan and its act cannot disagree. In short:
 
 * a node of type ``i`` ordered at the decision of step ``t`` serves from step ``t + r[i]`` (``Fleet.ready``)
   and is billed from its order to its release: ``price[i] * step / 3600`` USD for every step it is *held*
