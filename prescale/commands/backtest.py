@@ -71,9 +71,10 @@ def register(app: typer.Typer) -> None:
                     progress_listeners.remove(listener)
             print_summary(summary)
 
-        from prescale.replay.fleet import ReplayError  # here, not at import: `prescale --help` stays light
+        from prescale.fleet import FleetError  # here, not at import: `prescale --help` stays light
+        from prescale.replay.errors import ReplayError
 
-        user_errors = (ReplayError, CatalogError, FileNotFoundError)
+        user_errors = (ReplayError, FleetError, CatalogError, FileNotFoundError)
         run_guarded(body, as_json=as_json, user_errors=user_errors)
 
 

@@ -38,8 +38,9 @@ import pandas as pd
 
 from prescale.allocation import Policy, allocate
 from prescale.catalog import Catalog
+from prescale.fleet import Fleet
 from prescale.forecast import Forecast
-from prescale.replay.fleet import Fleet, ReplayError
+from prescale.replay.errors import ReplayError
 
 COVER_POLICY = Policy(
     solver="milp",

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from prescale.fleet import Fleet
 from prescale.forecast import Forecast
 from prescale.replay.covers import CoverCache
-from prescale.replay.fleet import Fleet, ReplayError
+from prescale.replay.errors import ReplayError
 from prescale.replay.frontier import BUDGETS, PolicyResult, excess, savings, score_series
 from prescale.replay.oracle import OracleResult, solve_oracle
 from prescale.replay.policies import Context, Predictive, Reactive, Rule, StaticPeak, stabilisation_steps

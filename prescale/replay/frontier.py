@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from prescale.replay.fleet import Fleet
+from prescale.fleet import Fleet
 from prescale.replay.simulate import Series
 
 BUDGETS: dict[str, float] = {"0.5%": 0.005, "0": 0.0}

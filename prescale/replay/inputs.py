@@ -37,7 +37,7 @@ import pandas as pd
 
 from prescale.catalog import AppProfile
 from prescale.replay.engine import ReplayInput
-from prescale.replay.fleet import ReplayError
+from prescale.replay.errors import ReplayError
 
 
 def choose_metric(available: list[str], profile: AppProfile, metric: str | None = None) -> str:

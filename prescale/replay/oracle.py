@@ -55,7 +55,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array, csr_array, vstack
 
-from prescale.replay.fleet import Fleet
+from prescale.fleet import Fleet
 from prescale.replay.simulate import Series
 
 

@@ -3,7 +3,10 @@
 Why not ``prescale.cluster``'s ``SimulatedCluster``: it carries out a ``Plan`` step by step through the
 executor's waits and polls (provision, start, drain, release, each observed), which is the right fidelity
 for one decision and far too slow for 10,080 decisions per setting and dozens of settings per backtest. This
-module keeps the same semantics at the granularity of the replay's step, vectorised over types:
+module keeps the same semantics at the granularity of the replay's step, vectorised over types. What acting
+does is defined once, in ``prescale.holding`` (``Holding``, ``apply_target``): the executor keeps a
+``Holding`` and runs ``apply_target`` on it, the same function the pure decision (``prescale.decision``)
+projects its own actions with, so a plan and its act cannot disagree. In short:
 
 * a node of type ``i`` ordered at the decision of step ``t`` serves from step ``t + r[i]`` (``Fleet.ready``)
   and is billed from its order to its release: ``price[i] * step / 3600`` USD for every step it is *held*
@@ -29,9 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prescale.replay.fleet import Fleet
+from prescale.fleet import Fleet
+from prescale.holding import TOL, Holding, apply_target
 
-TOL = 1e-9
+__all__ = ["TOL", "Executor", "Series", "count_migrations"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,73 +59,58 @@ class Series:
 
 
 class Executor:
-    """Holds the nodes of one run and applies each decision's target counts (see the module docstring)."""
+    """Holds the nodes of one run and carries out each decision's actions (see the module docstring).
+
+    Its state is a :class:`~prescale.holding.Holding` value; :meth:`apply` is
+    :func:`~prescale.holding.apply_target` on it (the same function the decision projects its own actions
+    with), and records what was ordered and removed.
+    """
 
     def __init__(self, fleet: Fleet, steps: int) -> None:
         self.fleet = fleet
-        n = fleet.n
-        self.slots = fleet.max_ready + 1
-        self.ready = np.zeros(n, dtype=int)
-        self.pending = np.zeros((self.slots, n), dtype=int)  # pending[(t + k) % slots] arrives at step t + k
-        self._booting = np.zeros(n, dtype=int)  # pending.sum(axis=0), kept up to date
+        self.holding = Holding.serving(fleet)
         self.t = 0
+        n = fleet.n
         self._held = np.zeros((steps, n), dtype=int)
         self._ready = np.zeros((steps, n), dtype=int)
         self._orders = np.zeros((steps, n), dtype=int)
         self._removals = np.zeros((steps, n), dtype=int)
-        self._removal_order = np.argsort(-fleet.unit_cost, kind="stable")
 
     # -- state --------------------------------------------------------------------------------------
     @property
     def held(self) -> np.ndarray:
-        return self.ready + self._booting
+        return self.holding.held
+
+    @property
+    def ready(self) -> np.ndarray:
+        return self.holding.ready
 
     def held_capacity(self, mask: np.ndarray | None = None) -> np.ndarray:
         held = self.held if mask is None else np.where(mask, self.held, 0)
         return self.fleet.capacity(held)
 
     def ready_capacity(self) -> np.ndarray:
-        return self.fleet.capacity(self.ready)
+        return self.fleet.capacity(self.holding.ready)
 
     def serving_profile(self, steps: int, mask: np.ndarray, *, limit: np.ndarray | None = None) -> np.ndarray:
-        """Capacity of the ``mask`` types serving at steps ``t .. t + steps - 1`` as things stand, ``(steps, M)``.
-
-        ``limit``: per type, count at most this many serving nodes (a target whose releases wait for the
-        make-before-break floor: the nodes it lets go do not count, even while they still serve).
-        """
-        ready = self.ready if limit is None else np.minimum(self.ready, limit)
-        now = self.fleet.capacity(np.where(mask, ready, 0))
-        out = np.repeat(now[None, :], steps, axis=0)
-        if not self._booting[mask].any() or steps <= 1:
-            return out
-        order = (self.t + np.arange(1, self.slots)) % self.slots
-        arriving = np.where(mask[None, :], self.pending[order], 0).cumsum(axis=0) @ self.fleet.served  # (slots-1, M)
-        k = min(steps, self.slots) - 1
-        out[1 : k + 1] += arriving[:k]
-        out[k + 1 :] += arriving[-1]
-        return out
+        """Capacity of the ``mask`` types serving at steps ``t .. t + steps - 1`` (``Holding.serving_profile``)."""
+        return self.holding.serving_profile(self.fleet, steps, mask, limit=limit)
 
     # -- time ---------------------------------------------------------------------------------------
     def begin(self, t: int) -> None:
-        """Start step ``t``: nodes due now start serving."""
+        """Start step ``t`` (steps are taken in order): nodes due by now start serving."""
+        for _ in range(t - self.t):
+            self.holding = self.holding.arrive()
         self.t = t
-        slot = t % self.slots
-        arriving = self.pending[slot]
-        if arriving.any():
-            self.ready += arriving
-            self._booting -= arriving
-            self.pending[slot] = 0
 
     def warm_start(self, counts: np.ndarray) -> None:
         """The initial state: ``counts`` nodes already serving (no boot, nothing billed before step 0)."""
-        self.ready = np.asarray(counts, dtype=int).copy()
-        self.pending[:] = 0
-        self._booting[:] = 0
+        self.holding = Holding.serving(self.fleet, np.asarray(counts, dtype=int))
 
     def end(self) -> None:
         """Record the step (after its decision)."""
-        self._held[self.t] = self.held
-        self._ready[self.t] = self.ready
+        self._held[self.t] = self.holding.held
+        self._ready[self.t] = self.holding.ready
 
     def series(self) -> Series:
         return Series(self._held, self._ready, self._orders, self._removals)
@@ -129,69 +118,12 @@ class Executor:
     # -- decisions ----------------------------------------------------------------------------------
     def apply(self, target: np.ndarray, *, keep: np.ndarray, mask: np.ndarray | None = None) -> None:
         """Move the held counts of the ``mask`` types (default all) toward ``target``; ``keep``: serving floor."""
-        target = np.asarray(target, dtype=int)
-        held = self.held
-        diff = target - held
-        if mask is not None:
-            diff = np.where(mask, diff, 0)
-        if not diff.any():
+        applied = apply_target(self.fleet, self.holding, target, keep=keep, mask=mask)
+        if applied.holding is self.holding:
             return
-        add = np.maximum(diff, 0)
-        if add.any():
-            self._order(add)
-        cut = np.maximum(-diff, 0)
-        if cut.any():
-            cut = self._cancel(cut)
-            if cut.any():
-                self._release(cut, keep)
-
-    def _order(self, add: np.ndarray) -> None:
-        ready = self.fleet.ready
-        now = add * (ready == 0)
-        self.ready += now
-        for i in np.flatnonzero(add * (ready > 0)):
-            self.pending[(self.t + int(ready[i])) % self.slots, i] += add[i]
-            self._booting[i] += add[i]
-        self._orders[self.t] += add
-
-    def _cancel(self, cut: np.ndarray) -> np.ndarray:
-        """Cancel booting nodes, the latest to arrive first; returns what is left to release."""
-        cut = cut.copy()
-        if not (cut * self._booting).any():
-            return cut
-        for k in range(self.slots - 1, 0, -1):
-            slot = (self.t + k) % self.slots
-            take = np.minimum(cut, self.pending[slot])
-            if take.any():
-                self.pending[slot] -= take
-                self._booting -= take
-                self._removals[self.t] += take
-                cut -= take
-                if not cut.any():
-                    break
-        return cut
-
-    def _release(self, cut: np.ndarray, keep: np.ndarray) -> None:
-        served = self.fleet.served
-        spare = self.ready_capacity() - np.maximum(np.asarray(keep, dtype=float), 0.0)
-        for i in self._removal_order:
-            if not cut[i]:
-                continue
-            k = min(int(cut[i]), int(self.ready[i]), _fits(spare, served[i]))
-            if k > 0:
-                self.ready[i] -= k
-                self._removals[self.t, i] += k
-                spare = spare - k * served[i]
-
-
-def _fits(spare: np.ndarray, size: np.ndarray) -> int:
-    """How many nodes of ``size`` can go while ``spare`` stays >= 0 on every metric they serve."""
-    used = size > TOL
-    if not used.any():
-        return 1 << 30
-    if (spare[used] < -TOL).any():
-        return 0
-    return int(np.floor((spare[used] + TOL * (1 + np.abs(spare[used]))) / size[used]).min())
+        self.holding = applied.holding
+        self._orders[self.t] += applied.orders
+        self._removals[self.t] += applied.removals
 
 
 def count_migrations(orders: np.ndarray, removals: np.ndarray, *, window: int, start: int = 0) -> int:

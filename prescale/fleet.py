@@ -1,15 +1,15 @@
-"""The app's compatible resource types as arrays on the replay's time step, grouped into lead-time tiers.
+"""The app's compatible resource types as arrays on the decision's time step, grouped into lead-time tiers.
 
-A replay decides every ``step_seconds`` (the metric's own step: one minute for NASA, five for the cluster
-traces). A node of type ``i`` ordered at the decision of step ``t`` serves from step ``t + r[i]`` with
-``r[i] = ceil(L[i] / step)`` (the same rounding as ``allocation.problem``: a node ready half-way through a
-step serves from the next one) and is billed from the order to the release, ``price[i] * step / 3600`` USD
-per step held.
+The decision (``prescale.decision``) and the replay (``prescale.replay``) decide every ``step_seconds`` (the
+metric's own step: one minute for NASA, five for the cluster traces). A node of type ``i`` ordered at the
+decision of step ``t`` serves from step ``t + r[i]`` with ``r[i] = ceil(L[i] / step)`` (the same rounding as
+``allocation.problem``: a node ready half-way through a step serves from the next one) and is billed from the
+order to the release, ``price[i] * step / 3600`` USD per step held.
 
 Types are the catalog's types the app can run on (``AppProfile.incompatibility`` is ``None``) with a quota
 above zero. They are grouped into *tiers* by kind (CPU VMs, GPU VMs, FPGAs, bare metal), ordered by lead
 time; a tier's lead is the longest of its types (conservative: the tier plans as if all of its types were
-that slow). The fastest tier carries bursts; the slower tiers carry the base (``policies.py``).
+that slow). The fastest tier carries bursts; the slower tiers carry the base (``prescale.decision``).
 
 ``unit_cost[i]`` ranks types "per unit of demand": the USD/h of covering the reference demand vector ``v``
 (by default the profile's example peak, else ones) with type ``i`` alone, ``price[i] * max_m v[m] / a[i,m]``,
@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from prescale.catalog import KINDS, AppProfile, Catalog
 
 
-class ReplayError(ValueError):
-    """Replay inputs do not fit together (no compatible type, wrong shapes); the message names the value."""
+class FleetError(ValueError):
+    """The app cannot buy from the catalog as asked (no compatible type, a bad step or reference demand)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ class Fleet:
     def max_ready(self) -> int:
         return int(self.ready.max())
 
+    @cached_property
+    def removal_order(self) -> np.ndarray:
+        """Type indices, the dearest per unit of demand first (ties in fleet order): who is released first."""
+        return np.argsort(-self.unit_cost, kind="stable")
+
     @property
     def fast(self) -> Tier:
         return self.tiers[0]
@@ -93,7 +99,7 @@ class Fleet:
     def counts(self, mapping: dict[str, int]) -> np.ndarray:
         unknown = sorted(set(mapping) - set(self.names))
         if unknown:
-            raise ReplayError(f"app {self.app!r} cannot use type(s) {unknown}; it can use {', '.join(self.names)}")
+            raise FleetError(f"app {self.app!r} cannot use type(s) {unknown}; it can use {', '.join(self.names)}")
         return np.array([int(mapping.get(name, 0)) for name in self.names], dtype=int)
 
     def as_dict(self, counts: np.ndarray) -> dict[str, int]:
@@ -105,10 +111,10 @@ def build_fleet(
 ) -> Fleet:
     """The app's compatible types with a quota (see the module docstring); raises when there is none."""
     if step_seconds <= 0:
-        raise ReplayError(f"step_seconds must be > 0, got {step_seconds}")
+        raise FleetError(f"step_seconds must be > 0, got {step_seconds}")
     types = [t for t in catalog if profile.incompatibility(t) is None and t.quota > 0]
     if not types:
-        raise ReplayError(f"no type in the catalog can run app {profile.name!r} (kinds {list(profile.kinds)})")
+        raise FleetError(f"no type in the catalog can run app {profile.name!r} (kinds {list(profile.kinds)})")
     served = np.array([profile.served(t) for t in types], dtype=float).reshape(len(types), len(profile.metrics))
     price = np.array([t.price.on_demand for t in types], dtype=float)
     lead = np.array([t.lead_time_seconds for t in types], dtype=float)
@@ -146,7 +152,7 @@ def _reference(profile: AppProfile, reference: np.ndarray | None) -> np.ndarray:
     if reference is not None:
         ref = np.asarray(reference, dtype=float)
         if ref.shape != (len(profile.metrics),) or not np.isfinite(ref).all() or (ref < 0).any() or ref.max() <= 0:
-            raise ReplayError(f"reference demand must be {len(profile.metrics)} values >= 0, not all 0; got {ref}")
+            raise FleetError(f"reference demand must be {len(profile.metrics)} values >= 0, not all 0; got {ref}")
         return ref
     if profile.example_demand is not None:
         return np.array([profile.example_demand.peak[m] for m in profile.metric_names], dtype=float)
