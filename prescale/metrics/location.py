@@ -14,13 +14,26 @@ differ by kind:
   one; the fsyncs make the file's bytes and its name durable before the call
   returns, so a record written after it (the store's commit record) can never
   survive a power cut that its data files did not.
+  :meth:`Location.write_tables` does the same for many files at once, as a
+  pipeline: ``ENCODE_THREADS`` (one per core) encode files to their temporary
+  names and hand each to ``WRITE_THREADS`` that fsync and rename it, so the disk
+  waits of the files done overlap the encoding of the next (an fsync releases the
+  GIL, and parallel fsyncs share the filesystem's journal commits); then every
+  folder that changed is fsynced once, in parallel, before it returns. Rejected:
+  one pool doing all three steps per file (16 encodes at once on 2 cores all
+  finish late, so the fsyncs start late: 1.0-1.1 s against the pipeline's 0.7-0.9 s
+  for 200 files under disk load), and ``syncfs`` (one call for the whole filesystem,
+  which also waits for every other process's unwritten data, an unbounded cost;
+  Linux only). Measured here (ext4 on a virtual disk, 2 cores): 50 fsyncs of
+  300 kB files took 75-125 ms one after the other, 14-18 ms with 16 threads.
 - **object store** (``s3://`` and any other URI): there is no rename (an S3
   "rename" is a copy plus a delete, neither atomic nor cheap), but a PUT is atomic
   per object: an object appears whole when its upload completes (one PutObject,
   or CompleteMultipartUpload) and not before. So a file is encoded in memory first
   and uploaded in one call under its final name; a writer killed mid-upload leaves
   no object (the parts of an unfinished multipart upload are invisible; a bucket
-  lifecycle rule ``AbortIncompleteMultipartUpload`` reclaims them). ``s3://``
+  lifecycle rule ``AbortIncompleteMultipartUpload`` reclaims them); ``write_tables``
+  encodes and uploads in the same pipeline. ``s3://``
   locations are opened with ``allow_delayed_open``, so a file within one upload
   part is a single PutObject at close rather than three multipart requests.
   Deleting a file makes pyarrow leave a zero-byte folder marker (``.../``) so the
@@ -56,7 +69,8 @@ import contextlib
 import fcntl
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -64,6 +78,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+# write_tables: encoding a Parquet file is CPU work, one per core; landing it (locally fsync and rename, on an
+# object store the upload) waits on the disk or the network with the GIL released, many at a time.
+ENCODE_THREADS = os.cpu_count() or 2
+WRITE_THREADS = 16
 
 
 def is_uri(root: str | os.PathLike) -> bool:
@@ -174,7 +193,7 @@ class Location:
         if self.local:
             target = Path(self.path(relative))
             _make_folders(target.parent)
-            tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+            tmp = _temporary(target)
             with tmp.open("wb") as fh:
                 fh.write(data)
                 fh.flush()
@@ -185,13 +204,56 @@ class Location:
             self._put(self.path(relative), data)
 
     def write_table(self, relative: str, table: pa.Table) -> None:
-        """Atomically write `table` as one Parquet file (see the module docstring)."""
+        """Atomically (and locally durably) write `table` as one Parquet file (see the module docstring)."""
         if self.local:
             atomic_write_table(table, Path(self.path(relative)))
+        else:
+            self._put(self.path(relative), _encoded(table))  # encode first: a failure never reaches the store
+
+    def write_tables(self, files: Sequence[tuple[str, pa.Table]]) -> None:
+        """Write each ``(relative, table)`` as a Parquet file, atomically; every one durable on return.
+
+        A pipeline (see the module docstring): encoders write each file to a temporary name
+        beside its target (in memory, for an object store), landers fsync and rename it (upload
+        it). Locally the folders are made first, and each folder that changed (it gained a file,
+        or is the parent of a folder made) is fsynced once at the end, in parallel; an fsync of
+        a folder makes every change of its entries durable, deletions made in it before too.
+        A failure raises once the files under way are done; temporary files it leaves are hidden
+        (the store's retry of the batch deletes them).
+        """
+        if not files:
             return
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)  # encode first: a failure here never reaches the store
-        self._put(self.path(relative), sink.getvalue())
+        folders = {Path(self.path(relative)).parent for relative, _ in files} if self.local else set()
+        changed = folders.union(*(_make_folders(folder, sync=False) for folder in sorted(folders)))
+        if len(files) == 1:  # nothing to overlap; a hand-off between threads costs a wake-up on a busy machine
+            self._land(*self._stage(files[0]))
+            for folder in sorted(changed):
+                _fsync(folder)
+            return
+        encoders, landers = ThreadPoolExecutor(min(len(files), ENCODE_THREADS)), ThreadPoolExecutor(WRITE_THREADS)
+        with encoders, landers:
+            landing = [landers.submit(self._land, *staged) for staged in encoders.map(self._stage, files)]
+            for future in landing:
+                future.result()
+            list(landers.map(_fsync, sorted(changed)))
+
+    def _stage(self, file: tuple[str, pa.Table]) -> tuple[Path | pa.Buffer, str]:
+        """Encode a file: locally to a hidden temporary name beside its target, else into memory."""
+        relative, table = file
+        if not self.local:
+            return _encoded(table), self.path(relative)
+        target = Path(self.path(relative))
+        tmp = _temporary(target)
+        pq.write_table(table, tmp)  # by path: pyarrow's own file writer, not Python file objects
+        return tmp, str(target)
+
+    def _land(self, staged: Path | pa.Buffer, full_path: str) -> None:
+        """Put an encoded file under its final name: locally fsync and rename (the folder is left), else upload."""
+        if self.local:
+            _fsync(staged)
+            os.replace(staged, full_path)
+        else:
+            self._put(full_path, staged)
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
@@ -230,21 +292,38 @@ class Location:
 def atomic_write_table(table: pa.Table, path: Path) -> None:
     """Write a Parquet file to a hidden temporary name beside `path`, fsync it, rename it in, fsync the folder."""
     _make_folders(path.parent)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    tmp = _temporary(path)
     pq.write_table(table, tmp)  # by path: pyarrow's own file writer, not Python file objects
     _fsync(tmp)
     os.replace(tmp, path)
     _fsync(path.parent)
 
 
-def _make_folders(folder: Path) -> None:
-    """``mkdir -p``, making each new folder's name durable (an fsync of its parent)."""
+def _temporary(path: Path) -> Path:
+    """A hidden name beside `path` (readers list ``part-*`` only; the name ends with the target's, for cleanup)."""
+    return path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+
+
+def _encoded(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def _make_folders(folder: Path, *, sync: bool = True) -> set[Path]:
+    """``mkdir -p``; returns the folders whose entries changed (the parent of each folder made).
+
+    `sync` True fsyncs them here (each new folder's name durable); False leaves that to the caller.
+    """
     if folder.is_dir():
-        return
-    _make_folders(folder.parent)
-    with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+        return set()
+    changed = _make_folders(folder.parent, sync=sync)
+    with contextlib.suppress(FileExistsError):  # another writer made it meanwhile: its fsync may not be done
         folder.mkdir()
-    _fsync(folder.parent)
+    changed.add(folder.parent)
+    if sync:
+        _fsync(folder.parent)
+    return changed
 
 
 def _fsync(path: Path) -> None:

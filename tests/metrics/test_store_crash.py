@@ -1,8 +1,10 @@
 """The store under SIGKILL and concurrent processes: readers see only committed batches, no row is lost.
 
-- A batch write is killed at fixed points (after its first file, half its files, all its files but
-  before the commit record, just after the commit): the kill is made by the writer itself, from a
-  test driver that wraps the store's file writes, so the point is exact rather than a timing guess.
+- A batch write is killed at fixed points (after its first file, half its files, all its files
+  renamed in but their folders not yet fsynced, everything durable but the commit record not yet
+  written, just after the commit): the kill is made by the writer itself, from a test driver that
+  wraps the rename landing each data file and the commit record's write, so the point is exact
+  rather than a timing guess.
   A reader polling during the write sees, per app, 0 rows or the committed count, never a part; a
   re-run restores the exact row count.
 - Two processes compact the same store while a third writes batches into the same partitions:
@@ -47,23 +49,27 @@ frame = pd.DataFrame({
     "value": rng.uniform(0, 10, apps * len(ts)),
 })
 files = apps * days
-kill_after = {"first-file": 1, "half-the-files": files // 2, "all-files-no-commit": files}.get(point)
-written, lock = [0], threading.Lock()
-write_table, write_bytes = Location.write_table, Location.write_bytes
+kill_after = {"first-file": 1, "half-the-files": files // 2, "all-files-no-folder-sync": files}.get(point)
+landed, lock = [0], threading.Lock()
+replace, write_bytes = os.replace, Location.write_bytes
 
-def counting(self, relative, table):
-    write_table(self, relative, table)
-    with lock:
-        written[0] += 1
-        if written[0] == kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
+def counting(source, target):  # a data file renamed in, fsynced; its folder's fsync comes after all of them
+    replace(source, target)
+    if os.path.basename(target).startswith("part-"):
+        with lock:
+            landed[0] += 1
+            if landed[0] == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
 
-def then_die(self, relative, data):
+def around_commit(self, relative, data):
+    commit = relative.startswith("_batches/")
+    if point == "all-durable-no-commit" and commit:  # every file and folder fsynced, the record not written
+        os.kill(os.getpid(), signal.SIGKILL)
     write_bytes(self, relative, data)
-    if point == "after-commit" and relative.startswith("_batches/"):
+    if point == "after-commit" and commit:
         os.kill(os.getpid(), signal.SIGKILL)
 
-Location.write_table, Location.write_bytes = counting, then_die
+os.replace, Location.write_bytes = counting, around_commit
 print(MetricsStore(root).write_batch(frame, batch_id="sigkill").rows, flush=True)
 """
 
@@ -88,7 +94,8 @@ def _poll_while_running(root: Path, proc: subprocess.Popen) -> set[int]:
     [
         pytest.param("first-file", False, id="after-the-first-file"),
         pytest.param("half-the-files", False, id="after-half-the-files"),
-        pytest.param("all-files-no-commit", False, id="after-every-file-before-the-commit"),
+        pytest.param("all-files-no-folder-sync", False, id="after-every-file-before-the-folder-fsyncs"),
+        pytest.param("all-durable-no-commit", False, id="after-every-fsync-before-the-commit"),
         pytest.param("after-commit", True, id="just-after-the-commit"),
     ],
 )
