@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import need_component
+
 REPO = Path(__file__).resolve().parents[2]
 BATCH = "durable"
 CALLS = "fsync,fdatasync,rename,renameat,renameat2,mkdir,mkdirat,unlink,unlinkat"
@@ -79,7 +81,7 @@ def _write_traced(root: Path, tmp_path: Path, *, apps: list[str], days: int) -> 
     writer = [sys.executable, "-c", WRITER, str(root), BATCH, ",".join(apps), str(days)]
     proc = subprocess.run([*command, *writer], cwd=REPO, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0 and "ptrace" in proc.stderr:
-        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
+        need_component("strace", f"it cannot trace here: {proc.stderr.strip()[:200]}")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(len(apps) * days), "one data file per app and day"
     return _trace(out.read_text().splitlines())
@@ -95,7 +97,6 @@ def _leftovers(root: Path) -> list[Path]:
     return left
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (apt-get install strace)")
 @pytest.mark.parametrize(
     ("leftovers", "apps", "days"),
     [
@@ -107,6 +108,8 @@ def _leftovers(root: Path) -> list[Path]:
 def test_every_file_and_folder_is_durable_before_the_commit_record_and_the_record_after(
     tmp_path, leftovers, apps, days
 ):
+    if shutil.which("strace") is None:
+        need_component("strace", "the durability test reads a real writer's system calls (apt-get install strace)")
     root = tmp_path / "store" / "metrics"
     left = _leftovers(root) if leftovers else []
     calls = _write_traced(root, tmp_path, apps=apps, days=days)
