@@ -29,7 +29,6 @@ from flows.runners import task_runner
 from prescale.catalog import list_profiles
 from prescale.metrics.store import MetricsStore, utc
 from prescale.names import AppName, app_names
-from prescale.orchestrate import search_budget_ms
 from prescale.settings import load_settings
 from tasks.orchestrate import (
     apply_plans,
@@ -52,10 +51,6 @@ def orchestrate(apps: list[str] | None = None, at: str | None = None, dry_run: b
     apps = list(dict.fromkeys(app_names(apps))) if apps else _apps_with_profiles(settings)
     clock = time.time() if at is None else now.timestamp()
     held = observe(apps, settings, clock)
-    # the search is mostly Python: threads share one core's worth of it; Dask workers are processes
-    parallel = settings.runner.dask_workers if settings.runner.kind == "dask" else 1
-    settings.search.time_budget_ms = search_budget_ms(settings.search.time_budget_ms, apps=len(apps),
-                                                      parallel=parallel, share=settings.orchestrate.search_share)
     gathered = gather.map(apps, unmapped(now), unmapped(settings))
     decisions = decide.map(gathered, [held[app] for app in apps], unmapped(settings))
     decided = [_settle(app, now, g, d) for app, g, d in zip(apps, gathered, decisions, strict=True)]

@@ -133,6 +133,9 @@ def assemble(
         covered = np.maximum(ahead.quantile(knobs.quantile), 0.0) * (1.0 + knobs.headroom)
     o = np.array([float(observed.get(m, np.nan)) for m in fleet.metrics], dtype=float)
     floor = o * (1.0 + knobs.headroom)
+    if covered is not None and (np.nan_to_num(floor) > covered[0] + 1e-9).any():
+        above = [m for m, f, d in zip(fleet.metrics, np.nan_to_num(floor), covered[0], strict=True) if f > d + 1e-9]
+        notes.append(f"observed {above} above the covered forecast now: reactive floor raised capacity")
     holding, foreign = holding_of(fleet, held)
     if foreign:
         notes.append(f"held type(s) {foreign} not usable by {profile.name!r}: released")

@@ -29,24 +29,22 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
 from models.registry import ChampionLoader, Registry
-from prescale.allocation import Policy, allocate
 from prescale.catalog import AppProfile, check_profile, load_catalog, resolve_profile
 from prescale.cluster import guardrails_from, make_plan, open_cluster
+from prescale.cluster.plan import Holding as ClusterHolding
+from prescale.decide_inputs import Held, Knobs, assemble, rejected, state_from_json, state_to_json, target_nodes
+from prescale.decision import RuleState
+from prescale.decision import decide as decide_rule
+from prescale.fleet import Fleet
 from prescale.forecast import Forecast
 from prescale.ledger import DecisionRow, Ledger
 from prescale.metrics.store import MetricsStore
 from prescale.monitoring import Health, forecast_health
 from prescale.names import AppName
-from prescale.orchestrate import (
-    apply_floor,
-    bind_forecast,
-    observed_demand,
-    reactive_forecast,
-    sources,
-    summarise_forecast,
-)
+from prescale.orchestrate import bind_forecast, observed_demand, sources, summarise_forecast
 from prescale.phase_reports import read_report
 from prescale.phases import DEFAULT_PHASE, PhaseReport, current_phase
+from prescale.replay.covers import CoverCache
 from prescale.settings import Settings
 from tasks.ingest import IO_RETRIES, IO_RETRY_DELAYS
 
@@ -76,6 +74,7 @@ class Gathered:
     error: str = ""
     read: frozenset[str] = frozenset()  # the metrics asked of the store
     retrain: bool = False  # the champion is missing, failed or outside its budget: ask for retraining
+    rule_state: RuleState | None = None  # the predictive rule's state after the app's previous decision
 
 
 @dataclass
@@ -108,11 +107,24 @@ def gather(app: str, now: pd.Timestamp, settings: Settings) -> Gathered:
     if age > pd.Timedelta(hours=settings.orchestrate.max_staleness_hours):
         gathered.error = f"newest metric of {app!r} is {age} old (limit {settings.orchestrate.max_staleness_hours} h)"
         return gathered
+    gathered.rule_state = rule_state(app, now, settings)
     gathered.phase = _phase(rows, report)
     gathered.health = _health(app, rows, now, profile, settings, champion=_champion_version(app, gathered.phase,
                                                                                             settings))
     _forecast(gathered, settings)
     return gathered
+
+
+def rule_state(app: str, now: pd.Timestamp, settings: Settings, *, rows: int = 3) -> RuleState | None:
+    """The rule's state after the app's newest decision before ``now`` that carries one (the ledger's
+    ``rule_state``; a failed or skipped decision carries none, so the few newest rows are looked at)."""
+    cfg = settings.orchestrate
+    recent = Ledger(cfg.ledger).read(app, start=now - pd.Timedelta(hours=cfg.lookback_hours), end=now, last=rows)
+    for data in reversed(recent["rule_state"].tolist() if "rule_state" in recent else []):
+        state = state_from_json(data)
+        if state is not None:
+            return state
+    return None
 
 
 def _read(app: str, now: pd.Timestamp, metrics: list[str], settings: Settings) -> pd.DataFrame:
@@ -226,9 +238,10 @@ def _inference_threads(threads: int) -> None:
 
 @task(name="decide", cache_policy=NONE)
 def decide(gathered: Gathered, held: dict, settings: Settings) -> Decided:
-    """Demand to cover -> allocation -> plan; pure given its inputs."""
+    """The predictive rule (``prescale.decision.decide``) on the assembled input, then the plan; pure given
+    its inputs (the cover cache only saves time)."""
     started = time.perf_counter()
-    cfg, profile = settings.orchestrate, gathered.profile
+    profile = gathered.profile
     row = DecisionRow(
         decided_at=gathered.now, app=gathered.app, phase=gathered.phase, mode="reactive", why=gathered.why,
         champion_version=gathered.champion_version, covered_quantile=settings.search.covered_quantile,
@@ -239,22 +252,26 @@ def decide(gathered: Gathered, held: dict, settings: Settings) -> Decided:
         return Decided(gathered.app, row)
     catalog = load_catalog(settings.search.catalog)
     observed = observed_demand(gathered.rows, profile)
-    demand, row.mode, note = _demand(gathered, observed, settings)
-    row.why += note
-    demand, floored = apply_floor(demand, observed, target_utilisation=cfg.target_utilisation)
-    if floored:
-        row.why += "; observed demand above the forecast band: reactive floor raised capacity"
+    forecast, row.mode, note = _demand(gathered)
     holdings, others = held["holdings"], held["others"]
-    running = {t: h.nodes for t, h in holdings.items() if h.nodes}
-    policy = Policy.from_settings(settings.search)
-    # with data coarser than the cadence (5-minute steps, a decision every minute) the first forecast steps
-    # began before now: those that ended are dropped, a running one counts from now (lead times from now)
-    allocation = allocate(demand.since(gathered.now), catalog, profile, running, policy, now=gathered.now)
-    plan = make_plan(gathered.app, holdings, allocation.nodes, catalog=catalog, profile=profile,
-                     guardrails=guardrails_from(settings.cluster), spot=allocation.spot, others=others)  # fmt: skip
+    assembled = assemble(catalog, profile, forecast=forecast, observed=observed, held=held_of(holdings),
+                         knobs=knobs_from(settings), state=gathered.rule_state, now=gathered.now,
+                         covers=cover_cache(settings.replay.cover_resolution),
+                         fallback_step_seconds=data_step(gathered.rows))  # fmt: skip
+    decision = decide_rule(assembled.inp)
+    fleet = assembled.fleet
+    nodes = target_nodes(fleet, decision)
+    plan = make_plan(gathered.app, holdings, nodes, catalog=catalog, profile=profile,
+                     guardrails=guardrails_from(settings.cluster), others=others)  # fmt: skip
+    if decision.fallback and row.mode == "predictive":
+        row.mode = "fallback"
+    row.why = "; ".join(part for part in (gathered.why + note, *assembled.notes, *decision.reasons) if part)
     row.observed = observed
-    row.forecast = summarise_forecast(demand, demand.metrics[0])
-    row.allocation, row.cost_per_hour, row.reasons = allocation.nodes, allocation.cost_per_hour, allocation.rejected
+    row.forecast = summarise_forecast(forecast, forecast.metrics[0]) if forecast is not None else {}
+    row.allocation, row.cost_per_hour = nodes, fleet.cost_per_hour(decision.target)
+    covered = assembled.inp.covered
+    row.reasons = rejected(catalog, profile, fleet, decision, horizon=None if covered is None else len(covered))
+    row.rule_state = state_to_json(decision.state)
     row.plan = plan.to_dict().get("steps", [])
     row.retrain_requested = gathered.retrain
     row.outcome = "planned"
@@ -262,19 +279,57 @@ def decide(gathered: Gathered, held: dict, settings: Settings) -> Decided:
     return Decided(gathered.app, row, plan=plan)
 
 
-def _demand(gathered: Gathered, observed: dict[str, float], settings: Settings) -> tuple[Forecast, str, str]:
-    """The forecast to cover, its mode, and what the ledger's ``why`` should add about it."""
-    profile = gathered.profile
-    if gathered.forecast is not None:
-        bound, unbound = bind_forecast(gathered.forecast, profile)
-        return bound, "predictive", _unbound_note(unbound, profile)
-    instants = gathered.rows["ts"].drop_duplicates().sort_values()  # long rows: one per metric per instant
-    step = int(instants.diff().dropna().median().total_seconds()) if len(instants) > 1 else 60
-    horizon = max(1, round(settings.forecast.horizon_minutes * 60 / step))
-    start = gathered.rows["ts"].max() + pd.Timedelta(seconds=step)
-    fallback = reactive_forecast(observed, profile, start=start, step_seconds=step, horizon=horizon,
-                                 target_utilisation=settings.orchestrate.target_utilisation)  # fmt: skip
-    return fallback, "reactive", ""
+def knobs_from(settings: Settings) -> Knobs:
+    """The rule's knobs from the settings: ``search.covered_quantile``, the headroom ``1 / u - 1`` of
+    ``orchestrate.target_utilisation`` (``prescale.decide_inputs``), the replay's hold window and margin."""
+    return Knobs.from_utilisation(settings.search.covered_quantile, settings.orchestrate.target_utilisation,
+                                  hold_minutes=settings.replay.hold_minutes,
+                                  margin=settings.replay.consolidation_margin)  # fmt: skip
+
+
+_COVERS: dict[tuple, CoverCache] = {}
+
+
+def cover_cache(resolution: float):
+    """A factory of the cover solver for a fleet, memoised per process (a cover depends only on the types'
+    capacities, prices and quotas, so a long-lived worker solves each level once across cycles)."""
+
+    def covers(fleet: Fleet) -> CoverCache:
+        key = (fleet.names, fleet.served.tobytes(), fleet.price.tobytes(), fleet.quota.tobytes(),
+               fleet.step_seconds, resolution)  # fmt: skip
+        if key not in _COVERS:
+            _COVERS[key] = CoverCache(fleet, resolution=resolution)
+        return _COVERS[key]
+
+    return covers
+
+
+def held_of(holdings: dict[str, ClusterHolding]) -> Held:
+    """What the cluster holds for the app, for the rule: ready nodes and booting ones by expected arrival.
+
+    A backend that cannot tell which nodes still boot (``booting`` None) has every claimed node counted as
+    serving."""
+    ready, booting = {}, {}
+    for name, h in holdings.items():
+        times = tuple(h.booting or ())[: h.nodes]
+        ready[name] = h.nodes - len(times)
+        if times:
+            booting[name] = times
+    return Held(ready=ready, booting=booting)
+
+
+def data_step(rows: pd.DataFrame) -> int:
+    """The metrics' step in seconds (the median gap between instants; 60 with one instant)."""
+    instants = rows["ts"].drop_duplicates().sort_values()  # long rows: one per metric per instant
+    return int(instants.diff().dropna().median().total_seconds()) if len(instants) > 1 else 60
+
+
+def _demand(gathered: Gathered) -> tuple[Forecast | None, str, str]:
+    """The champion's forecast in the profile's metrics (None without one), the mode, and what ``why`` adds."""
+    if gathered.forecast is None:
+        return None, "reactive", ""
+    bound, unbound = bind_forecast(gathered.forecast, gathered.profile)
+    return bound, "predictive", _unbound_note(unbound, gathered.profile)
 
 
 def _unbound_note(unbound: tuple[str, ...], profile: AppProfile) -> str:
