@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from prescale.catalog import AppProfile, Catalog
+from prescale.cluster.plan import Holding as ClusterHolding
 from prescale.decision import Covers, Decision, DecisionInput, RuleState
 from prescale.fleet import Fleet, build_fleet
 from prescale.forecast import Forecast, ForecastError
@@ -84,6 +85,18 @@ class Held:
 
     ready: Mapping[str, int] = field(default_factory=dict)
     booting: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, holdings: Mapping[str, ClusterHolding]) -> Held:
+        """From a cluster's ``ClusterState.holdings(app)``: a backend that cannot tell which nodes still boot
+        (``booting`` None) has every claimed node counted as serving."""
+        ready, booting = {}, {}
+        for name, h in holdings.items():
+            times = tuple(h.booting or ())[: h.nodes]
+            ready[name] = h.nodes - len(times)
+            if times:
+                booting[name] = times
+        return cls(ready=ready, booting=booting)
 
     @property
     def nodes(self) -> dict[str, int]:

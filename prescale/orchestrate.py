@@ -37,7 +37,20 @@ import numpy as np
 import pandas as pd
 
 from prescale.catalog import AppProfile
+from prescale.decide_inputs import Knobs
 from prescale.forecast import Forecast
+from prescale.settings import Settings
+
+
+def knobs_from(settings: Settings) -> Knobs:
+    """The predictive rule's knobs, the same for every caller (the loop, ``prescale plan`` and ``apply``):
+    the covered quantile ``search.covered_quantile``, the headroom ``1 / u - 1`` of
+    ``orchestrate.target_utilisation`` (the floor's and the fallback's ``u``; ``prescale.decide_inputs``),
+    and the replay's hold window and consolidation margin (``replay.hold_minutes``,
+    ``replay.consolidation_margin``), so the loop runs the rule the backtest scores."""
+    return Knobs.from_utilisation(settings.search.covered_quantile, settings.orchestrate.target_utilisation,
+                                  hold_minutes=settings.replay.hold_minutes,
+                                  margin=settings.replay.consolidation_margin)  # fmt: skip
 
 
 def sources(profile: AppProfile) -> dict[str, tuple[str, float]]:

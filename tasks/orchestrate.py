@@ -31,20 +31,18 @@ from prefect.cache_policies import NONE
 from models.registry import ChampionLoader, Registry
 from prescale.catalog import AppProfile, check_profile, load_catalog, resolve_profile
 from prescale.cluster import guardrails_from, make_plan, open_cluster
-from prescale.cluster.plan import Holding as ClusterHolding
-from prescale.decide_inputs import Held, Knobs, assemble, rejected, state_from_json, state_to_json, target_nodes
+from prescale.decide_inputs import Held, assemble, rejected, state_from_json, state_to_json, target_nodes
 from prescale.decision import RuleState
 from prescale.decision import decide as decide_rule
-from prescale.fleet import Fleet
 from prescale.forecast import Forecast
 from prescale.ledger import DecisionRow, Ledger
 from prescale.metrics.store import MetricsStore
 from prescale.monitoring import Health, forecast_health
 from prescale.names import AppName
-from prescale.orchestrate import bind_forecast, observed_demand, sources, summarise_forecast
+from prescale.orchestrate import bind_forecast, knobs_from, observed_demand, sources, summarise_forecast
 from prescale.phase_reports import read_report
 from prescale.phases import DEFAULT_PHASE, PhaseReport, current_phase
-from prescale.replay.covers import CoverCache
+from prescale.replay.covers import shared_covers
 from prescale.settings import Settings
 from tasks.ingest import IO_RETRIES, IO_RETRY_DELAYS
 
@@ -254,9 +252,9 @@ def decide(gathered: Gathered, held: dict, settings: Settings) -> Decided:
     observed = observed_demand(gathered.rows, profile)
     forecast, row.mode, note = _demand(gathered)
     holdings, others = held["holdings"], held["others"]
-    assembled = assemble(catalog, profile, forecast=forecast, observed=observed, held=held_of(holdings),
+    assembled = assemble(catalog, profile, forecast=forecast, observed=observed, held=Held.of(holdings),
                          knobs=knobs_from(settings), state=gathered.rule_state, now=gathered.now,
-                         covers=cover_cache(settings.replay.cover_resolution),
+                         covers=shared_covers(settings.replay.cover_resolution),
                          fallback_step_seconds=data_step(gathered.rows))  # fmt: skip
     decision = decide_rule(assembled.inp)
     fleet = assembled.fleet
@@ -277,45 +275,6 @@ def decide(gathered: Gathered, held: dict, settings: Settings) -> Decided:
     row.outcome = "planned"
     row.duration_s = time.perf_counter() - started
     return Decided(gathered.app, row, plan=plan)
-
-
-def knobs_from(settings: Settings) -> Knobs:
-    """The rule's knobs from the settings: ``search.covered_quantile``, the headroom ``1 / u - 1`` of
-    ``orchestrate.target_utilisation`` (``prescale.decide_inputs``), the replay's hold window and margin."""
-    return Knobs.from_utilisation(settings.search.covered_quantile, settings.orchestrate.target_utilisation,
-                                  hold_minutes=settings.replay.hold_minutes,
-                                  margin=settings.replay.consolidation_margin)  # fmt: skip
-
-
-_COVERS: dict[tuple, CoverCache] = {}
-
-
-def cover_cache(resolution: float):
-    """A factory of the cover solver for a fleet, memoised per process (a cover depends only on the types'
-    capacities, prices and quotas, so a long-lived worker solves each level once across cycles)."""
-
-    def covers(fleet: Fleet) -> CoverCache:
-        key = (fleet.names, fleet.served.tobytes(), fleet.price.tobytes(), fleet.quota.tobytes(),
-               fleet.step_seconds, resolution)  # fmt: skip
-        if key not in _COVERS:
-            _COVERS[key] = CoverCache(fleet, resolution=resolution)
-        return _COVERS[key]
-
-    return covers
-
-
-def held_of(holdings: dict[str, ClusterHolding]) -> Held:
-    """What the cluster holds for the app, for the rule: ready nodes and booting ones by expected arrival.
-
-    A backend that cannot tell which nodes still boot (``booting`` None) has every claimed node counted as
-    serving."""
-    ready, booting = {}, {}
-    for name, h in holdings.items():
-        times = tuple(h.booting or ())[: h.nodes]
-        ready[name] = h.nodes - len(times)
-        if times:
-            booting[name] = times
-    return Held(ready=ready, booting=booting)
 
 
 def data_step(rows: pd.DataFrame) -> int:
