@@ -1,10 +1,11 @@
-"""`orchestrate`: every minute, per app, forecast -> allocate -> plan -> apply -> ledger. Wiring only.
+"""`orchestrate`: every minute, per app, forecast -> the predictive rule -> plan -> apply -> ledger. Wiring only.
 
 1. ``observe-cluster``: what runs now (once for the cycle).
 2. per app, mapped in parallel on the settings' task runner (threads, or Dask:
    ``flows/runners.py``): ``gather-inputs`` (recent rows, phase, recent
-   decisions, the champion's forecast; or why there is none) then ``decide``
-   (demand to cover with the reactive floor, allocation, plan).
+   decisions, the rule's state, the champion's forecast; or why there is none)
+   then ``decide`` (the predictive rule of ``prescale.decision`` with its
+   reactive floor, then the plan).
 3. ``apply-plans``: one app after another through the cluster backend
    (make-before-break), unless dry run.
 4. ``record-decisions``: one ledger row per app; one ``request-retraining`` for

@@ -11,6 +11,11 @@ state. It reads no clock, no setting, no file and no global; it mutates nothing 
 caller's: the replay's executor applies the actions in order (``prescale.replay.policies.Predictive``); a
 dry run simply does not. The caller threads ``Decision.state`` into the next decision's input.
 
+**Callers** (the one predictive rule in the code base): the replay's ``Predictive``
+(``prescale.replay.policies``), the orchestrate task (``tasks/orchestrate.py``: its state kept between
+minutes in the ledger's ``rule_state``), and ``prescale plan`` / ``apply`` (``prescale/commands/rule.py``);
+the live ones build their input with ``prescale.decide_inputs.assemble``.
+
 Only the cover solver remembers anything: ``covers.cover(level, subset)`` is a pure function of its
 arguments (the replay's ``CoverCache`` memoises the allocation's exact MILP on a grid of levels), so caching
 it changes speed, never answers.

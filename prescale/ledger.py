@@ -86,7 +86,7 @@ class DecisionRow:
     decided_at: pd.Timestamp
     app: str
     phase: str
-    mode: str  # "predictive" or "reactive"
+    mode: str  # "predictive" (the champion's forecast), "fallback" (a forecast the rule could not use), "reactive"
     why: str  # why this mode (e.g. "champion v3", "no champion for (web, p0): reactive fallback")
     champion_version: str | None
     covered_quantile: float | None
@@ -95,7 +95,7 @@ class DecisionRow:
     error: str = ""
     forecast: dict[str, Any] = field(default_factory=dict)
     observed: dict[str, float] = field(default_factory=dict)
-    allocation: dict[str, int] = field(default_factory=dict)
+    allocation: dict[str, int] = field(default_factory=dict)  # the rule's target nodes per type
     plan: list[dict[str, Any]] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)

@@ -1,20 +1,32 @@
 """Prefect tasks of the orchestrate loop: gather (I/O), decide (pure CPU), apply (cluster), record (ledger).
 
 Per app, ``gather`` reads everything a decision needs (recent rows, the phase
-report, the ledger's recent decisions, the champion's forecaster: registry I/O,
-cached per process by ``ChampionLoader`` and refreshed when the alias moves) and
-``decide`` turns it into an allocation and a plan with no I/O. ``apply_plans``
-then carries the plans out one app after another through the one cluster backend
-(the simulated cluster keeps one state file; Kubernetes sees one writer), and
-``record`` appends one ledger row per app. A failure of one app becomes that
-app's row (``outcome="failed"`` with the error): it never stops the others.
+report, the ledger's recent decisions for monitoring and the rule's state after
+the app's newest decision, the champion's forecaster: registry I/O, cached per
+process by ``ChampionLoader`` and refreshed when the alias moves) and ``decide``
+turns it into a decision of the predictive rule and a plan with no I/O:
+``prescale.decide_inputs.assemble`` builds the rule's input (the champion's
+forecast bound to the profile's metrics, its steps still ahead at ``now``; the
+last observed demand as the reactive floor; what the cluster holds, booting
+nodes by expected arrival; the knobs of ``prescale.orchestrate.knobs_from``; the
+rule's previous state), ``prescale.decision.decide`` decides (the rule the replay
+scores and ``prescale plan`` / ``apply`` run), and ``make_plan`` turns its target
+into the make-before-break plan. ``apply_plans`` then carries the plans out one
+app after another through the one cluster backend (the simulated cluster keeps
+one state file; Kubernetes sees one writer), and ``record`` appends one ledger
+row per app, with the rule's new state in ``rule_state``. A failure of one app
+becomes that app's row (``outcome="failed"`` with the error): it never stops the
+others.
 
 Training and serving read the same metrics: ``gather`` asks the store for the
 profile's source metrics and every input of the champion, which may be more (a
 mapping that stores two metrics trains on both). Every champion failure (missing,
-outside its error budget, failing to load or forecast) means the reactive
-fallback, a ``why`` saying so, and ``retrain_requested`` on the row, which the
-flow turns into one retraining request per cycle.
+outside its error budget, failing to load or forecast) means no forecast, so the
+rule's reactive fallback (the fastest tier covers observed demand over the target
+utilisation), a ``why`` saying so, and ``retrain_requested`` on the row, which the
+flow turns into one retraining request per cycle. The row's mode is
+``predictive`` (the champion's forecast decided), ``fallback`` (a forecast the rule
+could not use) or ``reactive`` (no champion).
 """
 
 from __future__ import annotations
