@@ -21,8 +21,9 @@ that into a :class:`~prescale.decision.DecisionInput` exactly as the replay woul
 * **hold** ``b = round(hold_minutes * 60 / step)`` (as ``ReplayConfig.hold_steps``), and the margin.
 
 **The reactive floor and the fallback, mapped.** The loop used to raise every quantile of the forecast to
-``o / u`` when ``o`` broke above the forecast's top band (``prescale.orchestrate.apply_floor``), and without
-a champion to plan for a flat ``o / u`` (``reactive_forecast``), ``u`` being ``orchestrate.target_utilisation``.
+``o / u`` when ``o`` broke above the forecast's top band (``apply_floor``, in ``prescale.orchestrate`` before
+issue 14), and without a champion to plan for a flat ``o / u`` (``reactive_forecast``), ``u`` being
+``orchestrate.target_utilisation``.
 The rule carries both already, with the same meaning: the headroom is ``h = 1 / u - 1`` (a utilisation
 target ``u`` *is* a headroom of ``1 / u - 1``), so ``F = o / u``; the rule never lets the step it decides
 serve less than ``F`` (the fast tier's shortfall at step 0 is at least ``F - S``, and every slow tier's keep
