@@ -14,8 +14,7 @@ Setup per app count N, in a fresh ``PRESCALE_HOME`` under ``.prescale/bench-scal
 Runners: ``threads`` (default), ``dask`` (a ``LocalCluster`` of 2 worker processes started for each flow
 run, so every cycle starts cold), ``dask-cluster`` (one long-lived ``LocalCluster`` passed by address, as a
 deployment would use a standing cluster: the workers keep their champion caches between cycles). The runner
-is swapped with ``flow.with_options``, so every runner gets the same per-app search budget (the threads one,
-``orchestrate.search_share`` of the minute over the app count): the comparison is of the runners alone.
+is swapped with ``flow.with_options``, so the comparison is of the runners alone.
 
 Then the ``orchestrate`` flow runs ``--cycles`` times at the history's end plus one minute each (dry run:
 decide and record, the simulated cluster is not applied to). Times come from Prefect: each flow run's
@@ -221,15 +220,12 @@ def profile(home: Path, apps: int, name: str) -> None:
 
     from prefect.logging import disable_run_logger
 
-    from prescale.orchestrate import search_budget_ms
     from tasks.orchestrate import decide, gather, observe
 
     os.environ["PRESCALE_HOME"] = str(home)
     os.environ["PRESCALE_SEARCH__PROFILES"] = str(home / "profiles")
     settings = load_settings()
     total = len(list((home / "profiles").glob("*.yaml")))
-    settings.search.time_budget_ms = search_budget_ms(settings.search.time_budget_ms, apps=total, parallel=1,
-                                                      share=settings.orchestrate.search_share)
     names = [app_name(i) for i in range(apps)]
     at = MetricsStore(settings.store.root).read(names[0])["ts"].max() + STEP  # as the main run's first cycle
     parts = {"gather": 0.0, "decide": 0.0}
@@ -251,7 +247,7 @@ def profile(home: Path, apps: int, name: str) -> None:
     pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(40)
     per_app = {k: round(1000 * v / apps, 1) for k, v in parts.items()}
     text = (f"# Where a warm orchestrate cycle's per-app time goes ({apps} of {total} apps, serial, profiled)\n\n"
-            f"Search budget per app at {total} apps: {settings.search.time_budget_ms} ms. Per app: gather "
+            f"Per app: gather "
             f"{per_app['gather']} ms, decide {per_app['decide']} ms (cProfile adds overhead).\n\n"
             "```\n" + out.getvalue().strip() + "\n```\n")
     (OUT / f"{name}.md").write_text(text)

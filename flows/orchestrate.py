@@ -1,10 +1,11 @@
-"""`orchestrate`: every minute, per app, forecast -> allocate -> plan -> apply -> ledger. Wiring only.
+"""`orchestrate`: every minute, per app, forecast -> the predictive rule -> plan -> apply -> ledger. Wiring only.
 
 1. ``observe-cluster``: what runs now (once for the cycle).
 2. per app, mapped in parallel on the settings' task runner (threads, or Dask:
    ``flows/runners.py``): ``gather-inputs`` (recent rows, phase, recent
-   decisions, the champion's forecast; or why there is none) then ``decide``
-   (demand to cover with the reactive floor, allocation, plan).
+   decisions, the rule's state, the champion's forecast; or why there is none)
+   then ``decide`` (the predictive rule of ``prescale.decision`` with its
+   reactive floor, then the plan).
 3. ``apply-plans``: one app after another through the cluster backend
    (make-before-break), unless dry run.
 4. ``record-decisions``: one ledger row per app; one ``request-retraining`` for
@@ -29,7 +30,6 @@ from flows.runners import task_runner
 from prescale.catalog import list_profiles
 from prescale.metrics.store import MetricsStore, utc
 from prescale.names import AppName, app_names
-from prescale.orchestrate import search_budget_ms
 from prescale.settings import load_settings
 from tasks.orchestrate import (
     apply_plans,
@@ -52,10 +52,6 @@ def orchestrate(apps: list[str] | None = None, at: str | None = None, dry_run: b
     apps = list(dict.fromkeys(app_names(apps))) if apps else _apps_with_profiles(settings)
     clock = time.time() if at is None else now.timestamp()
     held = observe(apps, settings, clock)
-    # the search is mostly Python: threads share one core's worth of it; Dask workers are processes
-    parallel = settings.runner.dask_workers if settings.runner.kind == "dask" else 1
-    settings.search.time_budget_ms = search_budget_ms(settings.search.time_budget_ms, apps=len(apps),
-                                                      parallel=parallel, share=settings.orchestrate.search_share)
     gathered = gather.map(apps, unmapped(now), unmapped(settings))
     decisions = decide.map(gathered, [held[app] for app in apps], unmapped(settings))
     decided = [_settle(app, now, g, d) for app, g, d in zip(apps, gathered, decisions, strict=True)]

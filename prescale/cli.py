@@ -26,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_NOT_COMMANDS = {"common", "demand"}
+_NOT_COMMANDS = {"common", "demand", "rule"}
 
 
 @app.callback()

@@ -11,6 +11,11 @@ state. It reads no clock, no setting, no file and no global; it mutates nothing 
 caller's: the replay's executor applies the actions in order (``prescale.replay.policies.Predictive``); a
 dry run simply does not. The caller threads ``Decision.state`` into the next decision's input.
 
+**Callers** (the one predictive rule in the code base): the replay's ``Predictive``
+(``prescale.replay.policies``), the orchestrate task (``tasks/orchestrate.py``: its state kept between
+minutes in the ledger's ``rule_state``), and ``prescale plan`` / ``apply`` (``prescale/commands/rule.py``);
+the live ones build their input with ``prescale.decide_inputs.assemble``.
+
 Only the cover solver remembers anything: ``covers.cover(level, subset)`` is a pure function of its
 arguments (the replay's ``CoverCache`` memoises the allocation's exact MILP on a grid of levels), so caching
 it changes speed, never answers.
@@ -59,7 +64,8 @@ nodes of the types ``S`` serving ``l``; ``b`` the hold window (steps). The calle
   one step, as fast as a CPU VM, and serves inference five times more cheaply per request). Slow nodes
   bought so are one more action and join their tier; the fast tier keeps what the window still needs from
   it (trim or add, then consolidate). When only the fast tier is ready inside the window this is
-  :func:`retarget` to ``max_j g[j]``; the app's ``min_nodes`` is topped up with the cheapest fast node;
+  :func:`retarget` to ``max_j g[j]``; the app's ``min_nodes`` is topped up with the cheapest fast node, and
+  its ``max_nodes`` caps the fast tier (its dearest-per-unit nodes go first: :func:`with_max_nodes`);
 * every action releases only while ``max(max_{j <= r_f} D[t, j], F[t])`` serves (make-before-break: what is
   let go now cannot be replaced before ``r_f``; keeping only ``D[t, 0]`` let a swap open a gap at the next
   steps, measured 22 violation minutes in a week of NASA at one-minute steps even with a perfect forecast).
@@ -76,7 +82,7 @@ all steps at once (a rolling max over the window): fast, but it is policy state 
 (``tests/replay/test_decision_identity.py``).
 
 Also here, shared by every replay policy: :func:`trim`, :func:`retarget`, :func:`consolidate`,
-:func:`with_min_nodes`, :func:`break_even`.
+:func:`with_min_nodes`, :func:`with_max_nodes`, :func:`break_even`.
 """
 
 from __future__ import annotations
@@ -303,7 +309,13 @@ def _fast_tier(
         target = retarget(inp, held, gap.max(axis=0), fleet.fast.idx)
     else:
         target = _fill(inp, held, gap, groups, plan, now)
-    target = with_min_nodes(fleet, target, others=int(plan.holding.held[lay.slow_mask].sum()))
+    others = int(plan.holding.held[lay.slow_mask].sum())
+    target = with_min_nodes(fleet, target, others=others)
+    capped = with_max_nodes(fleet, target, others=others)
+    if capped.sum() < target.sum():
+        plan.reasons.append(f"{fleet.fast.kind}: capped at the profile's max_nodes {fleet.profile.max_nodes} "
+                            f"({int(target.sum() - capped.sum())} fewer nodes than the shortfall asks)")
+        target = capped
     plan.act(target, now, lay.fast_mask,
              f"{fleet.fast.kind}: {int(target[lay.fast_mask].sum())} nodes for a shortfall up to "
              f"{np.round(gap.max(axis=0), 3).tolist()}")
@@ -412,6 +424,23 @@ def break_even(fleet: Fleet, tier: Tier) -> float:
     fast = fleet.unit_cost[list(fleet.fast.idx)].min()
     own = fleet.unit_cost[list(tier.idx)].min()
     return float(np.clip(own / fast, 0.0, 1.0)) if fast > 0 else 1.0
+
+
+def with_max_nodes(fleet: Fleet, counts: np.ndarray, others: int = 0) -> np.ndarray:
+    """Drop ``counts``' dearest-per-unit nodes until the app holds at most ``profile.max_nodes`` (``others``:
+    held elsewhere). The cap wins over the shortfall: a plan above it would be blocked by the guardrail."""
+    cap = fleet.profile.max_nodes
+    excess = 0 if cap is None else int(counts.sum()) + others - cap
+    if excess <= 0:
+        return counts
+    out = counts.copy()
+    for i in fleet.removal_order:
+        take = min(int(out[i]), excess)
+        out[i] -= take
+        excess -= take
+        if not excess:
+            break
+    return out
 
 
 def with_min_nodes(fleet: Fleet, counts: np.ndarray, others: int = 0) -> np.ndarray:

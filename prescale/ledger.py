@@ -4,7 +4,10 @@ Every orchestrate cycle writes, per app, a :class:`DecisionRow`: when it decided
 on what (phase, champion version or the fallback and why, the last observed demand),
 what it forecast (start, step, the covered quantile and the 10/50/90 bands per
 step), what it chose (allocation, cost per hour, the plan's steps, the reasons for
-every type not used) and what happened (applied, dry run, failed, with the error).
+every type not used), what happened (applied, dry run, failed, with the error) and
+the predictive rule's state after the decision (``rule_state``: its recent keep
+levels, read back by the app's next decision; files written before the column
+existed read it as ``{}``).
 Nested values are stored as JSON text so the ledger stays one flat table that any
 Parquet reader (and pandas) can open.
 
@@ -61,7 +64,7 @@ from prescale.metrics.location import Location
 from prescale.metrics.store import utc
 from prescale.names import AppName
 
-JSON_FIELDS = ("forecast", "observed", "allocation", "plan", "reasons", "health")
+JSON_FIELDS = ("forecast", "observed", "allocation", "plan", "reasons", "health", "rule_state")
 SCHEMA = pa.schema(
     [("decided_at", pa.timestamp("us", tz="UTC"))]
     + [(name, pa.string()) for name in ("app", "phase", "mode", "why", "champion_version")]
@@ -83,7 +86,7 @@ class DecisionRow:
     decided_at: pd.Timestamp
     app: str
     phase: str
-    mode: str  # "predictive" or "reactive"
+    mode: str  # "predictive" (the champion's forecast), "fallback" (a forecast the rule could not use), "reactive"
     why: str  # why this mode (e.g. "champion v3", "no champion for (web, p0): reactive fallback")
     champion_version: str | None
     covered_quantile: float | None
@@ -92,12 +95,13 @@ class DecisionRow:
     error: str = ""
     forecast: dict[str, Any] = field(default_factory=dict)
     observed: dict[str, float] = field(default_factory=dict)
-    allocation: dict[str, int] = field(default_factory=dict)
+    allocation: dict[str, int] = field(default_factory=dict)  # the rule's target nodes per type
     plan: list[dict[str, Any]] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
     retrain_requested: bool = False
     duration_s: float = 0.0
+    rule_state: dict[str, Any] = field(default_factory=dict)  # the predictive rule's state after this decision
 
     def to_record(self) -> dict[str, Any]:
         """The row as stored: JSON text for nested fields, ``decided_at`` in UTC floored to the microsecond.
@@ -158,7 +162,7 @@ class Ledger:
         frame = pd.concat(frames[::-1], ignore_index=True).sort_values("decided_at", kind="stable")
         frame = frame.tail(last) if last is not None else frame
         for name in JSON_FIELDS:
-            frame[name] = frame[name].map(json.loads)
+            frame[name] = frame[name].map(_decoded)
         return frame.reset_index(drop=True)
 
     def compact(self, app: str, *, min_files: int = 8) -> int:
@@ -261,6 +265,12 @@ def _condition(start, end, mode: str | None) -> ds.Expression | None:
     for condition in conditions:
         expr = condition if expr is None else expr & condition
     return expr
+
+
+def _decoded(text: Any) -> Any:
+    """A JSON field; a column the file predates (``rule_state`` before issue 14) reads as null (None or NaN
+    once pandas joins it with other files): ``{}``."""
+    return json.loads(text) if isinstance(text, str) else {}
 
 
 def _table(frame: pd.DataFrame) -> pa.Table:

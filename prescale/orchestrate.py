@@ -1,9 +1,10 @@
-"""The pure parts of one orchestrate decision: demand in the profile's terms, the fallback, the floor.
+"""The pure parts of one orchestrate decision around the rule: demand in the profile's terms, the knobs.
 
 The orchestrate flow (``flows/orchestrate.py``) does, per app: read recent rows ->
-current phase -> champion forecast (or the reactive fallback) -> **demand to
-cover** -> allocation -> plan -> apply -> ledger. This module holds the steps in
-between that are plain arithmetic, so they are unit-tested and replayable:
+current phase -> champion forecast (or none) -> **the predictive rule**
+(``prescale.decide_inputs.assemble`` then ``prescale.decision.decide``, the rule
+the replay scores and ``prescale plan`` / ``apply`` run) -> plan -> apply ->
+ledger. This module holds the plain arithmetic the task needs around the rule:
 
 **Binding.** Forecasters speak the store's metric names (``app.requests_per_s``);
 profiles speak demand (``requests_per_second``). A profile metric with
@@ -11,24 +12,20 @@ profiles speak demand (``requests_per_second``). A profile metric with
 metric times ``s`` (:func:`bind_forecast`, :func:`observed_demand`). A profile
 metric with no source has no data to forecast, and one whose source the
 champion was not trained on has no forecast: both are ``unbound``, covered at
-zero (the reactive floor raises the second kind to its observed demand), and the
-decision says which and why.
+zero by the forecast (the rule's reactive floor raises the second kind to its
+observed demand over the target utilisation), and the decision says which and why.
 
-**Reactive fallback** (:func:`reactive_forecast`): when the champion is missing,
-fails, or is outside its error budget, demand is the last observed value held
-flat over the horizon, divided by the target utilisation (the same headroom rule
-an HPA applies), with a narrow band.
+**Knobs** (:func:`knobs_from`): the covered quantile, the headroom, the hold
+window and the margin, the same for every caller.
 
-**Reactive floor** (:func:`apply_floor`): when observed demand is above the
-forecast's upper band now, the forecast was wrong at the worst moment: every
-quantile at every step is raised to at least the observed value over the target
-utilisation, so capacity rises at once rather than after the model catches up.
+**Reactive floor and fallback** are the rule's own since issue 14 (they were
+``apply_floor`` and ``reactive_forecast`` here): ``F = o / u`` with ``o`` the last
+observed demand and ``u`` = ``orchestrate.target_utilisation``, never served less at
+the step decided; without a forecast the fastest tier covers ``F`` alone. How the
+old floor maps onto the rule's is in ``prescale/decide_inputs.py``.
 
-With ``n`` the last observed demand of metric ``m``, ``u`` the target utilisation
-and ``F[t, m, k]`` the forecast quantiles::
-
-    fallback:  F[t, m, k] = n / u                        (all t, k; +-spread around it)
-    floor:     F[t, m, k] = max(F[t, m, k], n / u)       when n > F[0, m, top quantile]
+:func:`summarise_forecast` keeps the bands of the champion's forecast on the
+ledger row, which monitoring later compares with what happened.
 """
 
 from __future__ import annotations
@@ -37,7 +34,20 @@ import numpy as np
 import pandas as pd
 
 from prescale.catalog import AppProfile
+from prescale.decide_inputs import Knobs
 from prescale.forecast import Forecast
+from prescale.settings import Settings
+
+
+def knobs_from(settings: Settings) -> Knobs:
+    """The predictive rule's knobs, the same for every caller (the loop, ``prescale plan`` and ``apply``):
+    the covered quantile ``search.covered_quantile``, the headroom ``1 / u - 1`` of
+    ``orchestrate.target_utilisation`` (the floor's and the fallback's ``u``; ``prescale.decide_inputs``),
+    and the replay's hold window and consolidation margin (``replay.hold_minutes``,
+    ``replay.consolidation_margin``), so the loop runs the rule the backtest scores."""
+    return Knobs.from_utilisation(settings.search.covered_quantile, settings.orchestrate.target_utilisation,
+                                  hold_minutes=settings.replay.hold_minutes,
+                                  margin=settings.replay.consolidation_margin)  # fmt: skip
 
 
 def sources(profile: AppProfile) -> dict[str, tuple[str, float]]:
@@ -76,47 +86,6 @@ def bind_forecast(forecast: Forecast, profile: AppProfile) -> tuple[Forecast, tu
     return bound_forecast, tuple(unbound)
 
 
-def reactive_forecast(
-    observed: dict[str, float],
-    profile: AppProfile,
-    *,
-    start: pd.Timestamp,
-    step_seconds: int,
-    horizon: int,
-    target_utilisation: float,
-    spread: float = 0.05,
-) -> Forecast:
-    """Last observed demand over the target utilisation, flat over the horizon."""
-    level = np.array([observed.get(name, 0.0) / target_utilisation for name in profile.metric_names])
-    median = np.tile(level, (horizon, 1))
-    return Forecast.from_median(
-        median, start=start, step_seconds=step_seconds, metrics=list(profile.metric_names), spread=spread
-    )
-
-
-def apply_floor(forecast: Forecast, observed: dict[str, float], *, target_utilisation: float) -> tuple[Forecast, bool]:
-    """Raise every quantile to observed / target where observed demand broke above the band now."""
-    values = forecast.values.copy()
-    raised = False
-    for j, name in enumerate(forecast.metrics):
-        if name not in observed:
-            continue
-        need = observed[name] / target_utilisation
-        if observed[name] > forecast.values[0, j, -1]:
-            values[:, j, :] = np.maximum(values[:, j, :], need)
-            raised = True
-    if not raised:
-        return forecast, False
-    floored = Forecast(
-        start=forecast.start,
-        step_seconds=forecast.step_seconds,
-        metrics=list(forecast.metrics),
-        quantiles=list(forecast.quantiles),
-        values=values,
-    )
-    return floored, True
-
-
 def summarise_forecast(forecast: Forecast, metric: str) -> dict:
     """The bands of one metric for the ledger (what monitoring later compares with what happened)."""
     j = forecast.metric_index(metric)
@@ -129,17 +98,3 @@ def summarise_forecast(forecast: Forecast, metric: str) -> dict:
         "q50": [round(float(v), 6) for v in bands[:, 1]],
         "q90": [round(float(v), 6) for v in bands[:, 2]],
     }
-
-
-def search_budget_ms(per_decision_ms: int | None, *, apps: int, parallel: int, share: float,
-                     cadence_seconds: float = 60.0, floor_ms: int = 20) -> int | None:
-    """Each app's allocation search budget so that the cycle's searches fit ``share`` of the cadence.
-
-    The search always runs its warm starts (exact MILP covers) whatever the budget, so a tight budget
-    degrades to those rather than to nothing; ``floor_ms`` keeps the budget positive. An unset budget
-    (``search.time_budget_ms``: trials only, reproducible) stays unset.
-    """
-    if per_decision_ms is None:
-        return None
-    fair = int(share * cadence_seconds * 1000 * parallel / max(apps, 1))
-    return max(floor_ms, min(per_decision_ms, fair))

@@ -154,14 +154,6 @@ class OrchestrateSettings(BaseModel):
                                             "most once in this many minutes (an app too short of history to "
                                             "train would otherwise start a run every minute).")  # fmt: skip
     max_workers: int = Field(default=2, ge=1, description="Apps decided in parallel (threads runner).")
-    search_share: float = Field(
-        default=0.5,
-        gt=0,
-        le=1,
-        description="Share of the one-minute cadence the cycle's allocation searches take together: each app's "
-        "search budget is at most share x 60 s x parallel processes / apps (and search.time_budget_ms; unset: "
-        "trials only, untouched).",
-    )
 
 
 class ServeSettings(BaseModel):

@@ -1,20 +1,32 @@
 """Prefect tasks of the orchestrate loop: gather (I/O), decide (pure CPU), apply (cluster), record (ledger).
 
 Per app, ``gather`` reads everything a decision needs (recent rows, the phase
-report, the ledger's recent decisions, the champion's forecaster: registry I/O,
-cached per process by ``ChampionLoader`` and refreshed when the alias moves) and
-``decide`` turns it into an allocation and a plan with no I/O. ``apply_plans``
-then carries the plans out one app after another through the one cluster backend
-(the simulated cluster keeps one state file; Kubernetes sees one writer), and
-``record`` appends one ledger row per app. A failure of one app becomes that
-app's row (``outcome="failed"`` with the error): it never stops the others.
+report, the ledger's recent decisions for monitoring and the rule's state after
+the app's newest decision, the champion's forecaster: registry I/O, cached per
+process by ``ChampionLoader`` and refreshed when the alias moves) and ``decide``
+turns it into a decision of the predictive rule and a plan with no I/O:
+``prescale.decide_inputs.assemble`` builds the rule's input (the champion's
+forecast bound to the profile's metrics, its steps still ahead at ``now``; the
+last observed demand as the reactive floor; what the cluster holds, booting
+nodes by expected arrival; the knobs of ``prescale.orchestrate.knobs_from``; the
+rule's previous state), ``prescale.decision.decide`` decides (the rule the replay
+scores and ``prescale plan`` / ``apply`` run), and ``make_plan`` turns its target
+into the make-before-break plan. ``apply_plans`` then carries the plans out one
+app after another through the one cluster backend (the simulated cluster keeps
+one state file; Kubernetes sees one writer), and ``record`` appends one ledger
+row per app, with the rule's new state in ``rule_state``. A failure of one app
+becomes that app's row (``outcome="failed"`` with the error): it never stops the
+others.
 
 Training and serving read the same metrics: ``gather`` asks the store for the
 profile's source metrics and every input of the champion, which may be more (a
 mapping that stores two metrics trains on both). Every champion failure (missing,
-outside its error budget, failing to load or forecast) means the reactive
-fallback, a ``why`` saying so, and ``retrain_requested`` on the row, which the
-flow turns into one retraining request per cycle.
+outside its error budget, failing to load or forecast) means no forecast, so the
+rule's reactive fallback (the fastest tier covers observed demand over the target
+utilisation), a ``why`` saying so, and ``retrain_requested`` on the row, which the
+flow turns into one retraining request per cycle. The row's mode is
+``predictive`` (the champion's forecast decided), ``fallback`` (a forecast the rule
+could not use) or ``reactive`` (no champion).
 """
 
 from __future__ import annotations
@@ -29,24 +41,20 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
 from models.registry import ChampionLoader, Registry
-from prescale.allocation import Policy, allocate
 from prescale.catalog import AppProfile, check_profile, load_catalog, resolve_profile
 from prescale.cluster import guardrails_from, make_plan, open_cluster
+from prescale.decide_inputs import Held, assemble, rejected, state_from_json, state_to_json, target_nodes
+from prescale.decision import RuleState
+from prescale.decision import decide as decide_rule
 from prescale.forecast import Forecast
 from prescale.ledger import DecisionRow, Ledger
 from prescale.metrics.store import MetricsStore
 from prescale.monitoring import Health, forecast_health
 from prescale.names import AppName
-from prescale.orchestrate import (
-    apply_floor,
-    bind_forecast,
-    observed_demand,
-    reactive_forecast,
-    sources,
-    summarise_forecast,
-)
+from prescale.orchestrate import bind_forecast, knobs_from, observed_demand, sources, summarise_forecast
 from prescale.phase_reports import read_report
 from prescale.phases import DEFAULT_PHASE, PhaseReport, current_phase
+from prescale.replay.covers import shared_covers
 from prescale.settings import Settings
 from tasks.ingest import IO_RETRIES, IO_RETRY_DELAYS
 
@@ -76,6 +84,7 @@ class Gathered:
     error: str = ""
     read: frozenset[str] = frozenset()  # the metrics asked of the store
     retrain: bool = False  # the champion is missing, failed or outside its budget: ask for retraining
+    rule_state: RuleState | None = None  # the predictive rule's state after the app's previous decision
 
 
 @dataclass
@@ -108,11 +117,24 @@ def gather(app: str, now: pd.Timestamp, settings: Settings) -> Gathered:
     if age > pd.Timedelta(hours=settings.orchestrate.max_staleness_hours):
         gathered.error = f"newest metric of {app!r} is {age} old (limit {settings.orchestrate.max_staleness_hours} h)"
         return gathered
+    gathered.rule_state = rule_state(app, now, settings)
     gathered.phase = _phase(rows, report)
     gathered.health = _health(app, rows, now, profile, settings, champion=_champion_version(app, gathered.phase,
                                                                                             settings))
     _forecast(gathered, settings)
     return gathered
+
+
+def rule_state(app: str, now: pd.Timestamp, settings: Settings, *, rows: int = 3) -> RuleState | None:
+    """The rule's state after the app's newest decision before ``now`` that carries one (the ledger's
+    ``rule_state``; a failed or skipped decision carries none, so the few newest rows are looked at)."""
+    cfg = settings.orchestrate
+    recent = Ledger(cfg.ledger).read(app, start=now - pd.Timedelta(hours=cfg.lookback_hours), end=now, last=rows)
+    for data in reversed(recent["rule_state"].tolist() if "rule_state" in recent else []):
+        state = state_from_json(data)
+        if state is not None:
+            return state
+    return None
 
 
 def _read(app: str, now: pd.Timestamp, metrics: list[str], settings: Settings) -> pd.DataFrame:
@@ -226,9 +248,10 @@ def _inference_threads(threads: int) -> None:
 
 @task(name="decide", cache_policy=NONE)
 def decide(gathered: Gathered, held: dict, settings: Settings) -> Decided:
-    """Demand to cover -> allocation -> plan; pure given its inputs."""
+    """The predictive rule (``prescale.decision.decide``) on the assembled input, then the plan; pure given
+    its inputs (the cover cache only saves time)."""
     started = time.perf_counter()
-    cfg, profile = settings.orchestrate, gathered.profile
+    profile = gathered.profile
     row = DecisionRow(
         decided_at=gathered.now, app=gathered.app, phase=gathered.phase, mode="reactive", why=gathered.why,
         champion_version=gathered.champion_version, covered_quantile=settings.search.covered_quantile,
@@ -239,22 +262,26 @@ def decide(gathered: Gathered, held: dict, settings: Settings) -> Decided:
         return Decided(gathered.app, row)
     catalog = load_catalog(settings.search.catalog)
     observed = observed_demand(gathered.rows, profile)
-    demand, row.mode, note = _demand(gathered, observed, settings)
-    row.why += note
-    demand, floored = apply_floor(demand, observed, target_utilisation=cfg.target_utilisation)
-    if floored:
-        row.why += "; observed demand above the forecast band: reactive floor raised capacity"
+    forecast, row.mode, note = _demand(gathered)
     holdings, others = held["holdings"], held["others"]
-    running = {t: h.nodes for t, h in holdings.items() if h.nodes}
-    policy = Policy.from_settings(settings.search)
-    # with data coarser than the cadence (5-minute steps, a decision every minute) the first forecast steps
-    # began before now: those that ended are dropped, a running one counts from now (lead times from now)
-    allocation = allocate(demand.since(gathered.now), catalog, profile, running, policy, now=gathered.now)
-    plan = make_plan(gathered.app, holdings, allocation.nodes, catalog=catalog, profile=profile,
-                     guardrails=guardrails_from(settings.cluster), spot=allocation.spot, others=others)  # fmt: skip
+    assembled = assemble(catalog, profile, forecast=forecast, observed=observed, held=Held.of(holdings),
+                         knobs=knobs_from(settings), state=gathered.rule_state, now=gathered.now,
+                         covers=shared_covers(settings.replay.cover_resolution),
+                         fallback_step_seconds=data_step(gathered.rows))  # fmt: skip
+    decision = decide_rule(assembled.inp)
+    fleet = assembled.fleet
+    nodes = target_nodes(fleet, decision)
+    plan = make_plan(gathered.app, holdings, nodes, catalog=catalog, profile=profile,
+                     guardrails=guardrails_from(settings.cluster), others=others)  # fmt: skip
+    if decision.fallback and row.mode == "predictive":
+        row.mode = "fallback"
+    row.why = "; ".join(part for part in (gathered.why + note, *assembled.notes, *decision.reasons) if part)
     row.observed = observed
-    row.forecast = summarise_forecast(demand, demand.metrics[0])
-    row.allocation, row.cost_per_hour, row.reasons = allocation.nodes, allocation.cost_per_hour, allocation.rejected
+    row.forecast = summarise_forecast(forecast, forecast.metrics[0]) if forecast is not None else {}
+    row.allocation, row.cost_per_hour = nodes, fleet.cost_per_hour(decision.target)
+    covered = assembled.inp.covered
+    row.reasons = rejected(catalog, profile, fleet, decision, horizon=None if covered is None else len(covered))
+    row.rule_state = state_to_json(decision.state)
     row.plan = plan.to_dict().get("steps", [])
     row.retrain_requested = gathered.retrain
     row.outcome = "planned"
@@ -262,19 +289,18 @@ def decide(gathered: Gathered, held: dict, settings: Settings) -> Decided:
     return Decided(gathered.app, row, plan=plan)
 
 
-def _demand(gathered: Gathered, observed: dict[str, float], settings: Settings) -> tuple[Forecast, str, str]:
-    """The forecast to cover, its mode, and what the ledger's ``why`` should add about it."""
-    profile = gathered.profile
-    if gathered.forecast is not None:
-        bound, unbound = bind_forecast(gathered.forecast, profile)
-        return bound, "predictive", _unbound_note(unbound, profile)
-    instants = gathered.rows["ts"].drop_duplicates().sort_values()  # long rows: one per metric per instant
-    step = int(instants.diff().dropna().median().total_seconds()) if len(instants) > 1 else 60
-    horizon = max(1, round(settings.forecast.horizon_minutes * 60 / step))
-    start = gathered.rows["ts"].max() + pd.Timedelta(seconds=step)
-    fallback = reactive_forecast(observed, profile, start=start, step_seconds=step, horizon=horizon,
-                                 target_utilisation=settings.orchestrate.target_utilisation)  # fmt: skip
-    return fallback, "reactive", ""
+def data_step(rows: pd.DataFrame) -> int:
+    """The metrics' step in seconds (the median gap between instants; 60 with one instant)."""
+    instants = rows["ts"].drop_duplicates().sort_values()  # long rows: one per metric per instant
+    return int(instants.diff().dropna().median().total_seconds()) if len(instants) > 1 else 60
+
+
+def _demand(gathered: Gathered) -> tuple[Forecast | None, str, str]:
+    """The champion's forecast in the profile's metrics (None without one), the mode, and what ``why`` adds."""
+    if gathered.forecast is None:
+        return None, "reactive", ""
+    bound, unbound = bind_forecast(gathered.forecast, gathered.profile)
+    return bound, "predictive", _unbound_note(unbound, gathered.profile)
 
 
 def _unbound_note(unbound: tuple[str, ...], profile: AppProfile) -> str:

@@ -46,6 +46,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +120,11 @@ class KubernetesCluster:
         options: KubeOptions | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.options = options or KubeOptions()
         self.catalog = catalog
-        self._clock, self._sleep = clock, sleep
+        self._clock, self._sleep, self._wall = clock, sleep, wall_clock
         self._apps, self._core = client.AppsV1Api(api), client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._pools = {t.pool.name: t.name for t in catalog}
@@ -177,9 +179,9 @@ class KubernetesCluster:
         for md in mds.get("items", []):
             name = md["metadata"]["name"]
             if name in self._pools:
-                pools[self._pools[name]] = _pool_state(
-                    md, self._pools[name], nodes=nodes["items"], machines=machines["items"]
-                )
+                rtype = self._pools[name]
+                pools[rtype] = _pool_state(md, rtype, nodes=nodes["items"], machines=machines["items"],
+                                           lead=self.catalog[rtype].lead_time_seconds, now=self._wall())
         works = tuple(w for d in deps.get("items", []) if (w := self._workload_state(d)) is not None)
         return ClusterState(at=self._clock(), pools=pools, workloads=works)
 
@@ -505,7 +507,9 @@ def dns_label(value: object, *, what: str) -> str:
     )
 
 
-def _pool_state(md: dict[str, Any], rtype: str, *, nodes: list[dict], machines: list[dict]) -> PoolState:
+def _pool_state(
+    md: dict[str, Any], rtype: str, *, nodes: list[dict], machines: list[dict], lead: float = 0.0, now: float = 0.0
+) -> PoolState:
     name = md["metadata"]["name"]
     mine = [n for n in nodes if (n["metadata"].get("labels") or {}).get(LABEL_POOL) == name]
     ready_nodes = sum(1 for n in mine if _node_ready(n))
@@ -516,16 +520,43 @@ def _pool_state(md: dict[str, Any], rtype: str, *, nodes: list[dict], machines: 
         and (m.get("status") or {}).get("phase") == "Failed"
     )
     status = md.get("status") or {}
+    current = max(int(status.get("replicas") or 0), len(mine))
+    ready = min(int(status.get("readyReplicas") or 0), ready_nodes)
+    claims = {a: n for a, n in _claims(md).items() if n}
+    pool_machines = [m for m in machines if (m["metadata"].get("labels") or {}).get(LABEL_POOL) == name]
     return PoolState(
         rtype=rtype,
         pool=name,
         desired=int((md.get("spec") or {}).get("replicas") or 0),
-        current=max(int(status.get("replicas") or 0), len(mine)),
-        ready=min(int(status.get("readyReplicas") or 0), ready_nodes),
+        current=current,
+        ready=ready,
         failed=failed,
         settled=_observed(md),
-        claims={a: n for a, n in _claims(md).items() if n},
+        claims=claims,
+        booting=_booting(pool_machines, claims, booting=max(0, current - ready), lead=lead, now=now),
     )
+
+
+def _booting(
+    machines: list[dict[str, Any]], claims: dict[str, int], *, booting: int, lead: float, now: float
+) -> dict[str, tuple[float, ...]]:
+    """Seconds until each booting node of a pool with one claiming app is expected ready: its Machine's
+    creation time plus the type's lead time, minus now (the newest Machines not yet running, soonest first; a
+    booting node without a Machine yet: the whole lead). Nodes of a pool several apps claim belong to no app
+    in particular, so no app is told about them (the decision then counts the app's claim as serving)."""
+    if len(claims) != 1:
+        return {}
+    pending = [m for m in machines if (m.get("status") or {}).get("phase") not in ("Running", "Failed", "Deleting")]
+    times = sorted(_created(m) + lead - now for m in pending)[:booting]
+    times += [float(lead)] * (booting - len(times))
+    return {next(iter(claims)): tuple(sorted(times))}
+
+
+def _created(obj: dict[str, Any]) -> float:
+    stamp = obj["metadata"].get("creationTimestamp")
+    if not stamp:
+        return float("inf")
+    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
 
 
 def _claims(md: dict[str, Any]) -> dict[str, int]:

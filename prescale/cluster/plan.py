@@ -103,13 +103,18 @@ class Placement:
 @dataclass(frozen=True)
 class Holding:
     """What an app holds on one type now: its node claim, its replicas, whether the pool is ready, and whether
-    its workload object exists (a drained one left behind is removed by a ``drain`` step ``0 -> 0``)."""
+    its workload object exists (a drained one left behind is removed by a ``drain`` step ``0 -> 0``).
+
+    ``booting``: of the claimed nodes, those not ready yet, each as the seconds until it is expected ready
+    (negative: overdue), soonest first; ``None`` when the backend cannot tell (the decision then counts every
+    claimed node as serving)."""
 
     nodes: int = 0
     replicas: int = 0
     ready_replicas: int = 0
     pool_ready: bool = True
     exists: bool = False
+    booting: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 Every backend (``SimulatedCluster``, ``KubernetesCluster``, a test's recording fake) speaks it:
 
 * ``observe() -> ClusterState``: per resource type, the node pool (nodes wanted, existing, ready,
-  provisioning, failed, and each app's claim on it) and, per (app, type), the app's workload (replicas
-  wanted, existing, available). ``ClusterState.holdings(app)`` is what a plan starts from.
+  provisioning, failed, each app's claim on it, and when each app's booting nodes are expected ready)
+  and, per (app, type), the app's workload (replicas wanted, existing, available).
+  ``ClusterState.holdings(app)`` is what a plan starts from.
 * ``apply(plan) -> ApplyReport``: carries the plan out make-before-break (``executor.py``) and reports
   each step's outcome, the serving capacity at the start, its lowest point and at the end.
 
@@ -42,6 +43,9 @@ class PoolState:
     failed: int = 0  # nodes that failed and are being replaced
     settled: bool = True
     claims: Mapping[str, int] = field(default_factory=dict)  # app -> nodes
+    # app -> seconds until each of its nodes not ready yet is expected ready (soonest first); an app the
+    # backend cannot tell about is absent (Kubernetes: a pool shared by several apps)
+    booting: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     @property
     def provisioning(self) -> int:
@@ -86,6 +90,7 @@ class ClusterState:
                 ready_replicas=work.ready if work else 0,
                 pool_ready=pool is not None and pool.settled and pool.ready >= pool.desired,
                 exists=work is not None,
+                booting=tuple(pool.booting[app]) if pool is not None and app in pool.booting else None,
             )
         return out
 
@@ -102,7 +107,8 @@ class ClusterState:
         return {
             "at": self.at,
             "pools": {
-                t: {**asdict(p), "claims": dict(p.claims), "provisioning": p.provisioning}
+                t: {**asdict(p), "claims": dict(p.claims), "booting": {a: list(b) for a, b in p.booting.items()},
+                    "provisioning": p.provisioning}
                 for t, p in self.pools.items()
             },
             "workloads": [asdict(w) for w in self.workloads],

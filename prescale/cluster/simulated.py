@@ -358,7 +358,14 @@ class SimulatedCluster:
             ready=sum(1 for n in nodes if n["state"] == "ready"),
             failed=sum(1 for n in nodes if n["state"] == "failed"),
             claims=claims,
+            booting=self._booting(nodes, claims),
         )
+
+    def _booting(self, nodes: list[dict[str, Any]], claims: dict[str, int]) -> dict[str, tuple[float, ...]]:
+        """Per claiming app, seconds until each of its provisioning nodes is ready (the simulation knows)."""
+        now = self._w.now
+        booting = [n for n in nodes if n["state"] == "provisioning"]
+        return {app: tuple(sorted(n["ready_at"] - now for n in booting if n["app"] == app)) for app in claims}
 
     def _workload_state(self, key: str) -> WorkloadState:
         work = self._w.workloads[key]

@@ -1,12 +1,13 @@
-"""`prescale apply --app APP`: decide (allocation, then plan) and act (the configured cluster backend).
+"""`prescale apply --app APP`: decide (the predictive rule, then the plan) and act (the cluster backend).
 
 Composition root for one decision carried out, in order: the app name (an ``AppName``) -> settings ->
 catalog and the app's profile -> demand (``--demand FILE``, or the profile's example ramp, checked as in
 ``prescale plan``; all of the user's input is checked before the cluster is opened) -> the cluster
 (``cluster.backend``: the simulated one under PRESCALE_HOME by default, or Kubernetes) -> ``observe()`` ->
-``allocate`` with what runs as the current nodes -> ``make_plan`` with the guardrails from
-``ClusterSettings`` -> with ``--dry-run`` stop here and show the plan (the same code without the apply);
-otherwise ``cluster.apply(plan)`` and show each step's outcome.
+the predictive rule on what the app holds, booting nodes with their expected arrival
+(``prescale.commands.rule.decide_once``: the orchestrate loop's rule and knobs) -> ``make_plan`` with the
+guardrails from ``ClusterSettings`` -> with ``--dry-run`` stop here and show the plan (the same code
+without the apply); otherwise ``cluster.apply(plan)`` and show each step's outcome.
 
 Exit codes: 0 applied, nothing to do, or a dry run; 1 the plan failed or was rolled back (the report says
 which step and why; the cluster is left consistent and the next run continues from it), or the cluster's
@@ -23,7 +24,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from prescale.allocation import AllocationError, allocate
+from prescale.allocation import AllocationError
 from prescale.catalog import CatalogError, check_profile, load_catalog, resolve_profile
 from prescale.cluster import (
     ApplyReport,
@@ -44,7 +45,9 @@ from prescale.commands.common import (
     settings_for_command,
 )
 from prescale.commands.demand import DEMAND_HELP, check_reach, example_forecast, read_demand
-from prescale.commands.plan import policy_from_settings
+from prescale.commands.rule import decide_once
+from prescale.decide_inputs import Held
+from prescale.fleet import FleetError
 from prescale.forecast import ForecastError
 from prescale.names import AppName
 
@@ -58,7 +61,9 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan; change nothing."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (allocation, plan, report)."),
     ) -> None:
-        """Choose the app's nodes for its demand and move it there make-before-break through the cluster backend.
+        """Decide the app's nodes for its demand with the predictive rule and move it there make-before-break.
+
+        The rule is the one the every-minute loop and `prescale plan` run, on what the cluster holds now.
 
         New capacity is provisioned and the app started there before old capacity is drained; a step not done
         within the rollout deadline is rolled back. Backend and guardrails: PRESCALE_CLUSTER__* (simulated by
@@ -80,7 +85,8 @@ def register(app: typer.Typer) -> None:
                 print_result(result["plan"], result["report"], result["payload"])
 
         run_guarded(
-            body, as_json=as_json, user_errors=(CatalogError, ForecastError, AllocationError, PlanError, ClusterError)
+            body, as_json=as_json,
+            user_errors=(CatalogError, ForecastError, AllocationError, FleetError, PlanError, ClusterError),
         )
         if "unavailable" in outcome:
             error = outcome["unavailable"]
@@ -97,7 +103,7 @@ def register(app: typer.Typer) -> None:
 
 
 def decide_and_apply(app: str, *, profile: str | None, demand: Path | None, dry_run: bool) -> dict[str, Any]:
-    """The command's work, returned for printing: the allocation, the plan and (unless dry) the report."""
+    """The command's work, returned for printing: the rule's target, the plan and (unless dry) the report."""
     app = AppName(app, what="--app")
     settings = settings_for_command()
     catalog = load_catalog(settings.search.catalog)
@@ -109,15 +115,14 @@ def decide_and_apply(app: str, *, profile: str | None, demand: Path | None, dry_
     state = cluster.observe()
     holdings = state.holdings(app)
     running = {t: h.nodes for t, h in holdings.items() if h.nodes}
-    decision = allocate(forecast, catalog, prof, running, policy_from_settings(settings.search))
+    ruled = decide_once(catalog, prof, forecast, Held.of(holdings), settings)
     plan = make_plan(
         app,
         holdings,
-        decision.nodes,
+        ruled.nodes,
         catalog=catalog,
         profile=prof,
         guardrails=guardrails_from(settings.cluster),
-        spot=decision.spot,
         others=state.others(app),
     )
     report = None if dry_run or plan.blocked else cluster.apply(plan)
@@ -127,10 +132,11 @@ def decide_and_apply(app: str, *, profile: str | None, demand: Path | None, dry_
         "dry_run": dry_run,
         "demand": source,
         "current": running,
-        "allocation": decision.nodes,
-        "spot": decision.spot,
-        "cost_per_hour": round(decision.cost_per_hour, 4),
-        "covered": decision.covered,
+        "allocation": ruled.nodes,
+        "cost_per_hour": round(ruled.cost_per_hour, 4),
+        "covered": ruled.covered,
+        "rejected": ruled.rejected,
+        "reasons": ruled.reasons,
         "plan": plan.to_dict(),
         "status": "blocked" if plan.blocked else ("dry-run" if report is None else report.status),
         "report": report.to_dict() if report is not None else None,

@@ -1,15 +1,22 @@
-"""`prescale plan --app APP`: one allocation decision, shown and not applied (a dry run).
+"""`prescale plan --app APP`: one decision of the predictive rule, shown and not applied (a dry run).
 
 Composition root for the decision: reads the catalog and the app profile (``SearchSettings.catalog`` and
-``.profiles``), the demand (a file, or the profile's example), the running nodes (``--current``), builds the
-:class:`~prescale.allocation.Policy` from ``SearchSettings`` and calls the pure ``allocate``.
+``.profiles``), the demand (a file, or the profile's example), the running nodes (``--current``), and
+decides with the rule every caller runs (``prescale.commands.rule.decide_once``: the orchestrate loop's
+assembly and ``prescale.decision.decide``, knobs from the same settings), at the demand's first step.
 
-Until the live forecast is wired in, demand comes from ``--demand FILE`` or, without it, from the profile's
-``example_demand``: a median that ramps linearly from ``base`` to ``peak`` over ``steps`` steps, with normal
-quantiles ``spread`` wide (q0.9 = (1 + spread) x median), starting one step from now, and the profile's
-``example_demand.current`` as the running nodes unless ``--current`` is given. Demand files are read and
-checked in ``demand.py`` (shared with ``prescale apply``); a demand too short for any usable node to be ready
-within it is refused there too (``check_reach``).
+Demand comes from ``--demand FILE`` or, without it, from the profile's ``example_demand``: a median that
+ramps linearly from ``base`` to ``peak`` over ``steps`` steps, with normal quantiles ``spread`` wide
+(q0.9 = (1 + spread) x median), starting one step from now, and the profile's ``example_demand.current``
+as the running nodes unless ``--current`` is given. Demand files are read and checked in ``demand.py``
+(shared with ``prescale apply``); a demand too short for any usable node to be ready within it is refused
+there too (``check_reach``).
+
+``--pareto`` adds, beside the rule's decision and never instead of it, the reference expected-cost search
+(``prescale.allocation.allocate``: Optuna over quantile, headroom, spot share and kinds, completed by the
+exact MILP) with its cost/risk Pareto front, under the JSON key ``reference``; ``--solver``, ``--trials``,
+``--budget-ms`` and ``--seed`` tune that search and are refused without ``--pareto``. No command applies
+the reference: the rule is the one decision the loop, ``plan``, ``apply`` and the replay run (issue 14).
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from prescale.allocation import Allocation, AllocationError, Policy, allocate
 from prescale.catalog import AppProfile, Catalog, CatalogError, check_profile, load_catalog, resolve_profile
 from prescale.commands.common import UserError, console, emit_json, run_guarded, settings_for_command
 from prescale.commands.demand import DEMAND_HELP, check_reach, example_forecast, read_demand
+from prescale.commands.rule import Ruled, decide_once
+from prescale.decide_inputs import Held
+from prescale.fleet import FleetError
 from prescale.forecast import MAX_STEP_SECONDS, Forecast, ForecastError
 from prescale.names import AppName, shown
 from prescale.settings import SearchSettings
@@ -52,49 +62,72 @@ def register(app: typer.Typer) -> None:
         spread: float = typer.Option(
             0.15, "--spread", help="(q0.9 - q0.5) / q0.5 for median-only CSV.", min=0, max=10
         ),
-        solver: str | None = typer.Option(None, "--solver", help="optuna or milp (default: settings)."),
-        trials: int | None = typer.Option(None, "--trials", help="Most Optuna trials.", min=1, max=100_000),
-        budget_ms: int | None = typer.Option(
-            None, "--budget-ms", help="Time budget of the search (at most 10 minutes).", min=1, max=600_000
+        solver: str | None = typer.Option(
+            None, "--solver", help="With --pareto: the reference search's solver, optuna or milp."
         ),
-        seed: int | None = typer.Option(None, "--seed", help="Seed of the search.", min=0, max=2**32 - 1),
-        multi_objective: bool = typer.Option(False, "--pareto", help="Return the cost/risk Pareto front."),
+        trials: int | None = typer.Option(
+            None, "--trials", help="With --pareto: most Optuna trials of the reference search.", min=1, max=100_000
+        ),
+        budget_ms: int | None = typer.Option(
+            None, "--budget-ms", help="With --pareto: time budget of the reference search (at most 10 minutes).",
+            min=1, max=600_000,
+        ),
+        seed: int | None = typer.Option(
+            None, "--seed", help="With --pareto: seed of the reference search.", min=0, max=2**32 - 1
+        ),
+        multi_objective: bool = typer.Option(
+            False, "--pareto", help="Also show the reference expected-cost search (allocate) and its cost/risk "
+            "Pareto front, beside the rule's decision; never applied."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (allocation, cost_per_hour...)."),
     ) -> None:
-        """Choose node counts per resource type for an app's demand and explain the choice (no changes made).
+        """Decide an app's node counts per resource type for its demand with the predictive rule (no changes).
 
-        Prints the allocation, its cost per hour, whether the covered quantile is served, runner-up mixes
-        and a reason for every type not used. Without --demand: the profile's example demand.
-        Exit code 2 on bad input.
+        The same rule the every-minute loop, `prescale apply` and the replay run: slow tiers (bare metal,
+        FPGAs, GPUs) hold bands sized by their break-even, the fastest tier fills the rest by readiness.
+        Prints the target nodes, their cost per hour, whether they cover the demand the rule decides for now,
+        the rule's reasons and a reason for every type not used. Without --demand: the profile's example
+        demand. --pareto adds the reference expected-cost search for comparison. Exit code 2 on bad input.
         """
 
         def body() -> None:
             settings = settings_for_command()
             search = settings.search
             overrides = {"solver": solver, "trials": trials, "time_budget_ms": budget_ms, "seed": seed}
-            policy = policy_from_settings(
-                search,
-                multi_objective=multi_objective or search.multi_objective,
-                **{k: v for k, v in overrides.items() if v is not None},
-            )
+            given = [f"--{k.replace('_', '-').replace('time-', '')}" for k, v in overrides.items() if v is not None]
+            if given and not multi_objective:
+                raise UserError(f"{', '.join(given)} tune the reference search: pass --pareto with them (the "
+                                "rule itself has no solver, trials or seed)")
             catalog = load_catalog(search.catalog)
             prof = resolve_profile(AppName(app_name, what="--app"), search.profiles, profile)
             check_profile(prof, catalog)
             forecast, running, source = _inputs(prof, demand, current, step_seconds=step_seconds, spread=spread)
             check_reach(forecast, catalog, prof, source=f"demand file {demand}" if demand else "the example demand")
-            decision = allocate(forecast, catalog, prof, running, policy)
-            payload = {**decision.to_dict(), "profile": profile or app_name, "demand": source, "current": running}
+            _known(running, catalog)
+            ruled = decide_once(catalog, prof, forecast, Held(ready=running), settings)
+            payload = {**ruled.to_dict(), "profile": profile or app_name, "demand": source, "current": running}
+            reference = None
+            if multi_objective:
+                policy = policy_from_settings(search, multi_objective=True,
+                                              **{k: v for k, v in overrides.items() if v is not None})
+                reference = allocate(forecast, catalog, prof, running, policy)
+                payload["reference"] = reference.to_dict()
             if as_json:
                 emit_json(payload)
             else:
-                print_plan(decision, catalog, source, running)
+                print_plan(ruled, catalog, source, running, reference)
 
-        run_guarded(body, as_json=as_json, user_errors=(CatalogError, ForecastError, AllocationError))
+        run_guarded(body, as_json=as_json, user_errors=(CatalogError, ForecastError, AllocationError, FleetError))
 
 
 def policy_from_settings(search: SearchSettings, **overrides: Any) -> Policy:
-    """The :class:`Policy` for ``allocate`` from the settings group (same field names), plus overrides."""
+    """The reference search's :class:`Policy` from the settings group (same field names), plus overrides."""
     return Policy.from_settings(search, **overrides)
+
+
+def _known(running: dict[str, int], catalog: Catalog) -> None:
+    unknown = sorted(set(running) - set(catalog.names))
+    if unknown:
+        raise UserError(f"--current: unknown type(s) {unknown}; the catalog lists {', '.join(catalog.names)}")
 
 
 def parse_current(items: list[str]) -> dict[str, int]:
@@ -124,39 +157,46 @@ def _inputs(
     return example_forecast(profile, start=start), running or dict(profile.example_demand.current), "example"
 
 
-def print_plan(decision: Allocation, catalog: Catalog, source: str, running: dict[str, int]) -> None:
-    console.print(f"[bold]{decision.app}[/]: plan from {source} demand ({decision.solver}, {decision.trials} trials)")
-    table = Table(title="allocation", show_footer=True)
+def print_plan(
+    ruled: Ruled, catalog: Catalog, source: str, running: dict[str, int], reference: Allocation | None = None
+) -> None:
+    fleet = ruled.assembled.fleet
+    console.print(f"[bold]{fleet.app}[/]: the predictive rule on {source} demand ({fleet.step_seconds} s steps)")
+    table = Table(title="target", show_footer=True)
     table.add_column("type", footer="total")
     table.add_column("kind")
-    table.add_column("nodes", justify="right", footer=str(sum(decision.nodes.values())))
-    table.add_column("of which spot", justify="right")
+    table.add_column("nodes", justify="right", footer=str(sum(ruled.nodes.values())))
     table.add_column("running now", justify="right", footer=str(sum(running.values())))
-    table.add_column("USD/h", justify="right", footer=f"{decision.cost_per_hour:,.2f}")
-    for name in sorted(set(decision.nodes) | set(running), key=catalog.names.index):
-        rtype = catalog[name]
-        n, s = decision.nodes.get(name, 0), decision.spot.get(name, 0)
-        cost = (n - s) * rtype.price.on_demand + s * (rtype.price.spot or 0.0)
-        table.add_row(name, rtype.kind, str(n), str(s), str(running.get(name, 0)), f"{cost:,.2f}")
+    table.add_column("USD/h", justify="right", footer=f"{ruled.cost_per_hour:,.2f}")
+    for name in sorted(set(ruled.nodes) | set(running), key=catalog.names.index):
+        rtype, n = catalog[name], ruled.nodes.get(name, 0)
+        table.add_row(name, rtype.kind, str(n), str(running.get(name, 0)), f"{n * rtype.price.on_demand:,.2f}")
     console.print(table)
-    colour = "green" if decision.covered else "yellow" if decision.status == "uncovered" else "red"
-    console.print(f"[{colour}]{decision.status}[/]: {decision.explanation}", highlight=False)
-    console.print(
-        f"one-off cost {decision.one_off_cost:,.2f} USD; score {decision.score:,.3f} USD/h; "
-        f"risk {decision.risk:.2%} uncovered at the risk quantile",
-        highlight=False,
-    )
-    if decision.runner_ups:
-        ups = Table(title="runner-up mixes")
-        for col in ("mix", "USD/h", "score", "note"):
-            ups.add_column(col)
-        for mix in decision.runner_ups:
-            text = ", ".join(f"{k} x{v}" for k, v in mix.nodes.items())
-            ups.add_row(text, f"{mix.cost_per_hour:,.2f}", f"{mix.score:,.3f}", mix.note)
-        console.print(ups)
+    colour, status = ("green", "covered") if ruled.covered else ("yellow", "not covered")
+    steps = ruled.assembled.inp.fleet.fast.ready + ruled.assembled.inp.hold + 1
+    console.print(f"[{colour}]{status}[/]: the demand of the next {steps} step(s), once the target's nodes serve",
+                  highlight=False)
+    for reason in ruled.reasons:
+        console.print(f"- {reason}", highlight=False)
     rejected = Table(title="not chosen")
     rejected.add_column("type")
     rejected.add_column("reason")
-    for name, reason in decision.rejected.items():
+    for name, reason in ruled.rejected.items():
         rejected.add_row(name, reason)
     console.print(rejected)
+    if reference is not None:
+        _print_reference(reference)
+
+
+def _print_reference(reference: Allocation) -> None:
+    mix = ", ".join(f"{k} x{v}" for k, v in reference.nodes.items()) or "nothing"
+    console.print(f"[bold]reference[/] (allocate, {reference.solver}, {reference.trials} trials; not applied): "
+                  f"{mix}, {reference.cost_per_hour:,.2f} USD/h, {reference.status}", highlight=False)
+    if reference.pareto:
+        front = Table(title="reference: cost/risk Pareto front")
+        for col in ("mix", "USD/h", "risk"):
+            front.add_column(col)
+        for point in reference.pareto:
+            text = ", ".join(f"{k} x{v}" for k, v in point.nodes.items())
+            front.add_row(text, f"{point.cost_per_hour:,.2f}", f"{point.risk:.2%}")
+        console.print(front)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -188,3 +188,23 @@ def _grid_value(index: int, delta: float, rho: float) -> float:
     if index <= top:
         return index * delta
     return top * delta * (1.0 + rho) ** (index - top)
+
+
+_SHARED: dict[tuple, CoverCache] = {}
+
+
+def shared_covers(resolution: float = 0.01) -> Callable[[Fleet], CoverCache]:
+    """A cover solver per fleet, memoised per process: the live callers of the rule (the orchestrate task,
+    ``prescale plan`` / ``apply``) decide one step at a time, and a long-lived worker then solves each level
+    once across its cycles. The key is everything a cover depends on (types, capacities, prices, quotas, the
+    profile, the step, the resolution), so a changed catalog or profile gets a fresh cache."""
+
+    def covers(fleet: Fleet) -> CoverCache:
+        key = (fleet.names, fleet.served.tobytes(), fleet.price.tobytes(), fleet.quota.tobytes(),
+               fleet.lead_seconds.tobytes(), fleet.step_seconds, fleet.profile.model_dump_json(), resolution)
+        if key not in _SHARED:
+            _SHARED[key] = CoverCache(fleet, resolution=resolution)
+        return _SHARED[key]
+
+    return covers
+

@@ -225,3 +225,26 @@ def _plan_for(rig, app: str, target):
         guardrails=rig.guardrails,
         others=state.others(app),
     )
+
+
+@pytest.mark.parametrize(
+    "claims, want",
+    [
+        pytest.param({"web": 3}, {"web": (-20.0, 60.0, 100.0)}, id="one-app-machine-times-then-full-lead"),
+        pytest.param({"web": 2, "api": 1}, {}, id="shared-pool-untold"),
+    ],
+)
+def test_booting_nodes_are_expected_at_their_machine_creation_plus_the_lead_time(claims, want):
+    from prescale.cluster.kubernetes import CLAIM_PREFIX, _pool_state
+
+    def machine(created: str, phase: str) -> dict:
+        return {"metadata": {"labels": {LABEL_POOL: "p"}, "creationTimestamp": created}, "status": {"phase": phase}}
+
+    md = {"metadata": {"name": "p", "generation": 1, "annotations": {CLAIM_PREFIX + a: str(n) for a, n in
+                                                                      claims.items()}},
+          "spec": {"replicas": 3}, "status": {"replicas": 3, "readyReplicas": 0, "observedGeneration": 1}}
+    machines = [machine("2026-01-01T00:00:00Z", "Provisioning"), machine("2026-01-01T00:01:20Z", "Pending"),
+                machine("2025-12-31T00:00:00Z", "Failed")]
+    now = 1767225600.0 + 120  # 2026-01-01T00:02:00Z
+    state = _pool_state(md, CPU, nodes=[], machines=machines, lead=100.0, now=now)
+    assert dict(state.booting) == want

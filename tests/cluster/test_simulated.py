@@ -202,3 +202,14 @@ def test_a_bad_state_file_says_what_to_do(tmp_path, catalog):
     path.write_text(json.dumps({"version": 0}))
     with pytest.raises(ClusterError, match="delete it to start afresh"):
         SimulatedCluster.open(path, catalog)
+
+
+def test_observe_tells_when_each_booting_node_is_expected_ready(sim, catalog, profile):
+    place = placement(catalog[GPU], profile)
+    sim.set_nodes(APP, place, 2)
+    sim.advance(100)
+    lead = catalog[GPU].lead_time_seconds
+    held = sim.observe().holdings(APP)[GPU]
+    assert held.nodes == 2 and held.booting == (lead - 100, lead - 100)
+    sim.advance(lead)
+    assert sim.observe().holdings(APP)[GPU].booting == ()

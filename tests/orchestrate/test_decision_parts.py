@@ -1,4 +1,6 @@
-"""The pure parts of a decision: binding, fallback, floor, ledger round trip, monitoring verdicts."""
+"""The pure parts of a decision around the rule: binding, ledger round trip, monitoring verdicts, the ledger
+row of a metric the champion does not forecast (the floor and the fallback are the rule's:
+test_decide_inputs.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,7 @@ from prescale.catalog import parse_profile
 from prescale.forecast import Forecast
 from prescale.ledger import DecisionRow, Ledger
 from prescale.monitoring import forecast_health
-from prescale.orchestrate import (
-    apply_floor,
-    bind_forecast,
-    observed_demand,
-    reactive_forecast,
-    search_budget_ms,
-    summarise_forecast,
-)
+from prescale.orchestrate import bind_forecast, observed_demand, summarise_forecast
 
 PROFILE = parse_profile(
     {
@@ -51,27 +46,6 @@ def test_observed_demand_takes_the_newest_value_in_profile_units():
         {"ts": [START, START + pd.Timedelta(minutes=1)], "metric": ["app.requests_per_s"] * 2, "value": [1.0, 3.0]}
     )
     assert observed_demand(rows, PROFILE) == {"requests_per_second": 6.0}
-
-
-def test_reactive_fallback_is_last_value_over_the_target():
-    fallback = reactive_forecast({"requests_per_second": 40.0}, PROFILE, start=START, step_seconds=60, horizon=5,
-                                 target_utilisation=0.8)  # fmt: skip
-    assert fallback.horizon == 5
-    assert fallback.quantile(0.5)[:, 0] == pytest.approx([50.0] * 5)
-
-
-@pytest.mark.parametrize(
-    ("observed", "raised", "median_now"),
-    [
-        pytest.param(15.0, False, 20.0, id="inside-band-no-floor"),
-        pytest.param(80.0, True, 100.0, id="above-band-floor-to-observed-over-target"),
-    ],
-)
-def test_reactive_floor(observed, raised, median_now):
-    bound, _ = bind_forecast(stored_forecast(10.0), PROFILE)
-    floored, was_raised = apply_floor(bound, {"requests_per_second": observed}, target_utilisation=0.8)
-    assert was_raised is raised
-    assert floored.quantile(0.5)[0, 0] == pytest.approx(median_now)
 
 
 def test_ledger_round_trip(tmp_path):
@@ -141,19 +115,6 @@ def test_monitoring_verdicts(forecast_level, verdict):
 def test_monitoring_waits_for_enough_points():
     observed = pd.Series(100.0, index=START + pd.to_timedelta(np.arange(5), unit="min"))
     assert forecast_health(_decisions([500.0] * 5), observed, min_points=30).verdict == "warming-up"
-
-
-@pytest.mark.parametrize(
-    ("configured", "apps", "expected"),
-    [
-        pytest.param(800, 50, 800, id="few-apps-keep-the-configured-budget"),
-        pytest.param(800, 1000, 60, id="many-apps-share-half-the-minute-over-two-workers"),
-        pytest.param(None, 10, None, id="unset-stays-unset-trials-only-reproducible"),
-        pytest.param(800, 100_000, 20, id="never-below-the-floor"),
-    ],
-)
-def test_search_budget_is_shared_by_the_cycle(configured, apps, expected):
-    assert search_budget_ms(configured, apps=apps, parallel=2, share=0.5) == expected
 
 
 @pytest.mark.parametrize(

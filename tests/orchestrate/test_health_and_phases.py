@@ -130,8 +130,9 @@ def test_the_phase_reports_setting_defaults_to_the_home(prescale_home):
 
 
 def test_the_reactive_fallback_of_an_app_with_two_demand_metrics_steps_by_its_instants(prescale_home):
-    """Long rows repeat each instant once per metric: the step is between instants, not between rows."""
-    from tasks.orchestrate import Gathered, _demand
+    """Long rows repeat each instant once per metric: the step is between instants, not between rows, and a
+    decision without a forecast is taken on that step (the fleet's lead times in 5-minute steps)."""
+    from tasks.orchestrate import Gathered, data_step, decide
 
     profile = parse_profile({
         "name": "analytics", "kinds": ["cpu-vm"], "workload_class": "memory-bandwidth",
@@ -145,8 +146,7 @@ def test_the_reactive_fallback_of_an_app_with_two_demand_metrics_steps_by_its_in
     gathered = Gathered(app="analytics", now=ts[-1] + pd.Timedelta(minutes=5), profile=profile, rows=rows,
                         phase="default")  # fmt: skip
 
-    demand, mode, note = _demand(gathered, {"scan_gbps": 10.0, "working_set_gib": 10.0}, load_settings())
-
-    assert mode == "reactive" and note == ""
-    assert demand.step_seconds == 300 and demand.start == ts[-1] + pd.Timedelta(minutes=5)
-    assert demand.horizon == 3  # the 15-minute horizon at 5-minute steps
+    assert data_step(rows) == 300
+    row = decide.fn(gathered, {"holdings": {}, "others": {}}, load_settings()).row
+    assert row.mode == "reactive" and row.outcome == "planned" and row.allocation
+    assert "forecast missing: the fast tier covers the reactive floor alone" in row.why

@@ -71,6 +71,26 @@ def test_compaction_keeps_every_row_once(root):
     assert len(ledger.read("web")) == 10
 
 
+def test_a_ledger_written_before_the_rule_state_column_still_reads_and_compacts(tmp_path):
+    """Files of an older schema (no ``rule_state``) read as ``{}`` beside new rows, and merge with them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from prescale.ledger import SCHEMA
+
+    ledger = Ledger(tmp_path / "ledger")
+    old = pa.schema([f for f in SCHEMA if f.name != "rule_state"])
+    record = {k: v for k, v in _row(0).to_record().items() if k != "rule_state"}
+    folder = tmp_path / "ledger" / "app=web" / "date=2026-01-01"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([record], schema=old), folder / "part-old.parquet")
+    ledger.append([_row(1, rule_state={"bare-metal": [[1.5, None]]})])
+    frame = ledger.read("web")
+    assert frame["rule_state"].tolist() == [{}, {"bare-metal": [[1.5, None]]}]
+    assert ledger.compact("web", min_files=2) == 1
+    assert ledger.read("web")["rule_state"].tolist() == [{}, {"bare-metal": [[1.5, None]]}]
+
+
 def test_the_mode_filter_applies_before_last_counts(root):
     ledger = Ledger(root)
     ledger.append([_row(m, mode="predictive") for m in range(3)])  # 23:56 .. 23:58, the first day

@@ -80,6 +80,20 @@ def test_a_missing_forecast_leaves_the_slow_tier_alone_and_the_fast_tier_covers_
     assert d.after.booting[0].tolist() == [1, 0]
 
 
+def test_the_fast_tier_is_capped_at_the_profiles_max_nodes_and_says_so():
+    """A target above ``max_nodes`` would be blocked by the cluster's guardrail: the rule stays under it."""
+    from prescale.fleet import build_fleet
+    from tests.replay.builders import STEP, catalog, profile
+
+    f = build_fleet(catalog(), profile().model_copy(update={"max_nodes": 5}), step_seconds=STEP)
+    holding = Holding(np.array([0, 1]), np.zeros((f.max_ready, f.n), int))
+    inp = DecisionInput(f, context(replay_input(np.full(5, 10.0)), f, ReplayConfig()).covers, holding,
+                        covered=None, floor=np.array([150.0]), hold=2)
+    d = decide(inp)
+    assert d.target.tolist() == [4, 1]  # metal serves 50, VMs the other 100: only 4 fit under the cap of 5
+    assert any("capped at the profile's max_nodes 5 (" in r for r in d.reasons)
+
+
 def test_the_decision_is_pure_same_input_same_plan_and_nothing_given_is_changed():
     f = fleet()
     inp_replay = replay_input(_dip_demand(), start=5)

@@ -1,0 +1,253 @@
+r"""Assembling one decision's input from what a live caller knows, and reading its target back.
+
+The predictive rule (:func:`prescale.decision.decide`) takes arrays on the decision's time step. The replay
+builds them for a whole window at once (``prescale.replay.engine``); a live caller (the orchestrate task,
+``prescale plan``, ``prescale apply``) knows instead, at one instant ``now``: the app's catalog and profile,
+the champion's forecast of the profile's metrics (or none), the newest observed demand per metric, what
+the cluster holds for the app (ready nodes per type, and booting nodes with the seconds until each is
+expected to be ready), the knobs, and the rule's state from the previous decision. :func:`assemble` turns
+that into a :class:`~prescale.decision.DecisionInput` exactly as the replay would at the same step:
+
+* **step**: the forecast's ``step_seconds`` (without a forecast, ``fallback_step_seconds``: the data's step);
+  the :class:`~prescale.fleet.Fleet` is built at that step, so lead times become ``r[i] = ceil(L[i] / step)``;
+* **covered demand** ``D[j] = (1 + h) * max(Q_q[j], 0)`` over the forecast steps still running or ahead at
+  ``now`` (:meth:`Forecast.since`: with data coarser than the cadence the first steps may have ended);
+  a forecast that ended before ``now``, or none, is a missing forecast (``covered`` None);
+* **floor** ``F = (1 + h) * o``, ``o`` the newest observed demand (NaN for a metric never observed: 0);
+* **holding**: ready nodes as serving; a booting node expected ready in ``s`` seconds arrives
+  ``k = ceil(s / step)`` steps from now, clamped to ``1 .. R`` (``R`` the slowest ready offset: a node not
+  ready now serves from the next step at the earliest, and none later than a fresh order would); a node of
+  a type the fleet does not hold (incompatible, or quota 0) is not part of the decision: its target is 0;
+* **hold** ``b = round(hold_minutes * 60 / step)`` (as ``ReplayConfig.hold_steps``), and the margin.
+
+**The reactive floor and the fallback, mapped.** The loop used to raise every quantile of the forecast to
+``o / u`` when ``o`` broke above the forecast's top band (``apply_floor``, in ``prescale.orchestrate`` before
+issue 14), and without a champion to plan for a flat ``o / u`` (``reactive_forecast``), ``u`` being
+``orchestrate.target_utilisation``.
+The rule carries both already, with the same meaning: the headroom is ``h = 1 / u - 1`` (a utilisation
+target ``u`` *is* a headroom of ``1 / u - 1``), so ``F = o / u``; the rule never lets the step it decides
+serve less than ``F`` (the fast tier's shortfall at step 0 is at least ``F - S``, and every slow tier's keep
+level is at least ``F``), which is the floor; and a missing forecast makes the fast tier cover ``F`` alone
+(``Decision.fallback``), which is the reactive fallback. The one difference from ``apply_floor``: the floor
+raises the step being decided (and the keep levels), not every step of the horizon; capacity for later
+steps follows the forecast, and the next decision raises again if demand stays above it.
+
+Also here: the :class:`~prescale.decision.RuleState` as JSON (the ledger keeps it between minutes), the
+target as node counts per type name, and the rejected types with a reason (``prescale plan --json``).
+Pure: no clock, no setting, no I/O; the cover solver is the caller's (a cache is a speed matter only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from prescale.catalog import AppProfile, Catalog
+from prescale.cluster.plan import Holding as ClusterHolding
+from prescale.decision import Covers, Decision, DecisionInput, RuleState
+from prescale.fleet import Fleet, build_fleet
+from prescale.forecast import Forecast, ForecastError
+from prescale.holding import Holding
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The rule's knobs: covered quantile ``q``, headroom ``h``, hold window (minutes), consolidation margin."""
+
+    quantile: float
+    headroom: float
+    hold_minutes: float = 5.0
+    margin: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.quantile < 1 or self.headroom < 0 or self.hold_minutes < 0 or self.margin < 0:
+            raise ValueError(
+                f"knobs out of range: quantile {self.quantile} must be in (0, 1); headroom {self.headroom}, "
+                f"hold_minutes {self.hold_minutes} and margin {self.margin} must be >= 0"
+            )
+
+    @classmethod
+    def from_utilisation(cls, quantile: float, target_utilisation: float, **rest: float) -> Knobs:
+        """Knobs whose headroom is ``1 / u - 1`` (see the module docstring)."""
+        return cls(quantile=quantile, headroom=1.0 / target_utilisation - 1.0, **rest)
+
+    def hold_steps(self, step_seconds: int) -> int:
+        return max(0, round(self.hold_minutes * 60 / step_seconds))
+
+
+@dataclass(frozen=True)
+class Held:
+    """What the cluster holds for the app: ready nodes per type; booting ones by seconds until expected ready."""
+
+    ready: Mapping[str, int] = field(default_factory=dict)
+    booting: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, holdings: Mapping[str, ClusterHolding]) -> Held:
+        """From a cluster's ``ClusterState.holdings(app)``: a backend that cannot tell which nodes still boot
+        (``booting`` None) has every claimed node counted as serving."""
+        ready, booting = {}, {}
+        for name, h in holdings.items():
+            times = tuple(h.booting or ())[: h.nodes]
+            ready[name] = h.nodes - len(times)
+            if times:
+                booting[name] = times
+        return cls(ready=ready, booting=booting)
+
+    @property
+    def nodes(self) -> dict[str, int]:
+        names = set(self.ready) | set(self.booting)
+        return {t: int(self.ready.get(t, 0)) + len(self.booting.get(t, ())) for t in sorted(names)}
+
+
+@dataclass(frozen=True, eq=False)
+class Assembled:
+    """The decision's input, and what the assembly noticed on the way (for the decision's reasons)."""
+
+    inp: DecisionInput
+    notes: tuple[str, ...] = ()
+    forecast: Forecast | None = None  # the forecast's steps from ``now`` on (None: missing)
+
+    @property
+    def fleet(self) -> Fleet:
+        return self.inp.fleet
+
+
+def assemble(
+    catalog: Catalog,
+    profile: AppProfile,
+    *,
+    forecast: Forecast | None,
+    observed: Mapping[str, float],
+    held: Held,
+    knobs: Knobs,
+    state: RuleState | None,
+    now: pd.Timestamp,
+    covers: Callable[[Fleet], Covers],
+    fallback_step_seconds: int = 60,
+) -> Assembled:
+    """The :class:`DecisionInput` at ``now`` (see the module docstring)."""
+    step = forecast.step_seconds if forecast is not None else int(fallback_step_seconds)
+    fleet = build_fleet(catalog, profile, step_seconds=step)
+    notes: list[str] = []
+    ahead = None
+    if forecast is not None:
+        forecast = forecast.select(list(fleet.metrics))
+        try:
+            ahead = forecast.since(now)
+        except ForecastError as exc:
+            notes.append(f"forecast unusable at {pd.Timestamp(now).isoformat()}: {exc}")
+    covered = None
+    if ahead is not None:
+        covered = np.maximum(ahead.quantile(knobs.quantile), 0.0) * (1.0 + knobs.headroom)
+    o = np.array([float(observed.get(m, np.nan)) for m in fleet.metrics], dtype=float)
+    floor = o * (1.0 + knobs.headroom)
+    if covered is not None and (np.nan_to_num(floor) > covered[0] + 1e-9).any():
+        above = [m for m, f, d in zip(fleet.metrics, np.nan_to_num(floor), covered[0], strict=True) if f > d + 1e-9]
+        notes.append(f"observed {above} above the covered forecast now: reactive floor raised capacity")
+    holding, foreign = holding_of(fleet, held)
+    if foreign:
+        notes.append(f"held type(s) {foreign} not usable by {profile.name!r}: released")
+    inp = DecisionInput(fleet, covers(fleet), holding, covered=covered, floor=floor, hold=knobs.hold_steps(step),
+                        margin=knobs.margin, state=fitted_state(state, fleet))  # fmt: skip
+    return Assembled(inp, tuple(notes), ahead)
+
+
+def holding_of(fleet: Fleet, held: Held) -> tuple[Holding, list[str]]:
+    """``held`` as a :class:`Holding` on the fleet's step, and the held types the fleet does not know."""
+    ready = np.zeros(fleet.n, dtype=int)
+    booting = np.zeros((fleet.max_ready, fleet.n), dtype=int)
+    foreign = sorted(t for t, n in held.nodes.items() if n and t not in fleet.names)
+    for i, name in enumerate(fleet.names):
+        ready[i] = int(held.ready.get(name, 0))
+        for seconds in held.booting.get(name, ()):
+            k = arrival_step(seconds, fleet.step_seconds, fleet.max_ready)
+            if k == 0:
+                ready[i] += 1  # every type is ready within its step: nothing can be booting on this grid
+            else:
+                booting[k - 1, i] += 1
+    return Holding(ready, booting), foreign
+
+
+def arrival_step(seconds: float, step_seconds: int, max_ready: int) -> int:
+    """Steps until a node expected ready in ``seconds`` serves: ``ceil``, clamped to ``1 .. max_ready``."""
+    if max_ready == 0:
+        return 0
+    k = math.ceil(float(seconds) / step_seconds - 1e-9) if math.isfinite(seconds) else max_ready
+    return min(max(k, 1), max_ready)
+
+
+def fitted_state(state: RuleState | None, fleet: Fleet) -> RuleState:
+    """The previous state, keeping only what fits this fleet (a tier's width in metrics, at most ``r_k`` rows)."""
+    if state is None:
+        return RuleState.initial()
+    ready = {t.kind: t.ready for t in fleet.tiers[1:]}
+    m = len(fleet.metrics)
+    kept = {}
+    for kind, rows in state.recent_keep.items():
+        rows = np.asarray(rows, dtype=float)
+        if kind in ready and ready[kind] > 0 and rows.ndim == 2 and rows.shape[1] == m:
+            kept[kind] = rows[-ready[kind] :]
+    return RuleState(kept)
+
+
+# ------------------------------------------------------------------------------------------- reading back
+
+
+def target_nodes(fleet: Fleet, decision: Decision) -> dict[str, int]:
+    """The decision's target as nodes per type name (types at 0 left out)."""
+    return fleet.as_dict(decision.target)
+
+
+def rejected(
+    catalog: Catalog, profile: AppProfile, fleet: Fleet, decision: Decision, *, horizon: int | None = None
+) -> dict[str, str]:
+    """Every catalog type the target does not use, with the reason.
+
+    The catalog's filters say *incompatible* (the profile's words) and *over quota* (quota 0); a type whose
+    lead time reaches past the forecast's ``horizon`` steps is *lead time too long* (the rule cannot see the
+    demand it would serve); any other type the rule left out was *not chosen: dearer per unit*.
+    """
+    out: dict[str, str] = {}
+    used = set(target_nodes(fleet, decision))
+    index = {name: i for i, name in enumerate(fleet.names)}
+    for rtype in catalog:
+        why = profile.incompatibility(rtype)
+        if why is None and rtype.quota == 0:
+            why = "over quota: the quota of this type is 0"
+        if why is None and rtype.name in used:
+            continue
+        if why is None and horizon is not None and fleet.ready[index[rtype.name]] >= horizon:
+            why = (f"lead time too long: a node takes {rtype.lead_time_seconds:g} s, past the "
+                   f"{horizon * fleet.step_seconds} s horizon")  # fmt: skip
+        out[rtype.name] = why or "not chosen: dearer per unit"
+    return out
+
+
+# ------------------------------------------------------------------------------------------- state as JSON
+
+
+def state_to_json(state: RuleState) -> dict[str, list[list[float | None]]]:
+    """The rule's state as JSON-ready lists (NaN, a level not known, as null)."""
+    return {kind: [[None if not math.isfinite(v) else float(v) for v in row] for row in np.asarray(rows)]
+            for kind, rows in sorted(state.recent_keep.items())}  # fmt: skip
+
+
+def state_from_json(data: Any) -> RuleState | None:
+    """A state written by :func:`state_to_json`; None for nothing or anything not shaped like one."""
+    if not isinstance(data, Mapping) or not data:
+        return None
+    recent = {}
+    try:
+        for kind, rows in data.items():
+            arr = np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=float)
+            if arr.ndim == 2:
+                recent[str(kind)] = arr
+    except (TypeError, ValueError):
+        return None
+    return RuleState(recent)
