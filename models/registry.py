@@ -356,6 +356,9 @@ class Registry:
 class ChampionLoader:
     """The champion's forecaster by (app, phase): cached, refreshed when the alias moves.
 
+    The alias is asked of the registry at most once per ``refresh_seconds`` per (app, phase), whoever asks
+    (monitoring's :meth:`champion_version`, then :meth:`get` in the same cycle share the answer); a missing
+    champion is not remembered, so a first training is picked up at the next call.
     ``clock`` (seconds, monotonic) is injected so tests and replays can drive it.
     """
 
@@ -364,27 +367,36 @@ class ChampionLoader:
         self.registry = registry
         self.refresh_seconds = refresh_seconds
         self.clock = clock
-        self._cache: dict[tuple[str, str], tuple[str, Forecaster, float]] = {}
-        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], tuple[str, Forecaster]] = {}
+        self._versions: dict[tuple[str, str], tuple[str, float]] = {}  # the alias's answer and when it was asked
+        self._lock = threading.RLock()
         self.loads = 0
+
+    def champion_version(self, app: str, phase: str) -> str | None:
+        """The version the champion alias names (None: no champion), asked at most once per refresh window."""
+        key, now = (app, phase), self.clock()
+        with self._lock:
+            seen = self._versions.get(key)
+            if seen is not None and now - seen[1] < self.refresh_seconds:
+                return seen[0]
+            version = self.registry.champion_version(app, phase)
+            if version is not None:
+                self._versions[key] = (version, now)
+            return version
 
     def get(self, app: str, phase: str) -> Forecaster:
         key = (app, phase)
-        now = self.clock()
         with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None and now - cached[2] < self.refresh_seconds:
-                return cached[1]
-            version = self.registry.champion_version(app, phase)
+            version = self.champion_version(app, phase)
             if version is None:
                 raise LookupError(f"no champion for app {app!r} phase {phase!r} ({model_name(app, phase)}): "
                                   f"run `prescale train --app {app}` first")
+            cached = self._cache.get(key)
             if cached is not None and cached[0] == version:
-                self._cache[key] = (version, cached[1], now)
                 return cached[1]
             forecaster = self.registry.load_version(model_name(app, phase), version)
             self.loads += 1
-            self._cache[key] = (version, forecaster, now)
+            self._cache[key] = (version, forecaster)
             return forecaster
 
     def version(self, app: str, phase: str) -> str | None:

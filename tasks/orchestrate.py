@@ -163,7 +163,7 @@ def _phase(rows: pd.DataFrame, report: PhaseReport | None) -> str:
 def _champion_version(app: str, phase: str, settings: Settings) -> str | None:
     """The version the champion alias names now (None: no champion, or the registry did not answer)."""
     try:
-        return champion_loader(settings.registry.tracking_uri).registry.champion_version(app, phase)
+        return champion_loader(settings.registry.tracking_uri).champion_version(app, phase)
     except Exception:  # noqa: BLE001 - monitoring then judges every predictive decision, as without versions
         return None
 

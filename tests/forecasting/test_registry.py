@@ -119,6 +119,21 @@ def test_loader_returns_the_champion_and_follows_the_alias(registry, trained, ap
     assert second.candidate == trained.best and loader.loads == 2 and loader.version(app, PHASE) == "2"
 
 
+def test_a_cycle_asks_the_registry_for_the_alias_once(registry, trained, app, monkeypatch):
+    """Monitoring asks which version is champion, then the forecast loads it: one alias request, not two."""
+    registry.publish(trained, app=app, phase=PHASE, config=tiny_config(), margin=0.02)
+    asked = []
+    ask = registry.champion_version
+    monkeypatch.setattr(registry, "champion_version", lambda *key: asked.append(key) or ask(*key))
+    clock = [0.0]
+    loader = ChampionLoader(registry, refresh_seconds=60, clock=lambda: clock[0])
+    for minute in range(3):
+        clock[0] = 60.0 * minute
+        assert loader.champion_version(app, PHASE) == "1"
+        loader.get(app, PHASE)
+    assert len(asked) == 3 and loader.loads == 1
+
+
 def test_the_champion_forecasts_through_pyfunc_and_directly(registry, trained, app):
     registry.publish(trained, app=app, phase=PHASE, config=tiny_config(), margin=0.02)
     model = mlflow.pyfunc.load_model(f"models:/{model_name(app, PHASE)}@{CHAMPION}")
