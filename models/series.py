@@ -167,3 +167,18 @@ def fingerprint(panel: Panel) -> str:
     digest.update(panel.index.as_unit("ns").asi8.tobytes())
     digest.update(np.nan_to_num(panel.values, nan=-1.2345e300).tobytes())
     return digest.hexdigest()[:16]
+
+
+def phase_labels(rows: pd.DataFrame, panel: Panel) -> pd.Series | None:
+    """The rows' phase labels on the panel's grid (the last label of each step), or None when unlabelled.
+
+    Training (``tasks.train.split_phases``) and serving (``tasks.orchestrate``) both tell phases from the panel
+    and these labels, so a phase is derived the same way on both sides (serving pivoted the raw rows before).
+    """
+    if "phase" not in rows.columns or rows["phase"].isna().all():
+        return None
+    labelled = rows.dropna(subset=["phase"])
+    stamps = pd.DatetimeIndex(labelled["ts"]).floor(f"{panel.step_seconds}s")
+    per_row = pd.Series(labelled["phase"].astype(str).to_numpy(), index=stamps)
+    per_row = per_row[~per_row.index.duplicated(keep="last")]
+    return per_row.reindex(panel.index)

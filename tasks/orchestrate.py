@@ -41,6 +41,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
 from models.registry import ChampionLoader, Registry
+from models.series import panel_from_long, phase_labels
 from prescale.catalog import AppProfile, check_profile, load_catalog, resolve_profile
 from prescale.cluster import guardrails_from, make_plan, open_cluster
 from prescale.decide_inputs import Held, assemble, rejected, state_from_json, state_to_json, target_nodes
@@ -149,14 +150,16 @@ def _report(app: str, settings: Settings) -> PhaseReport | None:
     return None if data is None else PhaseReport.from_dict(data)
 
 
-def _phase(rows: pd.DataFrame, report: PhaseReport | None) -> str:
+def _phase(rows: pd.DataFrame, report: PhaseReport | None, *, max_fill_steps: int = 3) -> str:
+    """The current phase, from the rows put on the grid the way training put them (``panel_from_long`` and
+    ``phase_labels``), so training and serving derive a phase alike; the report's first phase if they cannot."""
     if report is None:
         return DEFAULT_PHASE
-    wide = rows.pivot_table(index="ts", columns="metric", values="value")
-    labels = rows.drop_duplicates("ts").set_index("ts")["phase"] if rows["phase"].notna().any() else None
     try:
-        return current_phase(wide, report, labels=labels)
-    except (ValueError, KeyError):
+        metrics = [m for m in report.metrics if m in set(rows["metric"])] or None
+        panel = panel_from_long(rows, metrics=metrics, max_fill_steps=max_fill_steps)
+        return current_phase(panel.to_frame(), report, labels=phase_labels(rows, panel))
+    except (ValueError, KeyError):  # SeriesError is a ValueError
         return report.ids[0] if report.ids else DEFAULT_PHASE
 
 

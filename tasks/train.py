@@ -34,7 +34,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from models.registry import Registry
-from models.series import Panel, SeriesError, panel_from_long
+from models.series import Panel, SeriesError, panel_from_long, phase_labels
 from models.train import PanelResult, TrainConfig, train_panels
 from prescale.metrics.store import MetricsStore
 from prescale.names import AppName, app_names
@@ -130,7 +130,7 @@ def split_phases(
         panel = panel_from_long(rows, metrics=metrics, max_fill_steps=config.max_fill_steps)
     except SeriesError as exc:
         return AppPhases(app, None, skipped=str(exc))
-    labels = _phase_labels(rows, panel)
+    labels = phase_labels(rows, panel)
     phase_config = PhaseConfig(
         window=max(2, round(3600 / panel.step_seconds)),
         min_steps=max(2, round(min_phase_minutes * 60 / panel.step_seconds)),
@@ -140,16 +140,6 @@ def split_phases(
     ids, report = assign_phases(panel.to_frame(), labels=labels, config=phase_config, previous=old)
     panels = {pid: panel if len(report.phases) == 1 else panel.where(ids == pid) for pid in report.ids}
     return AppPhases(app, report.to_dict(), panels)
-
-
-def _phase_labels(rows: pd.DataFrame, panel: Panel) -> pd.Series | None:
-    if "phase" not in rows.columns or rows["phase"].isna().all():
-        return None
-    labelled = rows.dropna(subset=["phase"])
-    stamps = pd.DatetimeIndex(labelled["ts"]).floor(f"{panel.step_seconds}s")
-    per_row = pd.Series(labelled["phase"].astype(str).to_numpy(), index=stamps)
-    per_row = per_row[~per_row.index.duplicated(keep="last")]
-    return per_row.reindex(panel.index)
 
 
 # -- training and publishing ------------------------------------------------------------------------

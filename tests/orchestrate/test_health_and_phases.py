@@ -150,3 +150,25 @@ def test_the_reactive_fallback_of_an_app_with_two_demand_metrics_steps_by_its_in
     row = decide.fn(gathered, {"holdings": {}, "others": {}}, load_settings()).row
     assert row.mode == "reactive" and row.outcome == "planned" and row.allocation
     assert "forecast missing: the fast tier covers the reactive floor alone" in row.why
+
+
+def test_serving_tells_the_phase_from_the_rows_as_training_does():
+    """Two metrics per instant, the label on one of them only (as a mapping that labels one column writes):
+    training reads each step's last label on its grid; serving must find the same phase, not the unlabelled
+    first row of the newest instant."""
+    from models.series import panel_from_long, phase_labels
+    from tasks.orchestrate import _phase
+
+    ts = pd.date_range(START, periods=12, freq="5min", tz="UTC")
+    phases = ["serving"] * 8 + ["batch"] * 4
+    rows = pd.concat([
+        pd.DataFrame({"app": "analytics", "ts": ts, "metric": "app.d0", "value": 10.0, "phase": None}),
+        pd.DataFrame({"app": "analytics", "ts": ts, "metric": "app.d1", "value": 5.0, "phase": phases}),
+    ], ignore_index=True).sort_values(["ts", "metric"], ignore_index=True)  # fmt: skip
+    rows["phase"] = rows["phase"].astype("string")
+    infos = tuple(PhaseInfo(id=p, rows=4, runs=1, share=0.5, level={}) for p in ("serving", "batch"))
+    report = PhaseReport(method="labels", phases=infos, reason="labelled", metrics=("app.d0", "app.d1"))
+
+    panel = panel_from_long(rows)
+    assert phase_labels(rows, panel).iloc[-1] == "batch"  # what training sees at the newest step
+    assert _phase(rows, report) == "batch"
