@@ -209,7 +209,18 @@ def decide(inp: DecisionInput) -> Decision:
             slow_target[mask] = target[mask]
             plan.act(target, now, mask, f"{tier.kind}: {int(target[mask].sum())} nodes (band)")
     _fast_tier(inp, path, floor, now, plan, slow_target if path is not None else None)
+    _cap_total(inp.fleet, plan, now)
     return plan.decision(fallback=path is None, state=state)
+
+
+def _cap_total(fleet: Fleet, plan: _Plan, now: np.ndarray) -> None:
+    """The whole target (every tier) at most ``profile.max_nodes``: a slow band alone can exceed it, and the
+    cluster's guardrail blocks a plan above it; the dearest per unit of demand go first."""
+    capped = with_max_nodes(fleet, plan.target)
+    if capped.sum() < plan.target.sum():
+        plan.act(capped, now, np.ones(fleet.n, dtype=bool),
+                 f"all tiers: capped at the profile's max_nodes {fleet.profile.max_nodes} "
+                 f"({int(plan.target.sum() - capped.sum())} fewer nodes than the bands ask)")
 
 
 class _Plan:
@@ -309,7 +320,9 @@ def _fast_tier(
         target = retarget(inp, held, gap.max(axis=0), fleet.fast.idx)
     else:
         target = _fill(inp, held, gap, groups, plan, now)
-    others = int(plan.holding.held[lay.slow_mask].sum())
+    # the slow tiers' targets, not what they still hold while make-before-break keeps a released node serving:
+    # the guardrail counts targets, so counting held nodes let a plan fall below min_nodes (and was blocked)
+    others = int(plan.target[lay.slow_mask].sum())
     target = with_min_nodes(fleet, target, others=others)
     capped = with_max_nodes(fleet, target, others=others)
     if capped.sum() < target.sum():

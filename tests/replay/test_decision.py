@@ -94,6 +94,35 @@ def test_the_fast_tier_is_capped_at_the_profiles_max_nodes_and_says_so():
     assert any("capped at the profile's max_nodes 5 (" in r for r in d.reasons)
 
 
+def _limited(**limits):
+    from prescale.fleet import build_fleet
+    from tests.replay.builders import STEP, catalog, profile
+
+    return build_fleet(catalog(), profile().model_copy(update=limits), step_seconds=STEP)
+
+
+@pytest.mark.parametrize(
+    ("limits", "demand", "held_metal", "expected"),
+    [
+        pytest.param({"min_nodes": 3}, 15.0, 2, [3, 0], id="min-nodes-counts-the-slow-target-not-held-metal"),
+        pytest.param({"max_nodes": 2}, 15.0, 2, [2, 0], id="max-nodes-counts-the-slow-target-not-held-metal"),
+        pytest.param({"max_nodes": 2}, 200.0, 0, [0, 2], id="a-slow-band-above-max-nodes-is-capped-too"),
+    ],
+)
+def test_the_whole_target_keeps_to_the_profiles_node_limits(limits, demand, held_metal, expected):
+    """The cluster's guardrail counts the target of every tier: metal being released make-before-break still
+    counted as held let a plan fall under ``min_nodes`` (blocked every minute), and a slow band above
+    ``max_nodes`` stayed above it whatever the fast tier did."""
+    f = _limited(**limits)
+    holding = Holding(np.array([0, held_metal]), np.zeros((f.max_ready, f.n), int))
+    covers = context(replay_input(np.full(5, 10.0)), f, ReplayConfig()).covers
+    inp = DecisionInput(f, covers, holding, covered=np.full((8, 1), demand), floor=np.array([demand]), hold=2)
+    d = decide(inp)
+    assert d.target.tolist() == expected, d.reasons
+    total = int(d.target.sum())
+    assert limits.get("min_nodes", 0) <= total <= limits.get("max_nodes", total)
+
+
 def test_the_decision_is_pure_same_input_same_plan_and_nothing_given_is_changed():
     f = fleet()
     inp_replay = replay_input(_dip_demand(), start=5)
