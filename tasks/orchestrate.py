@@ -128,7 +128,8 @@ def gather(app: str, now: pd.Timestamp, settings: Settings) -> Gathered:
 
 def rule_state(app: str, now: pd.Timestamp, settings: Settings, *, rows: int = 3) -> RuleState | None:
     """The rule's state after the app's newest decision before ``now`` that carries one (the ledger's
-    ``rule_state``; a failed or skipped decision carries none, so the few newest rows are looked at)."""
+    ``rule_state``; a decision that was never taken, after a gather error or a crash, carries none, so the
+    few newest rows are looked at)."""
     cfg = settings.orchestrate
     recent = Ledger(cfg.ledger).read(app, start=now - pd.Timedelta(hours=cfg.lookback_hours), end=now, last=rows)
     for data in reversed(recent["rule_state"].tolist() if "rule_state" in recent else []):
