@@ -24,7 +24,6 @@ APP_NAME_PATTERN = r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?"
 PHASE_PATTERN = r"[a-z0-9]([-_a-z0-9]{0,61}[a-z0-9])?"
 DNS_LABEL_PATTERN = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"  # a Kubernetes object name or label value (DNS-1123)
 APP_NAME_RULE = "a lower-case letter, then lower-case letters, digits and '-', ending alphanumeric, at most 63"
-PHASE_RULE = "lower-case letters, digits, '-' and '_', starting and ending alphanumeric, at most 63"
 
 _APP_RE = re.compile(APP_NAME_PATTERN)
 _PHASE_RE = re.compile(PHASE_PATTERN)
@@ -79,10 +78,3 @@ class AppName(str):
 def app_names(values, *, what: str = "app") -> list[AppName]:
     """Every value as an :class:`AppName` (the first invalid one raises)."""
     return [AppName(v, what=what) for v in values]
-
-
-def phase_name(value: object, *, what: str = "phase") -> str:
-    """``value`` if it is a valid phase label, else :class:`InvalidNameError`."""
-    if not is_valid_phase(value):
-        raise InvalidNameError(f"{what} {shown(value)} is not a valid phase label: {PHASE_RULE}")
-    return str(value)
