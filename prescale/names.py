@@ -32,7 +32,7 @@ _SHOWN = 80  # a hostile name can be megabytes long: quote only its start
 
 
 class InvalidNameError(ValueError):
-    """A name that cannot be used as an app, profile or phase name; the message quotes it and the rule."""
+    """A name that cannot be used as an app or profile name; the message quotes it and the rule."""
 
 
 def is_valid_app_name(name: object) -> bool:
