@@ -13,7 +13,7 @@ dry run simply does not. The caller threads ``Decision.state`` into the next dec
 
 **Callers** (the one predictive rule in the code base): the replay's ``Predictive``
 (``prescale.replay.policies``), the orchestrate task (``tasks/orchestrate.py``: its state kept between
-minutes in the ledger's ``rule_state``), and ``prescale plan`` / ``apply`` (``prescale/commands/rule.py``);
+minutes in the ledger's ``rule_state``), and ``prescale plan`` / ``apply`` (``cli/commands/rule.py``);
 the live ones build their input with ``prescale.decide_inputs.assemble``.
 
 Only the cover solver remembers anything: ``covers.cover(level, subset)`` is a pure function of its

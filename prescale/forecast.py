@@ -17,7 +17,7 @@ path into normal quantiles (for demand files and the example demand of ``prescal
 
 Model output and user input are held to different rules on purpose. A model's crossed quantiles are a known
 artefact of fitting each level separately, so they are repaired (sorted) when read. Demand a user wrote (a
-``--demand`` file, read through :meth:`Forecast.from_dict` or ``prescale/commands/demand.py``) is checked by
+``--demand`` file, read through :meth:`Forecast.from_dict` or ``cli/commands/demand.py``) is checked by
 :func:`check_demand` instead and refused when it is not finite, negative, above :data:`MAX_DEMAND`, or
 decreasing as the level rises: a hand-written q0.9 below its q0.5 is a mistake (columns swapped, a typo),
 and sorting it would plan for numbers the user never wrote.

@@ -165,7 +165,7 @@ class ServeSettings(BaseModel):
     work_pool: str = Field(default="prescale", description="Process work pool the deployments run on.")
     startup_timeout_seconds: float = Field(default=120.0, gt=0, description="Wait this long for each server.")
     # Production backends (docs/backends.md). URLs may carry a password, so they are secrets: set them from the
-    # environment only; nothing prints them unmasked, and prescale/services.py checks them (a pydantic validator
+    # environment only; nothing prints them unmasked, and cli/services.py checks them (a pydantic validator
     # would echo the rejected value, password included, in its error).
     prefect_database_url: SecretStr | None = Field(
         default=None,

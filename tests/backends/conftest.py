@@ -3,7 +3,7 @@
 ``postgres`` is a throwaway PostgreSQL on loopback with the databases ``mlflow``
 and ``prefect`` (tests/backends/postgres.py); ``s3`` is moto's S3 server with one
 bucket (tests/s3.py). ``plane`` starts Prefect's and MLflow's servers through
-:func:`prescale.services.start_servers`, the code `prescale serve` runs, with the
+:func:`cli.services.start_servers`, the code `prescale serve` runs, with the
 backend settings pointed at them, and keeps the progress lines it printed.
 Starting both servers with their migrations takes 20-40 s here, so it is done
 once per module.
@@ -40,7 +40,7 @@ class BackendRig:
     bucket: str
     home: Path
     settings: object  # prescale.settings.Settings
-    plane: object  # prescale.services.ControlPlane
+    plane: object  # cli.services.ControlPlane
     progress: list[str] = field(default_factory=list)
 
 
@@ -58,7 +58,7 @@ def s3() -> Iterator[S3Server]:
 
 @pytest.fixture(scope="module")
 def backends(postgres, s3, tmp_path_factory) -> Iterator[BackendRig]:
-    from prescale.services import start_servers, stop
+    from cli.services import start_servers, stop
     from prescale.settings import load_settings
 
     bucket = s3.create_bucket()

@@ -12,9 +12,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from prescale import services
-from prescale.cli import app
-from prescale.services import BackendConfigError, backends, redact, start_servers
+from cli import services
+from cli.main import app
+from cli.services import BackendConfigError, backends, redact, start_servers
 from prescale.settings import load_settings
 
 PASSWORD = "hunter2-s3cr%40t"

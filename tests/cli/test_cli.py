@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from prescale.cli import app
+from cli.main import app
 from prescale.settings import load_settings
 
 CORPUS = Path(__file__).resolve().parents[1] / "metrics" / "corpus"

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cli.commands.common import UserError, printable, quiet_flow_errors
+from cli.commands.demand import check_reach, read_demand
+from cli.commands.plan import MAX_CURRENT_NODES, parse_current
 from prescale.catalog import load_catalog, resolve_profile
-from prescale.commands.common import UserError, printable, quiet_flow_errors
-from prescale.commands.demand import check_reach, read_demand
-from prescale.commands.plan import MAX_CURRENT_NODES, parse_current
 from prescale.forecast import Forecast, ForecastError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import json
 
 from typer.testing import CliRunner
 
-from prescale.cli import app
+from cli.main import app
 
 runner = CliRunner()
 

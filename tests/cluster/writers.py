@@ -1,6 +1,6 @@
 """Concurrent writers of one simulated cluster's state file, each in its own process (see test_concurrent_writers).
 
-A worker does what ``prescale apply`` does (``prescale/commands/apply.py: decide_and_apply``): open the
+A worker does what ``prescale apply`` does (``cli/commands/apply.py: decide_and_apply``): open the
 cluster from its state file, observe, plan its app's target with the other apps' claims as ``others``, and
 apply. It is started with the ``spawn`` method, so it imports this small module rather than the test's.
 """

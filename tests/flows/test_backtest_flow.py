@@ -68,7 +68,7 @@ def test_backtest_flow_scores_every_policy_writes_plots_and_publishes_a_table(sh
 def test_backtest_command_prints_the_json_contract(shop):
     from typer.testing import CliRunner
 
-    from prescale.cli import app
+    from cli.main import app
 
     result = CliRunner().invoke(app, ["backtest", "--app", shop, "--profile", "web", "--days", "1",
                                       "--policies", "reactive,static", "--json"])
@@ -82,7 +82,7 @@ def test_backtest_command_prints_the_json_contract(shop):
 def test_backtest_command_says_what_is_wrong_with_a_too_long_window(shop):
     from typer.testing import CliRunner
 
-    from prescale.cli import app
+    from cli.main import app
 
     result = CliRunner().invoke(app, ["backtest", "--app", shop, "--profile", "web", "--days", "30"])
     assert result.exit_code == 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from prescale.commands.common import console, emit_json, err_console, run_guarded, settings_for_command
-from prescale.services import BackendConfigError, ServiceError, start_control_plane, supervise
+from cli.commands.common import console, emit_json, err_console, run_guarded, settings_for_command
+from cli.services import BackendConfigError, ServiceError, start_control_plane, supervise
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from prescale.commands.common import UserError, console, emit_json, run_guarded, settings_for_command
+from cli.commands.common import UserError, console, emit_json, run_guarded, settings_for_command
 from prescale.metrics.store import MetricsStore
 from prescale.names import AppName
 

@@ -12,8 +12,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from cli.commands.common import console, emit_json, quiet_flow_errors, run_guarded, settings_for_command
 from prescale.catalog import CatalogError, resolve_profile
-from prescale.commands.common import console, emit_json, quiet_flow_errors, run_guarded, settings_for_command
 from prescale.names import AppName
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cli.commands.common import UserError
 from prescale.catalog import AppProfile, Catalog
-from prescale.commands.common import UserError
 from prescale.forecast import MAX_DEMAND, MAX_STEP_SECONDS, MAX_STEPS, Forecast, check_demand
 from prescale.names import shown
 

@@ -26,8 +26,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.runtime import prepare_environment
 from prescale.names import InvalidNameError
-from prescale.runtime import prepare_environment
 from prescale.settings import Settings, SettingsError, load_settings
 
 console = Console(stderr=False)
@@ -54,7 +54,7 @@ def emit_json(payload: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
 
 
-_options = {"verbose": False}  # set by the root command (prescale/cli.py) before a sub-command runs
+_options = {"verbose": False}  # set by the root command (cli/main.py) before a sub-command runs
 
 
 def set_verbose(on: bool) -> None:

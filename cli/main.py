@@ -1,4 +1,4 @@
-"""The `prescale` command: a typer app whose sub-commands live in `prescale/commands/`.
+"""The `prescale` command: a typer app whose sub-commands live in `cli/commands/`.
 
 Each sub-command takes ``--json`` to print one machine-readable object. Settings
 come from the environment (``PRESCALE_*``; see ``prescale/settings.py``) and
@@ -14,8 +14,8 @@ import pkgutil
 
 import typer
 
-import prescale.commands as commands_pkg
-from prescale.commands.common import set_verbose
+import cli.commands as commands_pkg
+from cli.commands.common import set_verbose
 
 app = typer.Typer(
     name="prescale",
@@ -38,7 +38,7 @@ def _root(
 
 
 def _register_commands() -> None:
-    """Import every module of `prescale.commands` and let it add its command(s)."""
+    """Import every module of `cli.commands` and let it add its command(s)."""
     for info in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda m: m.name):
         if info.name in _NOT_COMMANDS or info.name.startswith("_"):
             continue

@@ -5,7 +5,7 @@ catalog and the app's profile -> demand (``--demand FILE``, or the profile's exa
 ``prescale plan``; all of the user's input is checked before the cluster is opened) -> the cluster
 (``cluster.backend``: the simulated one under PRESCALE_HOME by default, or Kubernetes) -> ``observe()`` ->
 the predictive rule on what the app holds, booting nodes with their expected arrival
-(``prescale.commands.rule.decide_once``: the orchestrate loop's rule and knobs) -> ``make_plan`` with the
+(``cli.commands.rule.decide_once``: the orchestrate loop's rule and knobs) -> ``make_plan`` with the
 guardrails from ``ClusterSettings`` -> with ``--dry-run`` stop here and show the plan (the same code
 without the apply); otherwise ``cluster.apply(plan)`` and show each step's outcome.
 
@@ -24,6 +24,16 @@ import pandas as pd
 import typer
 from rich.table import Table
 
+from cli.commands.common import (
+    EXIT_USER_ERROR,
+    console,
+    emit_json,
+    err_console,
+    run_guarded,
+    settings_for_command,
+)
+from cli.commands.demand import DEMAND_HELP, check_reach, example_forecast, read_demand
+from cli.commands.rule import decide_once
 from prescale.allocation import AllocationError
 from prescale.catalog import CatalogError, check_profile, load_catalog, resolve_profile
 from prescale.cluster import (
@@ -36,16 +46,6 @@ from prescale.cluster import (
     make_plan,
     open_cluster,
 )
-from prescale.commands.common import (
-    EXIT_USER_ERROR,
-    console,
-    emit_json,
-    err_console,
-    run_guarded,
-    settings_for_command,
-)
-from prescale.commands.demand import DEMAND_HELP, check_reach, example_forecast, read_demand
-from prescale.commands.rule import decide_once
 from prescale.decide_inputs import Held
 from prescale.fleet import FleetError
 from prescale.forecast import ForecastError

@@ -9,7 +9,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from prescale.commands.common import console, emit_json, quiet_flow_errors, run_guarded, settings_for_command
+from cli.commands.common import console, emit_json, quiet_flow_errors, run_guarded, settings_for_command
 from prescale.demo import DEFAULT_MANIFEST, load_manifest
 from prescale.metrics.validation import MetricsInputError
 

@@ -2,7 +2,7 @@
 
 Composition root for the decision: reads the catalog and the app profile (``SearchSettings.catalog`` and
 ``.profiles``), the demand (a file, or the profile's example), the running nodes (``--current``), and
-decides with the rule every caller runs (``prescale.commands.rule.decide_once``: the orchestrate loop's
+decides with the rule every caller runs (``cli.commands.rule.decide_once``: the orchestrate loop's
 assembly and ``prescale.decision.decide``, knobs from the same settings), at the demand's first step.
 
 Demand comes from ``--demand FILE`` or, without it, from the profile's ``example_demand``: a median that
@@ -29,11 +29,11 @@ import pandas as pd
 import typer
 from rich.table import Table
 
+from cli.commands.common import UserError, console, emit_json, run_guarded, settings_for_command
+from cli.commands.demand import DEMAND_HELP, check_reach, example_forecast, read_demand
+from cli.commands.rule import Ruled, decide_once
 from prescale.allocation import Allocation, AllocationError, Policy, allocate
 from prescale.catalog import AppProfile, Catalog, CatalogError, check_profile, load_catalog, resolve_profile
-from prescale.commands.common import UserError, console, emit_json, run_guarded, settings_for_command
-from prescale.commands.demand import DEMAND_HELP, check_reach, example_forecast, read_demand
-from prescale.commands.rule import Ruled, decide_once
 from prescale.decide_inputs import Held
 from prescale.fleet import FleetError
 from prescale.forecast import MAX_STEP_SECONDS, Forecast, ForecastError

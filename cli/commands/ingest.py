@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from prescale.commands.common import (
+from cli.commands.common import (
     UserError,
     console,
     emit_json,
