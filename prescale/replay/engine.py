@@ -33,6 +33,8 @@ from prescale.replay.policies import Context, Predictive, Reactive, Rule, Static
 from prescale.replay.simulate import Executor, Series
 
 POLICIES: tuple[str, ...] = ("predictive", "reactive", "static", "oracle")
+# Budgets tried, tightest first, when predictive or reactive misses the headline one (share of scored minutes).
+COMMON_LADDER: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1)
 Progress = Callable[[int, int, str], None]
 
 
@@ -148,6 +150,26 @@ class BacktestResult:
             }
         return out
 
+    def common_budget(self, ladder: tuple[float, ...] = COMMON_LADDER) -> dict[str, Any] | None:
+        """The tightest budget of ``ladder`` that predictive and reactive both meet, with every policy's cost there.
+
+        A short or bursty window can leave one of them without any setting under the headline budget; the
+        comparison is then made where both have a point, and says so (None when they never both do).
+        """
+        pred, reac = self.policies.get("predictive"), self.policies.get("reactive")
+        if pred is None or reac is None:
+            return None
+        for share in ladder:
+            if pred.at_budget(share) is None or reac.at_budget(share) is None:
+                continue
+            label = f"{share:.1%}".replace(".0%", "%")
+            costs = {name: result.budget_costs({label: share})[label] for name, result in self.policies.items()}
+            oracle = self.budget_costs().get("oracle", {}).get("0")
+            return {"budget": label, "share": share, "costs": costs,
+                    "vs_reactive": savings(costs["reactive"], costs["predictive"]),
+                    "over_oracle": excess(oracle, costs["predictive"])}
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         """The ``prescale backtest --json`` object (DESIGN.md's contract, and more)."""
         inp = self.inp
@@ -164,6 +186,7 @@ class BacktestResult:
             "policies": {name: result.summary(self.budgets) for name, result in self.policies.items()},
             "budget_costs": self.budget_costs(),
             "comparison": self.comparison(),
+            "common_budget": self.common_budget(),
             "oracle": _oracle_dict(self.oracle),
             "types": list(self.fleet.names),
             "covers": self.cover_stats,
