@@ -37,7 +37,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,14 +275,11 @@ def start_servers(settings: Settings, *, progress: Callable[[str], None] = print
         services=[],
         backends=backends(settings).describe(),
     )
-    try:
+    with _stopped_on_failure(plane):
         for service in services:
             progress(f"starting {service.name} ({service.about}) ...")
             plane.services.append(service)
             _start(service, env, timeout=serve.startup_timeout_seconds)
-    except BaseException:
-        stop(plane.services)
-        raise
     return plane
 
 
@@ -291,7 +289,7 @@ def start_control_plane(settings: Settings, *, progress: Callable[[str], None] =
     plane = start_servers(settings, progress=progress)
     env = plane.env
     prefect, logs = str(BIN / "prefect"), settings.home / "logs"
-    try:
+    with _stopped_on_failure(plane):
         progress(f"creating work pool {serve.work_pool!r} and deploying prefect.yaml ...")
         _run([prefect, "work-pool", "create", serve.work_pool, "--type", "process", "--overwrite"], env,
              logs / "setup.log")  # fmt: skip
@@ -300,10 +298,17 @@ def start_control_plane(settings: Settings, *, progress: Callable[[str], None] =
                          logs / "prefect-worker.log")  # fmt: skip
         plane.services.append(worker)
         _start(worker, env, timeout=serve.startup_timeout_seconds)
+    return plane
+
+
+@contextmanager
+def _stopped_on_failure(plane: ControlPlane) -> Iterator[None]:
+    """Stop every service the plane started if the block fails (Ctrl-C included), then re-raise."""
+    try:
+        yield
     except BaseException:
         stop(plane.services)
         raise
-    return plane
 
 
 def supervise(plane: ControlPlane, *, poll_seconds: float = 1.0) -> int:

@@ -180,7 +180,7 @@ class KubernetesCluster:
             name = md["metadata"]["name"]
             if name in self._pools:
                 rtype = self._pools[name]
-                pools[rtype] = _pool_state(md, rtype, nodes=nodes["items"], machines=machines["items"],
+                pools[rtype] = pool_state(md, rtype, nodes=nodes["items"], machines=machines["items"],
                                            lead=self.catalog[rtype].lead_time_seconds, now=self._wall())
         works = tuple(w for d in deps.get("items", []) if (w := self._workload_state(d)) is not None)
         return ClusterState(at=self._clock(), pools=pools, workloads=works)
@@ -507,9 +507,14 @@ def dns_label(value: object, *, what: str) -> str:
     )
 
 
-def _pool_state(
+def pool_state(
     md: dict[str, Any], rtype: str, *, nodes: list[dict], machines: list[dict], lead: float = 0.0, now: float = 0.0
 ) -> PoolState:
+    """A pool's state read from its MachineDeployment ``md``, the cluster's Nodes and Machines (plain dicts).
+
+    Booting nodes are dated by their Machine's creation plus the type's ``lead`` seconds, and told per app only
+    when one app claims the pool (a shared pool's booting nodes cannot be told apart).
+    """
     name = md["metadata"]["name"]
     mine = [n for n in nodes if (n["metadata"].get("labels") or {}).get(LABEL_POOL) == name]
     ready_nodes = sum(1 for n in mine if _node_ready(n))

@@ -235,7 +235,7 @@ def _plan_for(rig, app: str, target):
     ],
 )
 def test_booting_nodes_are_expected_at_their_machine_creation_plus_the_lead_time(claims, want):
-    from prescale.cluster.kubernetes import CLAIM_PREFIX, _pool_state
+    from prescale.cluster.kubernetes import CLAIM_PREFIX, pool_state
 
     def machine(created: str, phase: str) -> dict:
         return {"metadata": {"labels": {LABEL_POOL: "p"}, "creationTimestamp": created}, "status": {"phase": phase}}
@@ -246,5 +246,5 @@ def test_booting_nodes_are_expected_at_their_machine_creation_plus_the_lead_time
     machines = [machine("2026-01-01T00:00:00Z", "Provisioning"), machine("2026-01-01T00:01:20Z", "Pending"),
                 machine("2025-12-31T00:00:00Z", "Failed")]
     now = 1767225600.0 + 120  # 2026-01-01T00:02:00Z
-    state = _pool_state(md, CPU, nodes=[], machines=machines, lead=100.0, now=now)
+    state = pool_state(md, CPU, nodes=[], machines=machines, lead=100.0, now=now)
     assert dict(state.booting) == want
