@@ -10,9 +10,9 @@ Instances:
 
 Two measurements per instance:
 * **gap (linear case)**: the search with ``objective="linear"`` (covered quantile fixed, the objective
-  ``problem.py`` states) at the default budget, against ``milp.solve`` at the policy's knobs with
+  ``problem.py`` states) at the default budget, against ``milp.solve`` at the settings' knobs with
   ``mip_rel_gap`` 1e-6 and no time limit worth mentioning: ``gap = (search - optimum) / optimum``;
-* **latency**: wall time of ``allocate`` with the default policy (non-linear objective, Optuna, the default
+* **latency**: wall time of ``allocate`` with the default settings (non-linear objective, Optuna, the default
   800 ms budget), and the time at which that search had found its final answer.
 
 Writes ``benchmarks/results/allocation.json`` and ``.md`` and prints the table. Run:
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,15 +30,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from prescale.allocation import SolverSettings, allocate
+from prescale.allocation import milp as milp_mod
+from prescale.allocation import search as search_mod
+from prescale.allocation.problem import build_problem, evaluate
+from prescale.catalog import AppProfile, Catalog, list_profiles, load_catalog, resolve_profile
+from prescale.forecast import Forecast
 
-from prescale.allocation import Policy, allocate  # noqa: E402
-from prescale.allocation import milp as milp_mod  # noqa: E402
-from prescale.allocation import search as search_mod  # noqa: E402
-from prescale.allocation.problem import build_problem, evaluate  # noqa: E402
-from prescale.catalog import AppProfile, Catalog, list_profiles, load_catalog, resolve_profile  # noqa: E402
-from prescale.forecast import Forecast  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: the shipped catalog and profiles, the results
 
 KIND_SPEC = {  # kind: (USD/h per size unit, throughput per size unit, lead time range s, share of types)
     "cpu-vm": (0.045, 1.0, (60, 120), 0.45),
@@ -143,11 +141,11 @@ def measure(
     profile: AppProfile,
     forecast: Forecast,
     current: dict[str, int],
-    policy: Policy,
+    settings: SolverSettings,
     *,
     sweep: tuple[int, ...] = (),
 ) -> dict[str, float]:
-    linear = replace(policy, objective="linear")
+    linear = replace(settings, objective="linear")
     problem = build_problem(forecast, catalog, profile, current, linear)
     t0 = time.perf_counter()
     exact = milp_mod.solve(problem, problem.default_knobs(), gap=1e-6, time_limit=60.0)
@@ -160,10 +158,10 @@ def measure(
         short = build_problem(forecast, catalog, profile, current, replace(linear, time_budget_ms=budget))
         swept[f"gap_at_{budget}ms"] = (search_mod.search(short).best.score - optimum) / abs(optimum)
     t0 = time.perf_counter()
-    decision = allocate(forecast, catalog, profile, current, policy)
+    decision = allocate(forecast, catalog, profile, current, settings)
     latency = time.perf_counter() - t0
-    # Why the search exists: on the non-linear objective, how much better than the plain MILP at the policy's knobs.
-    expected = search_mod.search(build_problem(forecast, catalog, profile, current, policy))
+    # Why the search exists: on the non-linear objective, how much better than the plain MILP at the settings' knobs.
+    expected = search_mod.search(build_problem(forecast, catalog, profile, current, settings))
     plain = next(c for c in expected.candidates if c.source.startswith("milp"))
     return {
         "gap": gap,
@@ -203,14 +201,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     per_size = 3 if args.quick else 10
-    policy = Policy()  # the defaults SearchSettings ships with
+    settings = SolverSettings()  # the defaults SearchSettings ships with
     groups: dict[str, list[dict]] = {}
     for n_types in (10, 30, 100):
         rows = groups.setdefault(f"random, {n_types} types", [])
         for k in range(per_size):
             seed = args.seed * 1000 + n_types * 10 + k
             n_metrics = 1 + k % 4
-            row = measure(*random_instance(seed, n_types, n_metrics), policy, sweep=SWEEP if n_types == 30 else ())
+            row = measure(*random_instance(seed, n_types, n_metrics), settings, sweep=SWEEP if n_types == 30 else ())
             rows.append({"seed": seed, "metrics": n_metrics, **row})
             print(
                 f"  {n_types:>3} types, {n_metrics} metrics, seed {seed}: gap {row['gap']:.3%}, "
@@ -219,19 +217,19 @@ def main() -> None:
             )
     shipped = groups.setdefault("shipped profiles", [])
     for app, *inst in shipped_instances():
-        row = measure(*inst, policy)
+        row = measure(*inst, settings)
         shipped.append({"app": app, **row})
         print(f"  {app}: gap {row['gap']:.3%}, latency {row['latency_s'] * 1000:.0f} ms", flush=True)
     summary = {name: summarize(rows) for name, rows in groups.items()}
     summary["all"] = summarize([r for rows in groups.values() for r in rows])
-    write(summary, groups, policy)
+    write(summary, groups, settings)
 
 
-def write(summary: dict, groups: dict, policy: Policy) -> None:
+def write(summary: dict, groups: dict, settings: SolverSettings) -> None:
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     meta = {
-        "policy": {k: getattr(policy, k) for k in ("trials", "time_budget_ms", "inner_gap", "seed")},
+        "policy": {k: getattr(settings, k) for k in ("trials", "time_budget_ms", "inner_gap", "seed")},
         "machine_note": "2 shared cores; other jobs ran at the same time",
     }
     (out / "allocation.json").write_text(json.dumps({"summary": summary, "instances": groups, **meta}, indent=2))
@@ -250,17 +248,18 @@ def write(summary: dict, groups: dict, policy: Policy) -> None:
         )
     sweep_rows = groups.get("random, 30 types", [])
     sweep_lines = ["", "| budget (30 types, linear) | gap median | gap p95 |", "|---|---|---|"]
-    for budget in (*SWEEP, policy.time_budget_ms):
-        key = "gap" if budget == policy.time_budget_ms else f"gap_at_{budget}ms"
+    for budget in (*SWEEP, settings.time_budget_ms):
+        key = "gap" if budget == settings.time_budget_ms else f"gap_at_{budget}ms"
         gaps = np.array([r[key] for r in sweep_rows]) * 100
         if len(gaps):
             sweep_lines.append(f"| {budget} ms | {np.median(gaps):.2f}% | {np.percentile(gaps, 95):.2f}% |")
     notes = (
         "\nGap: the Optuna search on the linear objective (covered quantile fixed) vs `scipy.optimize.milp` at "
-        "mip_rel_gap 1e-6 on the same problem. Latency: `allocate` with the default policy (non-linear objective, "
-        f"{policy.time_budget_ms} ms budget, at most {policy.trials} trials, stop after 20 trials without progress); "
+        "mip_rel_gap 1e-6 on the same problem. Latency: `allocate` with the default settings (non-linear objective, "
+        f"{settings.time_budget_ms} ms budget, at most {settings.trials} trials, stop after 20 trials without "
+        "progress); "
         "it is bounded by the budget by design, so read it with the budget sweep. Non-linear gain: on the expected "
-        "objective, how much lower the search's score is than the inner MILP at the policy's own knobs. "
+        "objective, how much lower the search's score is than the inner MILP at the settings' own knobs. "
         "Targets: gap median < 1%, p95 < 3%; latency p95 < 1 s at 30 types.\n"
     )
     table = "\n".join(lines) + "\n" + "\n".join(sweep_lines) + "\n" + notes

@@ -7,7 +7,7 @@ onto every shipped profile: ``web`` (single kind: CPU VMs) and the mixed ``analy
 metal), ``inference`` (CPU + GPU VMs), ``transcoder`` (CPU VMs + FPGAs); the history's p99 becomes the
 profile's example peak times ``--peak-scale`` (``prescale.replay.inputs``).
 
-Per trace: the forecaster is trained once on the history before the window (``tasks.backtest.
+Per trace: the forecaster is trained once on the history before the window (``models.history.
 historical_forecasts``, candidate ``best`` on the ``small`` preset unless ``--forecaster`` names a
 baseline) with the horizon the slowest profile needs, and forecasts every replayed step in one batch.
 Per (trace, profile): every policy's sweep and the oracle (``prescale.replay.backtest``), each policy's
@@ -51,19 +51,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from models.history import historical_forecasts
+from models.series import Panel, panel_from_wide
+from models.train import TrainConfig
+from prescale.catalog import load_catalog, resolve_profile
+from prescale.replay import ReplayConfig, backtest, build_fleet, replay_policy, run_rule, score_series
+from prescale.replay.covers import CoverCache
+from prescale.replay.engine import context, rules_for
+from prescale.replay.frontier import excess, savings
+from prescale.replay.inputs import demand_map, make_input, plan_window
+from prescale.replay.policies import Allocating, Predictive
 
-from models.series import Panel, panel_from_wide  # noqa: E402
-from models.train import TrainConfig  # noqa: E402
-from prescale.catalog import load_catalog, resolve_profile  # noqa: E402
-from prescale.replay import ReplayConfig, backtest, build_fleet, run_rule, score_series  # noqa: E402
-from prescale.replay.covers import CoverCache  # noqa: E402
-from prescale.replay.engine import context, rules_for, sweep  # noqa: E402
-from prescale.replay.frontier import excess, savings  # noqa: E402
-from prescale.replay.inputs import demand_map, make_input, plan_window  # noqa: E402
-from prescale.replay.policies import Allocating, Predictive  # noqa: E402
-from tasks.backtest import historical_forecasts  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: traces beside it, profiles and results in it
 
 TRACES = ROOT.parent / "shared" / "traces"
 PROFILES = ("web", "analytics", "inference", "transcoder")
@@ -84,6 +83,12 @@ class Trace:
     values: np.ndarray
     days: float
     source: str
+
+
+def sweeps(quantiles: tuple[float, ...], headrooms: tuple[float, ...], targets: tuple[float, ...]) -> ReplayConfig:
+    """The benchmark's sweeps over the shipped settings, and a longer oracle budget (the week-long windows)."""
+    return ReplayConfig(settings={"predictive": {"quantiles": quantiles, "headrooms": headrooms},
+                                  "reactive": {"targets": targets}, "oracle": {"time_limit_seconds": 180.0}})
 
 
 def load_traces(vms: int) -> list[Trace]:
@@ -133,9 +138,9 @@ def daily_acf(values: np.ndarray, step_seconds: int) -> float:
 
 
 def code_fingerprint() -> str:
-    """A hash of the forecasting code (``models/``, ``tasks/backtest.py``): cached forecasts go stale with it."""
+    """A hash of the forecasting code (``models/``): cached forecasts go stale with it."""
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "models").rglob("*.py")) + [ROOT / "tasks" / "backtest.py"]:
+    for path in sorted((ROOT / "models").rglob("*.py")):
         digest.update(path.relative_to(ROOT).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:10]
@@ -283,7 +288,7 @@ def speed(trace: Trace, catalog, args) -> dict:
         dmap = demand_map(panel.values[: window.replay_start, 0], profile, "x")
         inp = make_input(trace.name, panel.index, panel.values[:, 0], window, dmap, forecast=fc,
                          quantiles=QUANTILES)
-        config = ReplayConfig(quantiles=(0.9,), headrooms=(0.1,))
+        config = ReplayConfig(settings={"predictive": {"quantiles": (0.9,), "headrooms": (0.1,)}})
         t0 = time.perf_counter()
         ctx = context(inp, fleet, config)
         rule = next(iter(rules_for("predictive", inp, ctx, config)))
@@ -344,7 +349,7 @@ def error_scale(trace: Trace, catalog, config: ReplayConfig, args) -> list[dict]
     for name, _fleet, inp, ctx in profile_contexts(trace, catalog, config, args):
         for alpha in args.error_scale:
             scaled = replace(inp, forecast=scaled_forecast(inp, alpha))
-            costs = sweep("predictive", scaled, ctx, config).budget_costs(dict(config.budgets))
+            costs = replay_policy("predictive", scaled, ctx, config).budget_costs(dict(config.budgets))
             rows.append({"trace": trace.name, "profile": name, "alpha": alpha, "predictive": costs})
             print(f"  {trace.name}/{name} alpha={alpha:g}: {json.dumps(costs)}", flush=True)
     return rows
@@ -543,15 +548,14 @@ def main() -> None:
         parser.error("--error-scale values must lie in [0, 1]")
     args.profiles = [p for p in args.profiles.split(",") if p]
     catalog = load_catalog(ROOT / "infra" / "catalog.yaml")
-    config = ReplayConfig(quantiles=SWEEP_QUANTILES, headrooms=SWEEP_HEADROOMS, targets=SWEEP_TARGETS,
-                          oracle_time_limit_seconds=180.0)
+    config = sweeps(SWEEP_QUANTILES, SWEEP_HEADROOMS, SWEEP_TARGETS)
     traces = load_traces(args.vms)
     if args.traces:
         traces = [t for t in traces if t.name in args.traces.split(",")]
     if args.quick:
         traces = [t for t in traces if t.name in ("google2019-cpu", "azure2019-cpu")]
         args.profiles = ["web", "transcoder"]
-        config = replace(config, quantiles=(0.9,), headrooms=(0.0, 0.2), targets=(0.5, 0.7))
+        config = sweeps((0.9,), (0.0, 0.2), (0.5, 0.7))
     if args.error_scale:
         rows = [row for trace in traces for row in error_scale(trace, catalog, config, args)]
         rows = compare(rows, json.loads((OUT / "replay.json").read_text())["rows"])  # read last: it may be new

@@ -2,7 +2,8 @@
 
 load the app's rows, its catalog and profile -> prepare (metric, grid, window, units) -> train the
 forecaster on the history before the window and forecast every replayed step (batched) -> one
-``replay-policy`` task per policy (predictive, reactive, static sweeps; the oracle) -> scores, frontiers
+``replay-policy`` task per chosen policy (any registered in ``prescale.replay.policies``: predictive,
+reactive and static sweeps, the oracle; each with its settings from ``replay.policies``) -> scores, frontiers
 and costs at equal violation budgets -> PNGs and ``report.json`` under ``<output>/<app>/`` -> a markdown
 artifact with the table. Returns the ``prescale backtest --json`` object (plus ``files``).
 
@@ -20,9 +21,9 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from prescale.replay import BacktestResult, ReplayError
+from prescale.replay import POLICIES, BacktestResult, ReplayConfig
 from prescale.replay.covers import CoverCache
-from prescale.replay.engine import POLICIES, count_runs
+from prescale.replay.engine import count_runs, runnable
 from prescale.settings import load_settings
 from tasks.backtest import (
     forecast_task,
@@ -30,7 +31,6 @@ from tasks.backtest import (
     load_profile,
     prepare_task,
     publish_artifact,
-    replay_config,
     replay_task,
     write_report,
 )
@@ -50,26 +50,23 @@ def backtest(
     settings = load_settings()
     overrides = {"days": days, "metric": metric, "forecaster": forecaster, "peak_scale": peak_scale}
     rs = settings.replay.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    chosen = tuple(policies) if policies else POLICIES
-    unknown = sorted(set(chosen) - set(POLICIES))
-    if unknown:
-        raise ReplayError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
-    config = replay_config(rs, policies=chosen)
+    config = ReplayConfig.from_settings(rs, policies=policies)  # an unknown policy fails here, before any I/O
     catalog, app_profile = load_profile(app, str(settings.search.catalog), str(settings.search.profiles), profile)
     rows = load_history(app, str(settings.store.root))
     prepared = prepare_task(app, quote(rows), quote(catalog), quote(app_profile), rs)
-    inp = forecast_task(quote(prepared), settings.forecast, rs, "predictive" in chosen,
+    with_forecast = any(POLICIES[p].needs_forecast for p in config.policies)
+    inp = forecast_task(quote(prepared), settings.forecast, rs, with_forecast,
                         scratch=checkpoints_folder(settings.home))
     fleet = prepared.fleet
     covers = CoverCache(fleet, resolution=config.cover_resolution)
+    chosen = runnable(inp, config)
     total = sum(count_runs(p, inp, fleet, config) for p in chosen)
-    results, seconds, oracle, done = {}, {}, None, 0
+    results, seconds, done = {}, {}, 0
     for policy in chosen:
-        result, solved, took = replay_task(policy, quote(inp), quote(fleet), config, quote(covers), done, total)
-        results[policy], seconds[policy] = result, took
-        oracle = solved or oracle
+        results[policy], seconds[policy] = replay_task(policy, quote(inp), quote(fleet), config, quote(covers),
+                                                       done, total)
         done += count_runs(policy, inp, fleet, config)
-    outcome = BacktestResult(inp, fleet, config, results, oracle, covers.stats, seconds)
+    outcome = BacktestResult(inp, fleet, config, results, covers.stats, seconds)
     summary = outcome.to_dict()
     folder = Path(rs.output or settings.home / "backtest") / app
     files = write_report(quote(outcome), str(folder))

@@ -14,15 +14,21 @@ one of them.
 
 Decision code never reads settings: callers load them once (``load_settings``)
 and pass plain values in.
+
+The replay's per-policy groups (``replay.policies.<name>``) are built from the
+replay's policy registry (``prescale.replay.policies``): a new policy brings its
+settings, defaults and descriptions with it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from prescale.replay.policies import POLICIES as REPLAY_POLICIES
 
 
 def _path_or_uri(value: object) -> object:
@@ -315,8 +321,20 @@ class ClusterSettings(BaseModel):
     simulation: SimulationSettings = Field(default_factory=SimulationSettings)
 
 
+def _replay_policy_settings() -> type[BaseModel]:
+    """One group per registered replay policy (``prescale.replay.policies``), its settings model as the type."""
+    fields: dict[str, Any] = {
+        name: (policy.settings_type, Field(default_factory=policy.settings_type, description=policy.description))
+        for name, policy in REPLAY_POLICIES.items()
+    }
+    return create_model("ReplayPolicySettings", __doc__="Each replay policy's knobs and sweep.", **fields)
+
+
+ReplayPolicySettings = _replay_policy_settings()
+
+
 class ReplaySettings(BaseModel):
-    """Trace replay (prescale/replay, `prescale backtest`): window, demand mapping, forecaster, sweeps, oracle."""
+    """Trace replay (prescale/replay, `prescale backtest`): window, demand mapping, forecaster, each policy's sweep."""
 
     days: float = Field(default=7.0, gt=0, description="Days replayed: the last days of the app's metrics.")
     metric: str | None = Field(default=None, description="Stored metric driving demand; unset: chosen by name.")
@@ -335,19 +353,12 @@ class ReplaySettings(BaseModel):
     warmup_minutes: float = Field(default=60.0, ge=0, description="Unscored warm-up (at least 2x the slowest lead).")
     lookahead_minutes: float = Field(default=30.0, gt=0, description="Forecast this far past the slowest lead.")
     hold_minutes: float = Field(default=5.0, ge=0, description="Predictive keeps what the next lead + this needs.")
-    quantiles: list[float] = Field(default=[0.5, 0.8, 0.9, 0.95], description="Predictive sweep: covered quantiles.")
-    headrooms: list[float] = Field(default=[0.0, 0.05, 0.1, 0.2, 0.35], description="Predictive sweep: headrooms.")
-    targets: list[float] = Field(default=[0.5, 0.6, 0.7, 0.8, 0.9], description="Reactive sweep: target utilisation.")
-    reactive_types: list[str] = Field(default=["all", "fast"], description="Reactive sweep: all types, fastest tier.")
-    static_factors: list[float] = Field(
-        default=[0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25], description="Static sweep: multiples of the history peak."
-    )
-    tolerance: float = Field(default=0.1, ge=0, description="Reactive: no change within this of the target.")
-    stabilisation_seconds: float = Field(default=300.0, ge=0, description="Reactive scale-down stabilisation.")
     consolidation_margin: float = Field(default=0.1, ge=0, description="Swap to the cheapest mix when this dearer.")
     cover_resolution: float = Field(default=0.01, gt=0, lt=1, description="Relative grid step of cached covers.")
-    oracle_time_limit_seconds: float = Field(default=120.0, gt=0, description="Time budget of the oracle's MILP.")
-    oracle_gap: float = Field(default=1e-3, ge=0, description="Relative MIP gap of each oracle chunk.")
+    policies: ReplayPolicySettings = Field(
+        default_factory=ReplayPolicySettings,
+        description="Each replay policy's knobs and sweep, by name (PRESCALE_REPLAY__POLICIES__REACTIVE__TARGETS).",
+    )
     output: Path | None = Field(default=None, description="Folder for plots and reports. Default: <home>/backtest.")
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from cli.commands.common import console, emit_json, quiet_flow_errors, run_guarded, settings_for_command
 from prescale.catalog import CatalogError, resolve_profile
 from prescale.names import AppName
+from prescale.replay import POLICIES
 
 
 def register(app: typer.Typer) -> None:
@@ -30,14 +31,14 @@ def register(app: typer.Typer) -> None:
             None, "--forecaster", help="best (train all candidates), or a baseline: seasonal_naive, holt_winters..."
         ),
         policies: str | None = typer.Option(
-            None, "--policies", help="Comma-separated subset of predictive,reactive,static,oracle."
+            None, "--policies", help=f"Comma-separated subset of {','.join(POLICIES)} (default: all)."
         ),
         peak_scale: float | None = typer.Option(
             None, "--peak-scale", help="The history's p99 becomes this multiple of the profile's example peak.", min=0
         ),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (policies, budget_costs...)."),
     ) -> None:
-        """Replay the last days of an app's demand under predictive, reactive, static and oracle policies.
+        """Replay the last days of an app's demand under every registered policy (predictive, reactive, static...).
 
         Each policy's knob is swept into a cost-versus-violations frontier and the policies are compared at
         equal violation budgets (0.5% of the minutes, and zero). Writes PNG plots and report.json.

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import typer
@@ -32,13 +31,12 @@ from rich.table import Table
 from cli.commands.common import UserError, console, emit_json, run_guarded, settings_for_command
 from cli.commands.demand import DEMAND_HELP, check_reach, example_forecast, read_demand
 from cli.commands.rule import Ruled, decide_once
-from prescale.allocation import Allocation, AllocationError, Policy, allocate
+from prescale.allocation import Allocation, AllocationError, SolverSettings, allocate
 from prescale.catalog import AppProfile, Catalog, CatalogError, check_profile, load_catalog, resolve_profile
 from prescale.decide_inputs import Held
 from prescale.fleet import FleetError
 from prescale.forecast import MAX_STEP_SECONDS, Forecast, ForecastError
 from prescale.names import AppName, shown
-from prescale.settings import SearchSettings
 
 # Most running nodes of one type --current accepts: above any quota a cloud account is granted, and far below
 # where a count stops fitting the search's 64-bit integers (99999999999999999999 raised OverflowError).
@@ -107,9 +105,9 @@ def register(app: typer.Typer) -> None:
             payload = {**ruled.to_dict(), "profile": profile or app_name, "demand": source, "current": running}
             reference = None
             if multi_objective:
-                policy = policy_from_settings(search, multi_objective=True,
-                                              **{k: v for k, v in overrides.items() if v is not None})
-                reference = allocate(forecast, catalog, prof, running, policy)
+                searched = SolverSettings.from_settings(search, multi_objective=True,
+                                                        **{k: v for k, v in overrides.items() if v is not None})
+                reference = allocate(forecast, catalog, prof, running, searched)
                 payload["reference"] = reference.to_dict()
             if as_json:
                 emit_json(payload)
@@ -117,11 +115,6 @@ def register(app: typer.Typer) -> None:
                 print_plan(ruled, catalog, source, running, reference)
 
         run_guarded(body, as_json=as_json, user_errors=(CatalogError, ForecastError, AllocationError, FleetError))
-
-
-def policy_from_settings(search: SearchSettings, **overrides: Any) -> Policy:
-    """The reference search's :class:`Policy` from the settings group (same field names), plus overrides."""
-    return Policy.from_settings(search, **overrides)
 
 
 def _known(running: dict[str, int], catalog: Catalog) -> None:

@@ -3,16 +3,16 @@
 Steps, in order (cluster-autoscaler's expander shape: filters, strategy, tie-break):
 
 1. ``problem.build_problem`` filters the catalog for the app (each rejected type keeps a reason) and lays
-   the forecast, the running nodes and the policy out as arrays;
+   the forecast, the running nodes and the settings out as arrays;
 2. ``explain.infeasibility`` stops here with a clear explanation when the hard constraints cannot hold
    (then the allocation keeps what runs, within bounds, and ``status`` is ``"infeasible"``);
 3. the solver: ``optuna`` (``search.search``: knobs sampled, node counts completed by the MIP, scored on the
-   policy's objective) or ``milp`` (the linear problem at the policy's own knobs, solved to ``exact_gap``);
+   settings' objective) or ``milp`` (the linear problem at the settings' own knobs, solved to ``exact_gap``);
 4. ``explain`` gives every unused type a reason and says which constraint binds if demand stays uncovered;
    runner-up mixes come from the search's other candidates (optuna) or from re-solving without each chosen
    type (milp).
 
-Pure: no I/O (unless the policy names an Optuna storage), no clock except the injectable ``clock`` that
+Pure: no I/O (unless the settings name an Optuna storage), no clock except the injectable ``clock`` that
 enforces the time budget, no settings read. Same inputs and a trial budget give the same allocation.
 """
 
@@ -30,9 +30,9 @@ from prescale.allocation import explain, milp, search
 from prescale.allocation.problem import (
     Evaluation,
     Knobs,
-    Policy,
     Problem,
     Solution,
+    SolverSettings,
     build_problem,
     evaluate,
     score,
@@ -74,7 +74,7 @@ class Allocation:
     spot: dict[str, int]  # type -> of which bought as spot
     cost_per_hour: float  # USD/h of the nodes (spot at spot prices)
     one_off_cost: float  # USD once: churn, boot billing, overlap
-    score: float  # the policy's objective, USD/h-equivalent
+    score: float  # the settings' objective, USD/h-equivalent
     risk: float  # mean uncovered fraction of the demand at the risk quantile
     covered: bool  # the covered quantile is served at every step
     coverage: float  # fraction of the covered-quantile demand served over the horizon
@@ -119,7 +119,7 @@ def allocate(
     catalog: Catalog,
     profile: AppProfile,
     current: Mapping[str, int],
-    policy: Policy,
+    settings: SolverSettings,
     *,
     now: pd.Timestamp | None = None,
     clock: Callable[[], float] = time.perf_counter,
@@ -127,14 +127,14 @@ def allocate(
     """Choose node counts per type for ``profile``'s app over ``forecast`` (see the module docstring).
 
     ``current``: type -> nodes running now. ``now``: the decision time (default: one step before the forecast
-    starts). ``clock``: a monotonic clock in seconds, used only to stop the search at ``policy.time_budget_ms``.
+    starts). ``clock``: a monotonic clock in seconds, used only to stop the search at ``settings.time_budget_ms``.
     Raises ``AllocationError`` for inputs that do not fit together (unknown types, missing metrics).
     """
-    problem = build_problem(forecast, catalog, profile, current, policy, now=now)
+    problem = build_problem(forecast, catalog, profile, current, settings, now=now)
     blocked = explain.infeasibility(problem)
     if blocked is not None:
         return _infeasible(problem, blocked)
-    if policy.solver == "milp":
+    if settings.solver == "milp":
         return _exact(problem)
     return _searched(problem, clock)
 
@@ -142,7 +142,7 @@ def allocate(
 def _searched(problem: Problem, clock: Callable[[], float]) -> Allocation:
     result = search.search(problem, clock=clock)
     best = result.best
-    others = search.runner_ups(result, problem, problem.policy.runner_ups)
+    others = search.runner_ups(result, problem, problem.settings.runner_ups)
     ups = tuple(_mix(problem, c.solution, c.evaluation, c.score, f"{c.source} trial {c.number}") for c in others)
     front = tuple(
         _mix(problem, c.solution, c.evaluation, c.score, "pick" if c is best else f"trial {c.number}")
@@ -162,9 +162,9 @@ def _searched(problem: Problem, clock: Callable[[], float]) -> Allocation:
 
 
 def _exact(problem: Problem) -> Allocation:
-    """The linear problem at the policy's knobs, solved to ``exact_gap``; runner-ups drop one chosen type."""
+    """The linear problem at the settings' knobs, solved to ``exact_gap``; runner-ups drop one chosen type."""
     knobs = problem.default_knobs()
-    res = milp.solve(problem, knobs, gap=problem.policy.exact_gap, time_limit=_seconds(problem.policy))
+    res = milp.solve(problem, knobs, gap=problem.settings.exact_gap, time_limit=_seconds(problem.settings))
     if res.solution is None:
         solution = search.greedy(problem, knobs)
         note = f"milp {res.status} ({res.message}); greedy answer"
@@ -181,25 +181,26 @@ def _exclusion_runner_ups(problem: Problem, knobs: Knobs, solution: Solution) ->
     chosen = np.flatnonzero(solution.nodes)
     chosen = chosen[np.argsort(-(problem.price[chosen] * solution.nodes[chosen]))]
     mixes: list[Mix] = []
-    for i in chosen[: problem.policy.runner_ups]:
+    for i in chosen[: problem.settings.runner_ups]:
         upper = problem.upper_for(knobs.kinds).copy()
         upper[i] = 0
-        res = milp.solve(problem, knobs, gap=problem.policy.inner_gap, time_limit=_seconds(problem.policy), upper=upper)
+        res = milp.solve(problem, knobs, gap=problem.settings.inner_gap, time_limit=_seconds(problem.settings),
+                         upper=upper)
         if res.solution is not None:
             ev = evaluate(problem, res.solution)
             mixes.append(_mix(problem, res.solution, ev, score(problem, ev), f"without {problem.names[i]}"))
     return tuple(sorted(mixes, key=lambda m: m.score))
 
 
-def _seconds(policy: Policy) -> float | None:
-    return None if policy.time_budget_ms is None else policy.time_budget_ms / 1000.0
+def _seconds(settings: SolverSettings) -> float | None:
+    return None if settings.time_budget_ms is None else settings.time_budget_ms / 1000.0
 
 
 def _infeasible(problem: Problem, why: str) -> Allocation:
     """Keep what runs (within quota); the explanation names the constraint that cannot hold."""
     kept = np.minimum(problem.current, problem.upper)
     solution = Solution(on_demand=kept, spot=np.zeros_like(kept))
-    res = _result(problem, solution, evaluate(problem, solution), knobs=None, solver=problem.policy.solver, trials=0)
+    res = _result(problem, solution, evaluate(problem, solution), knobs=None, solver=problem.settings.solver, trials=0)
     return replace(res, status="infeasible", covered=False, explanation=why + "; keeping what runs (within quota)")
 
 
@@ -216,7 +217,7 @@ def _result(
     details: dict[str, Any] | None = None,
 ) -> Allocation:
     status, text = explain.status_and_explanation(problem, solution, ev)
-    demand = problem.demand(problem.policy.covered_quantile)
+    demand = problem.demand(problem.settings.covered_quantile)
     coverage = 1.0 - float(ev.uncovered.sum()) / float(demand.sum()) if demand.sum() > 0 else 1.0
     reasons = explain.rejected_reasons(problem, solution, knobs or problem.default_knobs())
     return Allocation(

@@ -37,7 +37,7 @@ def infeasibility(problem: Problem) -> str | None:
             f"infeasible: min_nodes is {problem.min_nodes} but compatible types allow only {upper_total} "
             f"node(s) within quota ({_fmt_counts(usable) or 'none'}); lower min_nodes or raise a quota"
         )
-    peak = problem.demand(problem.policy.covered_quantile).max(axis=0)
+    peak = problem.demand(problem.settings.covered_quantile).max(axis=0)
     if upper_total == 0 and peak.any():
         reasons = sorted({r.split(":")[0] for r in problem.rejected.values()})
         return (
@@ -51,7 +51,7 @@ def rejected_reasons(problem: Problem, solution: Solution, knobs: Knobs) -> dict
     """type -> reason for every type with no nodes in ``solution`` (catalog order)."""
     x = solution.nodes
     chosen = np.flatnonzero(x)
-    peak = problem.demand(problem.policy.covered_quantile).max(axis=0)
+    peak = problem.demand(problem.settings.covered_quantile).max(axis=0)
     mix_cost = _mix_cost(problem, solution, peak)
     out: dict[str, str] = {}
     for i, name in enumerate(problem.names):
@@ -114,7 +114,7 @@ def _mix_cost(problem: Problem, solution: Solution, peak: np.ndarray) -> float:
 
 def status_and_explanation(problem: Problem, solution: Solution, evaluation: Evaluation) -> tuple[str, str]:
     """("covered" | "uncovered", one paragraph naming the binding constraint)."""
-    q = problem.policy.covered_quantile
+    q = problem.settings.covered_quantile
     uncovered = evaluation.uncovered
     steps = np.flatnonzero(uncovered.sum(axis=1) > 1e-9)
     bound = _bound_types(problem, solution)
@@ -138,7 +138,7 @@ def _binding(problem: Problem, solution: Solution, steps: np.ndarray, bound: lis
             f"binding constraint: lead time; steps {_span(early)} come before any new node can serve "
             f"and what runs now is not enough; {who}"
         )
-    demand = problem.demand(problem.policy.covered_quantile)
+    demand = problem.demand(problem.settings.covered_quantile)
     full = problem.upper.astype(float) @ problem.served  # every node within quota
     short_at_quota = [t for t in steps if np.any(demand[t] > full + 1e-9)]
     if problem.max_nodes is not None and int(solution.nodes.sum()) >= problem.max_nodes:

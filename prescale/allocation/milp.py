@@ -182,9 +182,9 @@ class _Model:
         return self.at[name] + np.asarray(idx)
 
     def _columns(self, knobs: Knobs) -> None:
-        d, n, pol = self.d, self.n, self.p.policy
+        d, n, opts = self.d, self.n, self.p.settings
         spot_ok = ~np.isnan(d.spot_price) & (knobs.spot_share > 0)
-        w = knobs.churn_weight / pol.amortize_hours
+        w = knobs.churn_weight / opts.amortize_hours
         self.lb = np.zeros(self.n_cols)
         self.ub = np.full(self.n_cols, np.inf)
         self.cost = np.zeros(self.n_cols)
@@ -192,8 +192,8 @@ class _Model:
         blocks = {
             "y": (self.U, d.price),
             "z": (np.where(spot_ok, self.U, 0), np.nan_to_num(d.spot_price, nan=0.0)),
-            "add": (self.add_ub, w * (pol.churn_cost + d.price * d.lead / 3600.0)),
-            "rem": (d.current, np.full(n, w * pol.churn_cost)),
+            "add": (self.add_ub, w * (opts.churn_cost + d.price * d.lead / 3600.0)),
+            "rem": (d.current, np.full(n, w * opts.churn_cost)),
         }
         for name, (ub, cost) in blocks.items():
             sl = slice(self.at[name], self.at[name] + n)

@@ -2,7 +2,7 @@ r"""The allocation problem: which nodes to run for one app over the forecast hor
 
 Inputs, all fetched before and passed in (nothing here reads a clock, a file or a setting): a
 :class:`~prescale.forecast.Forecast`, the :class:`~prescale.catalog.Catalog`, the app's
-:class:`~prescale.catalog.AppProfile`, the nodes running now (``current``) and a :class:`Policy`.
+:class:`~prescale.catalog.AppProfile`, the nodes running now (``current``) and a :class:`SolverSettings`.
 
 Filters first (each rejected type keeps a reason; see ``explain.py``): a type is a *candidate* when the app
 can run on it, its quota is above zero and a node requested now is ready before the horizon ends. Running
@@ -50,7 +50,7 @@ risk: with probability ``ρ`` every spot node is reclaimed within the horizon::
     nodes + one-off/A + Σ_m π[m] mean_t [(1-ρ) E(D - cap)+ + ρ E(D - cap_without_spot)+]
 
 ``risk`` (the second objective of the multi-objective mode) is the mean uncovered fraction of the demand at
-the policy's ``risk_quantile``, with spot capacity discounted by ``ρ``. Which quantile to cover, how much
+the settings' ``risk_quantile``, with spot capacity discounted by ``ρ``. Which quantile to cover, how much
 headroom, how much spot, which kinds and how much churn are the search's knobs (``Knobs``); they are not
 linear in the node counts, which is why the search turns them and an exact solve completes the counts.
 
@@ -80,8 +80,11 @@ class AllocationError(ValueError):
 
 
 @dataclass(frozen=True)
-class Policy:
-    """How to decide: the fields mirror ``SearchSettings`` (prescale/settings.py) plus a few for tests."""
+class SolverSettings:
+    """How the allocation solves: solver, trials, covered quantile, costs (not a scaling policy of the replay).
+
+    The fields mirror ``SearchSettings`` (prescale/settings.py) plus a few for tests.
+    """
 
     solver: str = "optuna"
     trials: int = 60
@@ -104,7 +107,7 @@ class Policy:
     study_name: str | None = None
 
     @classmethod
-    def from_settings(cls, search: Any, **overrides: Any) -> Policy:
+    def from_settings(cls, search: Any, **overrides: Any) -> SolverSettings:
         """From ``SearchSettings`` (same field names; the caller reads settings, not this module), plus overrides."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in search.model_dump().items() if k in names}
@@ -131,7 +134,7 @@ class Policy:
         }
         for name, (ok, rule) in checks.items():
             if not ok:
-                raise AllocationError(f"policy.{name} {rule}, got {getattr(self, name)!r}")
+                raise AllocationError(f"solver settings: {name} {rule}, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ class Evaluation:
 
     node_cost: float
     one_off: float  # USD, paid once
-    one_off_per_hour: float  # the same amortised over policy.amortize_hours
+    one_off_per_hour: float  # the same amortised over settings.amortize_hours
     capacity: np.ndarray
     drain_step: int
     linear_penalty: float
@@ -184,7 +187,7 @@ class Evaluation:
     risk: float
     linear_score: float
     expected_score: float
-    uncovered: np.ndarray  # (T, M) at the policy's covered quantile
+    uncovered: np.ndarray  # (T, M) at the settings' covered quantile
 
     @property
     def cost(self) -> float:
@@ -213,7 +216,7 @@ class Problem:
     offset_seconds: float  # how far ahead step 0 lies (negative: it began before the decision, still running)
     forecast: Forecast
     penalty: np.ndarray  # (M,) USD/h per uncovered unit
-    policy: Policy
+    settings: SolverSettings
     grid: np.ndarray = field(repr=False)  # (T, M, GRID_LEVELS) demand quantiles for expectations
     risk_demand: np.ndarray = field(repr=False)  # (T, M) at the risk quantile
 
@@ -254,8 +257,8 @@ class Problem:
         return np.where(allowed, self.upper, np.minimum(self.upper, self.current))
 
     def default_knobs(self) -> Knobs:
-        spot = self.policy.max_spot_share if self.has_spot[self.upper > 0].any() else 0.0
-        return Knobs(covered_quantile=self.policy.covered_quantile, spot_share=spot)
+        spot = self.settings.max_spot_share if self.has_spot[self.upper > 0].any() else 0.0
+        return Knobs(covered_quantile=self.settings.covered_quantile, spot_share=spot)
 
 
 def build_problem(
@@ -263,7 +266,7 @@ def build_problem(
     catalog: Catalog,
     profile: AppProfile,
     current: Mapping[str, int],
-    policy: Policy,
+    settings: SolverSettings,
     *,
     now: pd.Timestamp | None = None,
 ) -> Problem:
@@ -300,10 +303,10 @@ def build_problem(
         step_seconds=forecast.step_seconds,
         offset_seconds=float(offset),
         forecast=forecast,
-        penalty=_penalty(served, price, upper, policy),
-        policy=policy,
+        penalty=_penalty(served, price, upper, settings),
+        settings=settings,
         grid=np.maximum(forecast.quantiles_at(levels), 0.0),
-        risk_demand=np.maximum(forecast.quantile(policy.risk_quantile), 0.0),
+        risk_demand=np.maximum(forecast.quantile(settings.risk_quantile), 0.0),
     )
 
 
@@ -348,17 +351,17 @@ def _filter(
     return rejected, upper
 
 
-def _penalty(served: np.ndarray, price: np.ndarray, upper: np.ndarray, policy: Policy) -> np.ndarray:
+def _penalty(served: np.ndarray, price: np.ndarray, upper: np.ndarray, settings: SolverSettings) -> np.ndarray:
     """USD/h per uncovered unit of each metric (see the module docstring)."""
     n_metrics = served.shape[1]
-    if policy.penalty_per_unit is not None:
-        return np.full(n_metrics, policy.penalty_per_unit)
+    if settings.penalty_per_unit is not None:
+        return np.full(n_metrics, settings.penalty_per_unit)
     out = np.ones(n_metrics)
     for m in range(n_metrics):
         for mask in (upper > 0, served[:, m] > 0):
             ok = mask & (served[:, m] > 0)
             if ok.any():
-                out[m] = policy.penalty_multiple * float(np.min(price[ok] / served[ok, m]))
+                out[m] = settings.penalty_multiple * float(np.min(price[ok] / served[ok, m]))
                 break
     return out
 
@@ -387,9 +390,9 @@ def capacity(problem: Problem, solution: Solution, *, without_spot: bool = False
 
 def one_off_cost(problem: Problem, solution: Solution) -> float:
     """USD paid once: churn, new nodes billed while booting, removed nodes billed until drained."""
-    x, x0, pol = solution.nodes, problem.current, problem.policy
+    x, x0, opts = solution.nodes, problem.current, problem.settings
     add, rem = np.maximum(x - x0, 0), np.maximum(x0 - x, 0)
-    churn = pol.churn_cost * float(add.sum() + rem.sum())
+    churn = opts.churn_cost * float(add.sum() + rem.sum())
     boot = float(np.sum(problem.price * problem.lead_seconds / 3600.0 * add))
     overlap = drain_step(problem, solution) * problem.step_seconds / 3600.0 * float(np.sum(problem.price * rem))
     return churn + boot + overlap
@@ -401,12 +404,12 @@ def node_cost(problem: Problem, solution: Solution) -> float:
 
 
 def evaluate(problem: Problem, solution: Solution) -> Evaluation:
-    """Every cost of ``solution`` under the problem's policy (see the module docstring)."""
-    pol, T = problem.policy, problem.horizon
+    """Every cost of ``solution`` under the problem's settings (see the module docstring)."""
+    opts, T = problem.settings, problem.horizon
     cap = capacity(problem, solution)
-    uncovered = np.maximum(problem.demand(pol.covered_quantile) - cap, 0.0)
+    uncovered = np.maximum(problem.demand(opts.covered_quantile) - cap, 0.0)
     linear_penalty = float(uncovered.sum(axis=0) @ problem.penalty) / T
-    rho = pol.spot_interruption_probability if solution.spot.any() else 0.0
+    rho = opts.spot_interruption_probability if solution.spot.any() else 0.0
     expected = _expected_uncovered(problem, cap)
     if rho > 0:
         reclaimed = _expected_uncovered(problem, capacity(problem, solution, without_spot=True))
@@ -415,10 +418,10 @@ def evaluate(problem: Problem, solution: Solution) -> Evaluation:
     spot_cap = solution.spot @ problem.served
     risk = _risk(problem, cap - rho * spot_cap[None, :])
     nodes = node_cost(problem, solution)
-    one_off_h = one_off_cost(problem, solution) / pol.amortize_hours
+    one_off_h = one_off_cost(problem, solution) / opts.amortize_hours
     return Evaluation(
         node_cost=nodes,
-        one_off=one_off_h * pol.amortize_hours,
+        one_off=one_off_h * opts.amortize_hours,
         one_off_per_hour=one_off_h,
         capacity=cap,
         drain_step=drain_step(problem, solution),
@@ -432,8 +435,8 @@ def evaluate(problem: Problem, solution: Solution) -> Evaluation:
 
 
 def score(problem: Problem, evaluation: Evaluation) -> float:
-    """The scalar the policy minimises."""
-    return evaluation.linear_score if problem.policy.objective == "linear" else evaluation.expected_score
+    """The scalar the settings' objective minimises."""
+    return evaluation.linear_score if problem.settings.objective == "linear" else evaluation.expected_score
 
 
 def _expected_uncovered(problem: Problem, cap: np.ndarray) -> np.ndarray:

@@ -7,21 +7,21 @@ decision. So a trial samples :class:`~prescale.allocation.problem.Knobs`:
 
 * ``covered_quantile``: which forecast quantile the inner solve covers (0.5 .. the risk quantile),
 * ``headroom``: extra demand on top of it (0 .. 20%),
-* ``spot_share``: most of the spend on spot (0 .. ``policy.max_spot_share``),
+* ``spot_share``: most of the spend on spot (0 .. ``settings.max_spot_share``),
 * ``allow_<kind>``: which of the app's kinds may be added (running nodes of a disallowed kind may stay),
 * ``churn_weight``: how much the inner solve dislikes change (x0.25 .. x4 the one-off costs),
 
 completes the node counts with ``milp.solve`` (HiGHS, a loose MIP gap and a slice of the time budget),
-and scores the result on the policy's objective (``problem.evaluate``: the expected cost of uncovered demand
+and scores the result on the settings' objective (``problem.evaluate``: the expected cost of uncovered demand
 under the forecast's whole distribution, spot risk, real churn), or in the multi-objective mode on
-(cost, risk) so the study's Pareto front is returned and the policy picks the point of lowest score.
+(cost, risk) so the study's Pareto front is returned and the settings' objective picks the point of lowest score.
 
 Warm start (``enqueue_trial``): first the current allocation kept as it is, then a greedy answer (cheapest
-benefit per dollar, node by node), then the plain inner solve at the policy's own knobs. Those three run
+benefit per dollar, node by node), then the plain inner solve at the settings' own knobs. Those three run
 before the time budget is checked, so there is always an answer. The sampler is seeded; with a trial budget
 and no time budget the search is reproducible; with a time budget it is reproducible up to how many trials fit.
 
-Optuna storage is optional (``policy.storage``, e.g. ``sqlite:///optuna.db``) so a decision's study can be
+Optuna storage is optional (``settings.storage``, e.g. ``sqlite:///optuna.db``) so a decision's study can be
 opened in optuna-dashboard; by default the study lives in memory and the search does no I/O.
 """
 
@@ -64,9 +64,9 @@ class SearchResult:
 
 def search(problem: Problem, *, clock: Callable[[], float] = time.perf_counter) -> SearchResult:
     """Run the study (see the module docstring) and return the best candidate and all of them."""
-    pol = problem.policy
+    opts = problem.settings
     t0 = clock()
-    budget = None if pol.time_budget_ms is None else pol.time_budget_ms / 1000.0
+    budget = None if opts.time_budget_ms is None else opts.time_budget_ms / 1000.0
     records: list[Candidate] = []
     previous = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -85,7 +85,7 @@ def search(problem: Problem, *, clock: Callable[[], float] = time.perf_counter) 
         trial.set_user_attr("nodes", _nodes(problem, cand.solution))
         trial.set_user_attr("cost_per_hour", round(cand.evaluation.node_cost, 4))
         trial.set_user_attr("source", cand.source)
-        if pol.multi_objective:
+        if opts.multi_objective:
             return cand.evaluation.cost, cand.evaluation.risk
         return cand.score
 
@@ -100,10 +100,10 @@ def search(problem: Problem, *, clock: Callable[[], float] = time.perf_counter) 
     previous = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study.optimize(objective, n_trials=max(pol.trials, 3), callbacks=[stop_on_budget], catch=())
+        study.optimize(objective, n_trials=max(opts.trials, 3), callbacks=[stop_on_budget], catch=())
     finally:
         optuna.logging.set_verbosity(previous)
-    pareto = _pareto(records) if pol.multi_objective else ()
+    pareto = _pareto(records) if opts.multi_objective else ()
     best = _pick(pareto or records)
     return SearchResult(best=best, candidates=tuple(records), pareto=tuple(pareto))
 
@@ -112,27 +112,27 @@ def search(problem: Problem, *, clock: Callable[[], float] = time.perf_counter) 
 
 
 def _study(problem: Problem) -> optuna.Study:
-    pol = problem.policy
-    sampler = optuna.samplers.TPESampler(seed=pol.seed, n_startup_trials=8, multivariate=True)
-    directions = ["minimize", "minimize"] if pol.multi_objective else ["minimize"]
-    name = pol.study_name or f"prescale-{problem.app}-{problem.forecast.start:%Y%m%dT%H%M%S}"
+    opts = problem.settings
+    sampler = optuna.samplers.TPESampler(seed=opts.seed, n_startup_trials=8, multivariate=True)
+    directions = ["minimize", "minimize"] if opts.multi_objective else ["minimize"]
+    name = opts.study_name or f"prescale-{problem.app}-{problem.forecast.start:%Y%m%dT%H%M%S}"
     return optuna.create_study(
-        storage=pol.storage, sampler=sampler, directions=directions, study_name=name, load_if_exists=True
+        storage=opts.storage, sampler=sampler, directions=directions, study_name=name, load_if_exists=True
     )
 
 
 def _space(problem: Problem) -> dict[str, tuple]:
     """Name -> (kind, args) of every knob worth searching for this problem."""
-    pol = problem.policy
+    opts = problem.settings
     space: dict[str, tuple] = {}
-    if pol.objective == "expected":
-        lo = min(0.5, pol.covered_quantile)
-        hi = max(pol.risk_quantile, pol.covered_quantile)
+    if opts.objective == "expected":
+        lo = min(0.5, opts.covered_quantile)
+        hi = max(opts.risk_quantile, opts.covered_quantile)
         if hi > lo:
             space["covered_quantile"] = ("float", lo, hi)
     space["headroom"] = ("float", 0.0, MAX_HEADROOM)
     if problem.default_knobs().spot_share > 0:
-        space["spot_share"] = ("float", 0.0, pol.max_spot_share)
+        space["spot_share"] = ("float", 0.0, opts.max_spot_share)
     kinds = problem.candidate_kinds
     if len(kinds) > 1:
         for kind in kinds:
@@ -182,7 +182,7 @@ def _complete(problem: Problem, knobs: Knobs, source: str, number: int, remainin
         solution = greedy(problem, knobs)
     else:
         limit = None if remaining is None else max(remaining, MIN_INNER_S)
-        res = milp.solve(problem, knobs, gap=problem.policy.inner_gap, time_limit=limit)
+        res = milp.solve(problem, knobs, gap=problem.settings.inner_gap, time_limit=limit)
         solution = res.solution if res.solution is not None else greedy(problem, knobs)
         source = "milp" if res.status == "optimal" else f"milp-{res.status.replace(' ', '-')}"
     ev = evaluate(problem, solution)
@@ -210,10 +210,10 @@ def greedy(problem: Problem, knobs: Knobs) -> Solution:
 
     Cheap (numpy, no solver) and on-demand only; a warm start and a fallback, not the answer.
     """
-    pol, T = problem.policy, problem.horizon
+    opts, T = problem.settings, problem.horizon
     upper = problem.upper_for(knobs.kinds)
     demand = problem.demand(knobs.covered_quantile, knobs.headroom)
-    unit_cost = problem.price + (pol.churn_cost + problem.price * problem.lead_seconds / 3600.0) / pol.amortize_hours
+    unit_cost = problem.price + (opts.churn_cost + problem.price * problem.lead_seconds / 3600.0) / opts.amortize_hours
     ready = np.arange(T)[:, None] >= problem.ready[None, :]  # (T, n)
     x = _trim_to_max(problem, np.minimum(problem.current, upper))
     limit = problem.max_nodes if problem.max_nodes is not None else int(upper.sum())

@@ -6,7 +6,7 @@ app's types, serve a demand vector ``l`` at the least cost per hour?* That is th
 
     minimise  Σ_i c[i] x[i]   subject to   Σ_i a[i,m] x[i] >= l[m]  (all m),   0 <= x[i] <= quota[i],  x integer
 
-and :class:`CoverCache` asks ``allocate(..., Policy(solver="milp"))`` exactly that (churn and boot costs
+and :class:`CoverCache` asks ``allocate(..., SolverSettings(solver="milp"))`` exactly that (churn and boot costs
 switched off, an uncovered unit priced 10,000 times the cheapest way to serve it, so the answer covers
 whenever the quotas allow). The replay therefore runs the same decision code as ``prescale plan``, not a
 copy of it.
@@ -36,13 +36,13 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from prescale.allocation import Policy, allocate
+from prescale.allocation import SolverSettings, allocate
 from prescale.catalog import Catalog
 from prescale.fleet import Fleet
 from prescale.forecast import Forecast
 from prescale.replay.errors import ReplayError
 
-COVER_POLICY = Policy(
+COVER_SOLVER = SolverSettings(
     solver="milp",
     runner_ups=0,
     churn_cost=0.0,
@@ -131,7 +131,7 @@ class CoverCache:
         started = time.perf_counter()
         forecast = Forecast(_EPOCH, self.fleet.step_seconds, list(self.fleet.metrics), [0.5], level[None, :, None])
         result = allocate(
-            forecast, self._catalog(subset), self._profile, {}, COVER_POLICY, now=_EPOCH - pd.Timedelta(days=1)
+            forecast, self._catalog(subset), self._profile, {}, COVER_SOLVER, now=_EPOCH - pd.Timedelta(days=1)
         )
         self.solve_seconds += time.perf_counter() - started
         self.solves += 1

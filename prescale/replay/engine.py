@@ -6,9 +6,14 @@ the history's peak; ``Fleet``; ``ReplayConfig``) and nothing here reads a clock,
 Timeline of one run, ``T`` steps: steps ``0 .. start-1`` are a warm-up (decided and simulated, not
 scored), steps ``start .. T-1`` the scored window. At step 0 every policy's first decision is taken as
 already serving (a warm start, nothing billed before), so no policy pays for an empty cluster; the warm-up
-(at least twice the slowest lead time) washes the start out. Each step: nodes due arrive, the rule decides,
-the executor applies, the step is recorded (``simulate.py``). The oracle is solved on the scored window
-alone (``oracle.py``).
+(at least twice the slowest lead time) washes the start out. Each step: nodes due arrive, the rule steps
+(decides and has the executor apply), the step is recorded (``simulate.py``). The oracle is solved on the
+scored window alone (``oracle.py``).
+
+Which policies there are, and each one's settings, come from one registry (``prescale.replay.policies``):
+``ReplayConfig`` holds one settings object per registered policy, and :func:`replay_policy` runs any of
+them the same way; nothing here names a policy but the comparisons of the report (predictive against
+reactive, static and the oracle).
 
 Progress is reported through ``progress(done, total, message)`` after every run, for a progress bar.
 """
@@ -16,23 +21,22 @@ Progress is reported through ``progress(done, total, message)`` after every run,
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from prescale.fleet import Fleet
 from prescale.forecast import Forecast
 from prescale.replay.covers import CoverCache
 from prescale.replay.errors import ReplayError
-from prescale.replay.frontier import BUDGETS, PolicyResult, excess, savings, score_series
-from prescale.replay.oracle import OracleResult, solve_oracle
-from prescale.replay.policies import Context, Predictive, Reactive, Rule, StaticPeak, stabilisation_steps
-from prescale.replay.simulate import Executor, Series
+from prescale.replay.frontier import BUDGETS, PolicyResult, excess, savings
+from prescale.replay.oracle import OracleResult
+from prescale.replay.policies import POLICIES, Context, PolicySettings, Rule, Swept
 
-POLICIES: tuple[str, ...] = ("predictive", "reactive", "static", "oracle")
 # Budgets tried, tightest first, when predictive or reactive misses the headline one (share of scored minutes).
 COMMON_LADDER: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1)
 Progress = Callable[[int, int, str], None]
@@ -87,33 +91,61 @@ class ReplayInput:
         return values.reshape(T, H, M)
 
 
+def _every_policy() -> tuple[str, ...]:
+    return tuple(POLICIES)
+
+
 @dataclass(frozen=True)
 class ReplayConfig:
-    """The sweeps and the rules' constants (``ReplaySettings`` holds the configured values)."""
+    """Which policies run, each one's settings, and the constants the rules share.
 
-    quantiles: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
-    headrooms: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.35)
-    targets: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
-    reactive_types: tuple[str, ...] = ("all", "fast")
-    static_factors: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25)
+    ``settings`` maps a registered policy's name to its ``PolicySettings`` or to a mapping of the fields
+    that differ from its defaults (``{"reactive": {"targets": (0.6, 0.8)}}``); after construction it holds
+    one validated settings object for every registered policy. ``hold_minutes``, ``consolidation_margin``
+    and ``cover_resolution`` are shared with the every-minute loop (``ReplaySettings`` holds the configured
+    values; :meth:`from_settings` reads them).
+    """
+
     hold_minutes: float = 5.0
-    tolerance: float = 0.1
-    stabilisation_seconds: float = 300.0
     consolidation_margin: float = 0.1
     cover_resolution: float = 0.01
-    oracle_gap: float = 1e-3
-    oracle_time_limit_seconds: float = 120.0
-    oracle_chunk_steps: int = 360
-    policies: tuple[str, ...] = POLICIES
+    policies: tuple[str, ...] = field(default_factory=_every_policy)
+    settings: Mapping[str, Any] = field(default_factory=dict)
     budgets: tuple[tuple[str, float], ...] = tuple(BUDGETS.items())
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.policies) - set(POLICIES))
-        if unknown:
-            raise ReplayError(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
+        for what, names in (("policies", self.policies), ("settings for policies", self.settings)):
+            unknown = sorted(set(names) - set(POLICIES))
+            if unknown:
+                raise ReplayError(f"unknown {what} {unknown}; choose from {', '.join(POLICIES)}")
+        settings = {name: _policy_settings(name, self.settings.get(name)) for name in POLICIES}
+        object.__setattr__(self, "settings", settings)
+
+    @classmethod
+    def from_settings(cls, rs: Any, *, policies: Iterable[str] | None = None) -> ReplayConfig:
+        """From a ``ReplaySettings`` group (the caller reads settings, not this module)."""
+        return cls(hold_minutes=rs.hold_minutes, consolidation_margin=rs.consolidation_margin,
+                   cover_resolution=rs.cover_resolution,
+                   policies=tuple(policies) if policies else tuple(POLICIES),
+                   settings={name: getattr(rs.policies, name) for name in POLICIES})
+
+    def settings_for(self, policy: str) -> PolicySettings:
+        return self.settings[policy]
 
     def hold_steps(self, step_seconds: int) -> int:
         return max(0, round(self.hold_minutes * 60 / step_seconds))
+
+
+def _policy_settings(name: str, given: PolicySettings | Mapping[str, Any] | None) -> PolicySettings:
+    kind = POLICIES[name].settings_type
+    if isinstance(given, kind):
+        return given
+    if isinstance(given, PolicySettings):
+        raise ReplayError(f"settings of policy {name!r} must be {kind.__name__}, got {type(given).__name__}")
+    try:
+        return kind.model_validate(dict(given or {}))
+    except ValidationError as exc:
+        raise ReplayError(f"settings of policy {name!r}: {exc}") from exc
 
 
 @dataclass
@@ -124,9 +156,14 @@ class BacktestResult:
     fleet: Fleet
     config: ReplayConfig
     policies: dict[str, PolicyResult]
-    oracle: OracleResult | None
     cover_stats: dict[str, float]
     seconds: dict[str, float]
+
+    @property
+    def oracle(self) -> OracleResult | None:
+        """The oracle's solve (status, gap to its bound), when it ran."""
+        oracle = self.policies.get("oracle")
+        return None if oracle is None else oracle.detail
 
     @property
     def budgets(self) -> dict[str, float]:
@@ -211,55 +248,6 @@ def _oracle_dict(oracle: OracleResult | None) -> dict[str, Any] | None:
 # ------------------------------------------------------------------------------------------------ runs
 
 
-def run_rule(fleet: Fleet, rule: Rule, steps: int) -> Series:
-    """Simulate ``rule`` over ``steps`` steps from a warm start (see the module docstring)."""
-    ex = Executor(fleet, steps)
-    for t in range(steps):
-        ex.begin(t)
-        rule.decide(t, ex)
-        if t == 0:
-            ex.warm_start(ex.held)
-        ex.end()
-    series = ex.series()
-    series.orders[0] = 0
-    series.removals[0] = 0
-    return series
-
-
-def rules_for(policy: str, inp: ReplayInput, ctx: Context, config: ReplayConfig) -> Iterable[Rule]:
-    """Every setting of ``policy`` (lazily: a predictive sweep computes each quantile's path once)."""
-    if policy == "predictive":
-        hold = config.hold_steps(inp.step_seconds)
-        observed = ctx.observed
-        for q in config.quantiles:
-            base = inp.covered(q)
-            for h in config.headrooms:
-                yield Predictive(ctx, covered=base * (1 + h), floor=observed * (1 + h), quantile=q, headroom=h,
-                                 hold=hold)
-    elif policy == "reactive":
-        window = stabilisation_steps(inp.step_seconds, config.stabilisation_seconds)
-        kinds = [k for k in config.reactive_types if k == "all" or len(ctx.fleet.tiers) > 1]
-        for types in kinds:
-            for u in config.targets:
-                yield Reactive(ctx, target=u, types=types, tolerance=config.tolerance, window=window)
-    elif policy == "static":
-        for f in config.static_factors:
-            yield StaticPeak(ctx, peak=inp.history_peak, factor=f)
-    else:
-        raise ReplayError(f"policy {policy!r} has no rules (the oracle is solved, not simulated)")
-
-
-def count_runs(policy: str, inp: ReplayInput, fleet: Fleet, config: ReplayConfig) -> int:
-    if policy == "predictive":
-        return len(config.quantiles) * len(config.headrooms)
-    if policy == "reactive":
-        kinds = [k for k in config.reactive_types if k == "all" or len(fleet.tiers) > 1]
-        return len(kinds) * len(config.targets)
-    if policy == "static":
-        return len(config.static_factors)
-    return 1
-
-
 def context(inp: ReplayInput, fleet: Fleet, config: ReplayConfig, covers: CoverCache | None = None) -> Context:
     if tuple(fleet.metrics) != tuple(inp.metrics):
         raise ReplayError(f"the fleet's metrics {list(fleet.metrics)} differ from the input's {list(inp.metrics)}")
@@ -269,60 +257,37 @@ def context(inp: ReplayInput, fleet: Fleet, config: ReplayConfig, covers: CoverC
     return Context(fleet=fleet, covers=covers, observed=inp.observed, margin=config.consolidation_margin)
 
 
-def sweep(
+def runnable(inp: ReplayInput, config: ReplayConfig) -> tuple[str, ...]:
+    """The policies of ``config`` that can run on ``inp`` (one that needs forecasts is left out without)."""
+    return tuple(p for p in config.policies if inp.forecast is not None or not POLICIES[p].needs_forecast)
+
+
+def count_runs(policy: str, inp: ReplayInput, fleet: Fleet, config: ReplayConfig) -> int:
+    return POLICIES[policy].runs(config.settings_for(policy), inp, fleet)
+
+
+def rules_for(policy: str, inp: ReplayInput, ctx: Context, config: ReplayConfig) -> Iterable[Rule]:
+    """Every setting's rule of a simulated policy, lazily (the oracle is solved, not simulated)."""
+    swept = POLICIES[policy]
+    if not isinstance(swept, Swept):
+        raise ReplayError(f"policy {policy!r} has no rules (it is solved, not simulated)")
+    return swept.rules(config.settings_for(policy), inp, ctx, config)
+
+
+def replay_policy(
     policy: str, inp: ReplayInput, ctx: Context, config: ReplayConfig, *, progress: Progress | None = None,
     done: int = 0, total: int = 0,
 ) -> PolicyResult:
-    """Run every setting of one simulated policy; keeps the series of the headline point for plots."""
-    result = PolicyResult(policy)
-    budgets = dict(config.budgets)
-    for rule in rules_for(policy, inp, ctx, config):
-        series = run_rule(ctx.fleet, rule, len(inp.index))
-        result.add(rule.setting, score_series(ctx.fleet, series, inp.demand, start=inp.start,
-                                              fallback_steps=rule.fallback_steps))
-        best = result.headline(budgets)
-        if best is not None and best.setting == rule.setting:
-            result.series = {rule.setting: series}
-        done += 1
+    """Every setting of one registered policy over ``inp``; ``progress(done, total, message)`` after each run."""
+    count = done
+
+    def tick(message: str) -> None:
+        nonlocal count
+        count += 1
         if progress:
-            progress(done, total, f"{policy} {rule.setting}")
-    return result
+            progress(count, total, message)
 
-
-def cover_types(fleet: Fleet, covers: CoverCache, demand: np.ndarray, levels: int = 25) -> np.ndarray:
-    """Types used by the cheapest covers of the window's demand at ``levels`` quantiles (the oracle's candidates)."""
-    used = np.zeros(fleet.n, dtype=bool)
-    observed = demand[np.isfinite(demand).all(axis=1)]
-    if not len(observed):
-        return used
-    for q in np.linspace(0.0, 1.0, levels):
-        used |= covers.cover(np.quantile(observed, q, axis=0), tuple(range(fleet.n))) > 0
-    return used
-
-
-def oracle_result(
-    inp: ReplayInput, fleet: Fleet, config: ReplayConfig, covers: CoverCache
-) -> tuple[PolicyResult, OracleResult]:
-    """Solve the oracle on the scored window and score it like the others (series aligned to the input)."""
-    window = inp.demand[inp.start :]
-    solved = solve_oracle(fleet, window, gap=config.oracle_gap, time_limit=config.oracle_time_limit_seconds,
-                          chunk_steps=config.oracle_chunk_steps, candidates=cover_types(fleet, covers, window))
-    gap = "?" if solved.gap is None else f"{solved.gap:.2%}"
-    result = PolicyResult("oracle", note=f"MILP, {solved.status}, within {gap} of the LP bound")
-    if solved.series is None:
-        result.note = f"no schedule: {solved.status} ({solved.message})"
-        return result, solved
-    full = _pad(solved.series, inp.start)
-    result.add("exact", score_series(fleet, full, inp.demand, start=inp.start))
-    result.series = {"exact": full}
-    return result, solved
-
-
-def _pad(series: Series, start: int) -> Series:
-    def pad(a: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.zeros((start, a.shape[1]), dtype=a.dtype), a])
-
-    return Series(pad(series.held), pad(series.ready), pad(series.orders), pad(series.removals))
+    return POLICIES[policy].replay(config.settings_for(policy), inp, ctx, config, tick=tick)
 
 
 def backtest(
@@ -332,18 +297,12 @@ def backtest(
     """Every policy of ``config.policies`` over ``inp`` (see the module docstring)."""
     config = config or ReplayConfig()
     ctx = context(inp, fleet, config, covers)
-    wanted = [p for p in config.policies if p != "predictive" or inp.forecast is not None]
+    wanted = runnable(inp, config)
     total = sum(count_runs(p, inp, fleet, config) for p in wanted)
-    done, results, seconds, oracle = 0, {}, {}, None
+    done, results, seconds = 0, {}, {}
     for policy in wanted:
         started = time.perf_counter()
-        if policy == "oracle":
-            results[policy], oracle = oracle_result(inp, fleet, config, ctx.covers)
-            done += 1
-            if progress:
-                progress(done, total, f"oracle ({oracle.status})")
-        else:
-            results[policy] = sweep(policy, inp, ctx, config, progress=progress, done=done, total=total)
-            done += count_runs(policy, inp, fleet, config)
+        results[policy] = replay_policy(policy, inp, ctx, config, progress=progress, done=done, total=total)
+        done += count_runs(policy, inp, fleet, config)
         seconds[policy] = time.perf_counter() - started
-    return BacktestResult(inp, fleet, config, results, oracle, ctx.covers.stats, seconds)
+    return BacktestResult(inp, fleet, config, results, ctx.covers.stats, seconds)

@@ -101,6 +101,7 @@ class PolicyResult:
     points: list[Point] = field(default_factory=list)
     series: dict[str, Series] = field(default_factory=dict)  # kept for plots: the headline's (and others')
     note: str = ""
+    detail: Any = None  # what the policy reports beyond its points (the oracle: its OracleResult)
 
     def add(self, setting: str, score: Score) -> None:
         self.points.append(Point(setting, score))

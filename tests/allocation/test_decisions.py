@@ -5,18 +5,18 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from prescale.allocation import Policy, allocate
+from prescale.allocation import SolverSettings, allocate
 from tests.allocation.builders import START, catalog, flat, profile, rtype
 
-EXACT = Policy(solver="milp", time_budget_ms=None, max_spot_share=0.0)
+EXACT = SolverSettings(solver="milp", time_budget_ms=None, max_spot_share=0.0)
 LONG_AGO = START - pd.Timedelta(hours=2)  # decided long before: every lead time has passed
 
 CPU = rtype("c", "cpu-vm", price=1.0)
 GPU = rtype("g", "gpu-vm", price=2.0)
 
 
-def decide(cat, prof, fc, *, current=None, policy=EXACT, now=None):
-    return allocate(fc, cat, prof, current or {}, policy, now=now)
+def decide(cat, prof, fc, *, current=None, settings=EXACT, now=None):
+    return allocate(fc, cat, prof, current or {}, settings, now=now)
 
 
 CASES = [
@@ -105,8 +105,8 @@ def test_decision(inputs, nodes, reasons):
 def test_running_nodes_bridge_the_lead_time_of_a_cheaper_switch():
     """make-before-break: 30 CPU nodes run now, so switching to 3 GPUs leaves no gap and pays back."""
     cat, prof = catalog(CPU, GPU), profile({"c": 100, "g": 1000})
-    policy = Policy(solver="milp", time_budget_ms=None, max_spot_share=0.0, amortize_hours=24)
-    decision = decide(cat, prof, flat(3000, steps=30), current={"c": 30}, policy=policy)
+    settings = SolverSettings(solver="milp", time_budget_ms=None, max_spot_share=0.0, amortize_hours=24)
+    decision = decide(cat, prof, flat(3000, steps=30), current={"c": 30}, settings=settings)
     assert decision.nodes == {"g": 3}
     assert decision.covered, decision.explanation
     assert decision.drain_after_seconds >= GPU["lead_time_seconds"] - 60  # CPUs stay until the GPUs serve
@@ -114,8 +114,9 @@ def test_running_nodes_bridge_the_lead_time_of_a_cheaper_switch():
 
 def test_churn_keeps_running_nodes_when_switching_does_not_pay_back():
     cat, prof = catalog(CPU, GPU), profile({"c": 100, "g": 1000})
-    policy = Policy(solver="milp", time_budget_ms=None, max_spot_share=0.0, amortize_hours=0.05, churn_cost=2.0)
-    decision = decide(cat, prof, flat(3000, steps=30), current={"c": 30}, policy=policy)
+    settings = SolverSettings(solver="milp", time_budget_ms=None, max_spot_share=0.0, amortize_hours=0.05,
+                              churn_cost=2.0)
+    decision = decide(cat, prof, flat(3000, steps=30), current={"c": 30}, settings=settings)
     assert decision.nodes == {"c": 30}
     assert decision.rejected["g"].startswith(("dominated on cost: switching", "lead time"))
 
@@ -170,8 +171,8 @@ EXPLAINED = [
 @pytest.mark.parametrize(("inputs", "status", "phrase"), EXPLAINED)
 @pytest.mark.parametrize("solver", ["milp", "optuna"])
 def test_status_is_explained_never_raised(inputs, status, phrase, solver):
-    policy = Policy(solver=solver, trials=6, time_budget_ms=None, max_spot_share=0.0)
-    decision = decide(**inputs, policy=policy)
+    settings = SolverSettings(solver=solver, trials=6, time_budget_ms=None, max_spot_share=0.0)
+    decision = decide(**inputs, settings=settings)
     assert decision.status == status
     assert phrase in decision.explanation, decision.explanation
     assert decision.covered is (status == "covered")
@@ -179,10 +180,10 @@ def test_status_is_explained_never_raised(inputs, status, phrase, solver):
 
 def test_spot_share_is_respected_and_used_when_cheaper():
     cat = catalog(rtype("c", "cpu-vm", price=1.0, spot=0.4))
-    policy = Policy(solver="milp", time_budget_ms=None, max_spot_share=0.5)
-    decision = decide(cat, profile({"c": 100}), flat(2000), now=LONG_AGO, policy=policy)
+    settings = SolverSettings(solver="milp", time_budget_ms=None, max_spot_share=0.5)
+    decision = decide(cat, profile({"c": 100}), flat(2000), now=LONG_AGO, settings=settings)
     assert decision.nodes == {"c": 20}
-    assert decision.spot == {"c": 10}  # half the spend at on-demand prices: the most the policy allows
+    assert decision.spot == {"c": 10}  # half the spend at on-demand prices: the most the settings allow
     assert decision.cost_per_hour == pytest.approx(10 * 1.0 + 10 * 0.4)
 
 
@@ -214,16 +215,16 @@ def test_inputs_that_do_not_fit_name_the_value(change, message):
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        pytest.param("covered_quantile", 1.5, "policy.covered_quantile must be between 0 and 1", id="quantile"),
-        pytest.param("solver", "cplex", "policy.solver must be 'optuna' or 'milp', got 'cplex'", id="solver"),
-        pytest.param("time_budget_ms", 0, "policy.time_budget_ms must be > 0 or unset, got 0", id="budget"),
+        pytest.param("covered_quantile", 1.5, "covered_quantile must be between 0 and 1", id="quantile"),
+        pytest.param("solver", "cplex", "solver settings: solver must be 'optuna' or 'milp', got 'cplex'", id="solver"),
+        pytest.param("time_budget_ms", 0, "solver settings: time_budget_ms must be > 0 or unset, got 0", id="budget"),
     ],
 )
-def test_bad_policy_names_the_field(field, value, message):
+def test_bad_solver_settings_name_the_field(field, value, message):
     from prescale.allocation import AllocationError
 
     with pytest.raises(AllocationError, match=message.replace("(", r"\(")):
-        Policy(**{field: value})
+        SolverSettings(**{field: value})
 
 
 def test_a_step_running_at_the_decision_counts_lead_times_from_the_decision():

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prescale.allocation import Policy, allocate
+from prescale.allocation import SolverSettings, allocate
 from prescale.catalog import load_catalog, resolve_profile
 from prescale.forecast import Forecast
 
 REPO = Path(__file__).resolve().parents[2]
 START = pd.Timestamp("2026-03-02T10:00:00Z")
 PLANNED_AHEAD = START - pd.Timedelta(hours=1)  # every lead time has passed: a pure price comparison
-ON_DEMAND = Policy(solver="milp", time_budget_ms=None, max_spot_share=0.0, runner_ups=0)
+ON_DEMAND = SolverSettings(solver="milp", time_budget_ms=None, max_spot_share=0.0, runner_ups=0)
 
 
 def steady(profile, demand: dict[str, float]) -> Forecast:

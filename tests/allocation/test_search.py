@@ -9,12 +9,12 @@ import numpy as np
 import optuna
 import pytest
 
-from prescale.allocation import Policy, allocate, milp
+from prescale.allocation import SolverSettings, allocate, milp
 from prescale.allocation.problem import build_problem, evaluate
 from prescale.allocation.search import greedy, keep_current, search
 from tests.allocation.builders import START, catalog, path, profile, rtype
 
-SEARCH = Policy(trials=12, time_budget_ms=None, seed=3)
+SEARCH = SolverSettings(trials=12, time_budget_ms=None, seed=3)
 
 
 def random_case(seed: int, n_types: int = 6):
@@ -36,13 +36,13 @@ def random_case(seed: int, n_types: int = 6):
 @pytest.mark.parametrize("seed", [pytest.param(s, id=f"random-{s}") for s in (1, 2, 3)])
 def test_linear_search_reaches_the_exact_optimum(seed):
     cat, prof, fc, current = random_case(seed)
-    policy = replace(SEARCH, objective="linear")
-    problem = build_problem(fc, cat, prof, current, policy)
+    settings = replace(SEARCH, objective="linear")
+    problem = build_problem(fc, cat, prof, current, settings)
     exact = milp.solve(problem, problem.default_knobs(), gap=1e-9)
     optimum = evaluate(problem, exact.solution).linear_score
     found = search(problem)
     assert found.best.score >= optimum - 1e-6  # the exact optimum bounds every candidate
-    assert found.best.score <= optimum * (1 + policy.inner_gap) + 1e-9
+    assert found.best.score <= optimum * (1 + settings.inner_gap) + 1e-9
 
 
 @pytest.mark.parametrize("seed", [pytest.param(s, id=f"random-{s}") for s in range(4, 12)])
@@ -118,9 +118,9 @@ def test_runner_ups_are_other_mixes_with_worse_scores():
     prof = profile({"c": 100, "g": 1000, "h": 1100})
     fc = path([3000.0] * 10)
     now = START.replace(hour=8)
-    for policy in (replace(SEARCH, trials=20), replace(SEARCH, solver="milp")):
-        decision = allocate(fc, cat, prof, {}, policy, now=now)
-        assert decision.runner_ups, policy.solver
+    for settings in (replace(SEARCH, trials=20), replace(SEARCH, solver="milp")):
+        decision = allocate(fc, cat, prof, {}, settings, now=now)
+        assert decision.runner_ups, settings.solver
         for mix in decision.runner_ups:
             assert set(mix.nodes) != set(decision.nodes)
             assert mix.score >= decision.score - 1e-9

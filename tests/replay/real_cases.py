@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from prescale.catalog import load_catalog, resolve_profile
-from prescale.replay import ReplayConfig, ReplayInput, build_fleet
-from prescale.replay.engine import context, rules_for, run_rule
+from prescale.replay import ReplayConfig, ReplayInput, build_fleet, run_rule
+from prescale.replay.engine import context, rules_for
 from prescale.replay.frontier import score_series
 from prescale.replay.inputs import demand_map, make_input, plan_window
 
@@ -38,7 +38,8 @@ TRACES = REPO.parent / "shared" / "traces"
 RECORDED = Path(__file__).with_name("real_cases.json")
 QUANTILES = (0.1, 0.5, 0.9)
 BAND = (0.8, 1.0, 1.25)  # each quantile as a multiple of the seasonal-naive value
-CONFIG = ReplayConfig(quantiles=(0.5, 0.9), headrooms=(0.0, 0.2), targets=(0.5, 0.8), static_factors=(0.8,),
+CONFIG = ReplayConfig(settings={"predictive": {"quantiles": (0.5, 0.9), "headrooms": (0.0, 0.2)},
+                                "reactive": {"targets": (0.5, 0.8)}, "static": {"factors": (0.8,)}},
                       policies=("predictive", "reactive", "static"))
 POLICIES = ("predictive", "reactive", "static")
 

@@ -10,7 +10,7 @@ from prescale.allocation import allocate
 from prescale.catalog import load_catalog, resolve_profile
 from prescale.forecast import Forecast
 from prescale.replay import CoverCache, build_fleet
-from prescale.replay.covers import COVER_POLICY
+from prescale.replay.covers import COVER_SOLVER
 from tests.conftest import REPO
 
 
@@ -27,7 +27,7 @@ def test_a_cover_is_allocates_exact_answer_for_the_rounded_level(app):
     assert (fleet.capacity(counts) >= rounded - 1e-9).all()
     start = pd.Timestamp("2026-01-01T00:00:00Z")
     direct = allocate(Forecast(start, 60, list(fleet.metrics), [0.5], rounded[None, :, None]), fleet.catalog,
-                      prof.model_copy(update={"min_nodes": 0, "max_nodes": None}), {}, COVER_POLICY,
+                      prof.model_copy(update={"min_nodes": 0, "max_nodes": None}), {}, COVER_SOLVER,
                       now=start - pd.Timedelta(days=1))
     assert fleet.cost_per_hour(counts) == pytest.approx(direct.cost_per_hour)
 

@@ -8,8 +8,9 @@ import pytest
 from prescale.replay import ReplayConfig, backtest
 from tests.replay.builders import fleet, replay_input
 
-CONFIG = ReplayConfig(quantiles=(0.5, 0.9), headrooms=(0.0, 0.1, 0.3), targets=(0.4, 0.6, 0.8),
-                      static_factors=(0.8, 1.0, 1.2), oracle_time_limit_seconds=30)
+CONFIG = ReplayConfig(settings={"predictive": {"quantiles": (0.5, 0.9), "headrooms": (0.0, 0.1, 0.3)},
+                                "reactive": {"targets": (0.4, 0.6, 0.8)}, "static": {"factors": (0.8, 1.0, 1.2)},
+                                "oracle": {"time_limit_seconds": 30}})
 
 
 def _periodic(days: float = 0.5, seed: int = 0) -> np.ndarray:
@@ -49,7 +50,8 @@ def test_predictive_is_cheaper_than_reactive_and_static_at_equal_violations_and_
 def test_without_forecasts_the_predictive_policy_is_left_out():
     demand = _periodic(days=0.2)
     out = backtest(replay_input(demand, start=30, forecast=False), fleet(),
-                   ReplayConfig(targets=(0.6,), static_factors=(1.0,), policies=("predictive", "reactive", "static")))
+                   ReplayConfig(settings={"reactive": {"targets": (0.6,)}, "static": {"factors": (1.0,)}},
+                                policies=("predictive", "reactive", "static")))
     assert set(out.policies) == {"reactive", "static"}
 
 
@@ -65,7 +67,8 @@ def test_when_reactive_misses_the_headline_budget_the_comparison_moves_to_the_ti
     rng = np.random.default_rng(3)
     demand = np.maximum(_periodic(days=0.3) * rng.lognormal(0.0, 0.05, int(0.3 * 1440)), 5.0)
     result = backtest(replay_input(demand, start=60, spread=0.05), fleet(),
-                      ReplayConfig(quantiles=(0.5, 0.9), headrooms=(0.1, 0.3), targets=(0.8,), static_factors=(1.0,),
+                      ReplayConfig(settings={"predictive": {"quantiles": (0.5, 0.9), "headrooms": (0.1, 0.3)},
+                                             "reactive": {"targets": (0.8,)}, "static": {"factors": (1.0,)}},
                                    policies=("predictive", "reactive")))
     assert result.budget_costs()["reactive"]["0.5%"] is None
     common = result.common_budget()

@@ -29,7 +29,8 @@ def test_the_oracle_serves_every_step_and_no_policy_is_cheaper_at_zero_violation
     oracle = score_series(f, solved.series, demand[:, None])
     assert oracle.violation_steps == 0
     inp = replay_input(demand, spread=0.1)
-    config = ReplayConfig(headrooms=(0.0, 0.2, 0.5), quantiles=(0.5, 0.9), targets=(0.5, 0.7))
+    config = ReplayConfig(settings={"predictive": {"headrooms": (0.0, 0.2, 0.5), "quantiles": (0.5, 0.9)},
+                                    "reactive": {"targets": (0.5, 0.7)}})
     ctx = context(inp, f, config)
     for policy in ("predictive", "reactive"):
         for rule in rules_for(policy, inp, ctx, config):
