@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prescale.replay import ReplayConfig, backtest
+from prescale.replay import POLICIES, ReplayConfig, backtest
 from tests.replay.builders import fleet, replay_input
 
 CONFIG = ReplayConfig(settings={"predictive": {"quantiles": (0.5, 0.9), "headrooms": (0.0, 0.1, 0.3)},
@@ -28,7 +28,7 @@ def result():
 
 def test_the_json_has_the_contract_keys(result):
     out = result.to_dict()
-    assert set(out["policies"]) == {"predictive", "reactive", "static", "oracle"}
+    assert set(out["policies"]) == set(POLICIES)  # every registered policy, in one report
     for p in out["policies"].values():
         assert {"cost", "slo_violation_minutes", "slack", "migrations", "frontier"} <= set(p)
         assert all({"setting", "cost", "slo_violation_minutes"} <= set(f) for f in p["frontier"])
