@@ -47,9 +47,11 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from models.baselines import BASELINES
-from models.lstm import TrainPart
+from models.component import TrainPart
+from models.components import is_learned
+from models.lstm import LstmCandidate
 from models.series import Panel, panel_from_wide
-from models.train import PanelResult, TrainConfig, fit_lstm_members, is_lstm_based, split_panel, train_panels
+from models.train import PanelResult, TrainConfig, split_panel, train_panels
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
@@ -103,7 +105,7 @@ def series_row(group: str, result: PanelResult) -> dict[str, Any]:
                             "coverage_80_raw": s.coverage_80_raw, "coverage_90_raw": s.coverage_90_raw,
                             "train_seconds": c.train_seconds}
     baselines = [n for n in candidates if n in BASELINES]
-    lstm_based = [n for n in candidates if is_lstm_based(n)]
+    lstm_based = [n for n in candidates if is_learned(n)]
     best_base = min(baselines, key=lambda n: candidates[n]["mae"])
     best_base_last = min(candidates[n]["mae_last"] for n in baselines)
     row.update(candidates=candidates, champion=result.best, windows=len(result.split.test_origins),
@@ -131,7 +133,7 @@ def time_one_model(panel: Panel, config: TrainConfig, days: float = 14.0) -> dic
     tail = Panel(panel.index[-rows:], panel.values[-rows:], panel.metrics, panel.step_seconds)
     split = split_panel(tail, config)
     started = time.perf_counter()
-    members = fit_lstm_members([TrainPart(tail, split.train_stop, split.val_stop)], config, tail.step_seconds)
+    members = LstmCandidate.fit_members([TrainPart(tail, split.train_stop, split.val_stop)], config)
     return {"days": days, "rows": rows, "seconds": time.perf_counter() - started,
             "epochs": sum(m.epochs_trained for m in members), "networks": len(members),
             "train_rows": int(split.train_stop)}
@@ -145,7 +147,7 @@ def targets(rows: list[dict[str, Any]], timing: dict[str, Any]) -> list[dict[str
             by_group.setdefault(r["group"], []).append(r)
     out = []
     for r in by_group.get("nasa", []):
-        lstm_champion = is_lstm_based(r["champion"])
+        lstm_champion = is_learned(r["champion"])
         out.append(_target(f"{r['series']}: LSTM-based champion, MAE <= 0.95 x best baseline",
                            f"champion {r['champion']}, ratio {r['champion_ratio_mae']:.3f} "
                            f"(best LSTM-based {r.get('ratio_mae', float('nan')):.3f})",
@@ -162,7 +164,7 @@ def targets(rows: list[dict[str, Any]], timing: dict[str, Any]) -> list[dict[str
     vms = by_group.get("per-vm", [])
     if vms:
         median = float(np.median([r.get("ratio_mae", np.nan) for r in vms]))
-        worse_but_lstm = [r["series"] for r in vms if r.get("ratio_mae", 0) > 1.0 and is_lstm_based(r["champion"])]
+        worse_but_lstm = [r["series"] for r in vms if r.get("ratio_mae", 0) > 1.0 and is_learned(r["champion"])]
         out.append(_target("per-VM: median LSTM-based ratio <= 1.05 (baseline champion where worse)",
                            f"median {median:.3f}; LSTM-based champions where worse: {len(worse_but_lstm)}",
                            median <= 1.05 and not worse_but_lstm))

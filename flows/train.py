@@ -27,11 +27,11 @@ from typing import Any
 from prefect import flow, get_run_logger, unmapped
 
 from flows.runners import task_runner
+from models.phase_panels import AppPhases
 from models.train import TrainConfig
 from prescale.names import app_names
 from prescale.settings import load_settings
 from tasks.train import (
-    AppPhases,
     PhaseOutcome,
     checkpoints_folder,
     label_phases,

@@ -31,6 +31,11 @@ itself, so a baseline's MAE is exactly the classic method's (lower offsets are
 clipped at 0 from above, upper ones from below, so the median stays inside). The conformal
 step (``conformal.py``) then calibrates them like any other candidate's.
 
+Each baseline is a forecaster component (``component.py``): ``train`` fits one per
+panel on its training rows (the newest ``baseline_fit_days`` of them, at least what
+the method needs), or says why the panel is too short; ``save``/``load`` keep the
+parameters and offsets as JSON (``baseline.json``).
+
 Why not statsmodels' ``ExponentialSmoothing``: it refuses missing values and
 estimates ``m`` initial seasonal states (1,440 at a one-minute step); this
 recursion handles gaps and gives every origin's forecast in one pass.
@@ -38,12 +43,24 @@ recursion handles gaps and gives every origin's forecast in one pass.
 
 from __future__ import annotations
 
+import json
 import math
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
+
+from models.component import Trained, TrainPart
+from models.series import Panel
+
+if TYPE_CHECKING:
+    from models.train import TrainConfig
+
+BASELINE_FILE = "baseline.json"
 
 
 class BaselineError(ValueError):
@@ -55,6 +72,7 @@ class Baseline:
     """Shared machinery: residual quantiles, backtest slicing, (de)serialisation."""
 
     name: ClassVar[str] = "baseline"
+    learned: ClassVar[bool] = False
     season: int = 1
     horizon: int = 1
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
@@ -70,6 +88,47 @@ class Baseline:
 
     def min_history(self) -> int:
         return 1
+
+    def history_needed(self) -> int:
+        """Rows of history a forecast wants: what the recursion needs before its first forecast, plus one."""
+        return self.min_history() + 1
+
+    # -- the component protocol (component.py) ------------------------------------
+    @classmethod
+    def train(cls, parts: Sequence[TrainPart], config: TrainConfig, *,
+              scratch: Path | None = None) -> list[Trained | str]:
+        """One model per part, fitted on its training rows; why not where they are too few."""
+        return [cls._train_part(part, config) for part in parts]
+
+    @classmethod
+    def _train_part(cls, part: TrainPart, config: TrainConfig) -> Trained | str:
+        panel = part.panel
+        horizon = config.steps(panel.step_seconds)[1]
+        model = cls(season=panel.season, horizon=horizon, quantiles=config.quantiles)
+        need, rows = model.min_history() + horizon, int(panel.observed[: part.train_stop].sum())
+        if rows < need:
+            return f"needs {need} training rows (its season is {panel.season} steps), got {rows}"
+        started = time.perf_counter()
+        try:
+            model.fit(panel.values[: part.train_stop],
+                      fit_steps=max(int(config.baseline_fit_days * panel.season), need))
+        except BaselineError as exc:
+            return str(exc)
+        return Trained([model], {"params": model.params}, time.perf_counter() - started)
+
+    def predict_at(self, panel: Panel, origins: np.ndarray, *, part: int = 0) -> np.ndarray:
+        return self.predict(panel.values, origins)
+
+    def forecast(self, panel: Panel, *, part: int = 0) -> np.ndarray:
+        return self.predict(panel.values, np.array([len(panel) - 1]))[0]
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / BASELINE_FILE).write_text(json.dumps(self.state()))
+
+    @classmethod
+    def load(cls, folder: Path) -> Baseline:
+        return Baseline.from_state(json.loads((folder / BASELINE_FILE).read_text()))
 
     # -- shared ---------------------------------------------------------------
     def fit(self, train: np.ndarray, *, fit_steps: int | None = None) -> Baseline:
@@ -201,6 +260,10 @@ class DampedHoltWinters(Baseline):
     def min_history(self) -> int:
         return 2 * self.season
 
+    def history_needed(self) -> int:
+        """A week: the seasonal indices start from the history's first week (``hw_initial_state``)."""
+        return 7 * self.season
+
     def fit_params(self, column: np.ndarray) -> dict[str, float]:
         init = hw_initial_state(column, self.season)
 
@@ -285,16 +348,4 @@ BASELINES: dict[str, type[Baseline]] = {
 }
 
 
-def available_baselines(train_rows: int, *, season: int, horizon: int) -> tuple[list[str], dict[str, str]]:
-    """Which baselines the training data can support, and why the others cannot."""
-    names, reasons = [], {}
-    for name, cls in BASELINES.items():
-        need = cls(season=season, horizon=horizon).min_history() + horizon
-        if train_rows >= need:
-            names.append(name)
-        else:
-            reasons[name] = f"needs {need} training rows (its season is {season} steps), got {train_rows}"
-    return names, reasons
-
-
-__all__ = ["BASELINES", "Baseline", "BaselineError", "available_baselines"]
+__all__ = ["BASELINE_FILE", "BASELINES", "Baseline", "BaselineError"]

@@ -1,9 +1,9 @@
 """The deployable forecaster: one candidate, its calibration, and the `Forecast` it returns.
 
 A :class:`Forecaster` is what the registry stores and the orchestrator loads. It
-holds one or more *components* (an :class:`~models.lstm.LstmCandidate` or a
-:class:`~models.baselines.Baseline`) and per-step combination weights
-``w[c, h]`` (one component: all ones; an ensemble: weights chosen on the
+holds one or more *components* (``component.py``: the LSTM's networks, a baseline,
+any registered component) and per-step combination weights ``w[c, h]`` (one
+component: all ones; the LSTM's networks: their mean; a blend: weights chosen on the
 validation windows), so its raw quantiles are::
 
     F_raw[h, m, k] = sum_c w[c, h] * F_c[h, m, k]
@@ -16,11 +16,13 @@ whose coverage the scores report.
 :meth:`Forecaster.forecast` takes recent history (a wide frame indexed by UTC
 time, or the store's long rows) and returns a :class:`prescale.forecast.Forecast`
 for the ``H`` steps after the last row. It needs :attr:`history_steps` rows of
-every one of its :attr:`inputs` (all the metrics it was trained on); the LSTM
-needs its last ``L`` rows observed, the daily baselines a day or more.
+every one of its :attr:`inputs` (all the metrics it was trained on): the most any
+component's ``history_needed`` says (the LSTM needs its last ``L`` rows observed,
+the daily baselines a day or more).
 
 On disk (``save``/``load``): ``forecaster.json`` (metadata, weights, offsets)
-plus one folder per component (darts files for the LSTM, JSON for a baseline).
+plus one folder per component, ``component-<i>-<name>``, written by the component
+and read back by the class registered under ``<name>`` (``components.py``).
 """
 
 from __future__ import annotations
@@ -33,44 +35,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.baselines import Baseline
+from models.component import Component
+from models.components import component_folder, load_component
 from models.conformal import apply_offsets, interval_pairs
-from models.lstm import LstmCandidate
 from models.series import Panel, panel_from_long, panel_from_wide
 from prescale.forecast import Forecast
 
 META_FILE = "forecaster.json"
-BASELINE_FILE = "baseline.json"
-
-Component = LstmCandidate | Baseline
 
 
 class ForecasterInputError(ValueError):
     """The history handed to a forecaster cannot be forecast from (too short, gaps, wrong metrics)."""
-
-
-def component_name(component: Component) -> str:
-    return component.name
-
-
-def predict_component(component: Component, panel: Panel, origins: np.ndarray, *, part: int = 0) -> np.ndarray:
-    """Raw quantiles ``(W, H, M, Q)`` of one component from each origin of ``panel``."""
-    if isinstance(component, Baseline):
-        return component.predict(panel.values, origins)
-    return component.predict(panel, origins, part=part)
-
-
-def forecast_component(component: Component, panel: Panel, *, part: int = 0) -> np.ndarray:
-    """Raw quantiles ``(H, M, Q)`` of one component after the panel's last row."""
-    if isinstance(component, Baseline):
-        return component.predict(panel.values, np.array([len(panel) - 1]))[0]
-    return component.forecast(panel, part=part)
-
-
-def history_needed(component: Component, season: int) -> int:
-    if isinstance(component, Baseline):
-        return component.min_history() + 1 if component.name != "holt_winters" else 7 * season
-    return component.config.input_steps + max(component.lags(), default=0)
 
 
 @dataclass
@@ -85,7 +60,7 @@ class Forecaster:
     components: list[Component]
     weights: np.ndarray  # (C, H)
     offsets: np.ndarray  # (H, M, K)
-    lstm_part: int = 0  # which series' scaling of a global LSTM this forecaster uses
+    part: int = 0  # which series' scaling of a global component (the LSTM) this forecaster uses
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -95,17 +70,13 @@ class Forecaster:
         return self.metrics
 
     @property
-    def season(self) -> int:
-        return max(1, round(86_400 / self.step_seconds))
-
-    @property
     def history_steps(self) -> int:
         """Rows of history :meth:`forecast` wants (the most any component needs)."""
-        return max(history_needed(c, self.season) for c in self.components)
+        return max(c.history_needed() for c in self.components)
 
     def raw(self, panel: Panel, origins: np.ndarray) -> np.ndarray:
         """Uncalibrated quantiles ``(W, H, M, Q)`` from each origin (for backtests and re-scoring)."""
-        parts = [predict_component(c, panel, origins, part=self.lstm_part) for c in self.components]
+        parts = [c.predict_at(panel, origins, part=self.part) for c in self.components]
         return _combine(parts, self.weights)
 
     def calibrated(self, raw: np.ndarray) -> np.ndarray:
@@ -115,7 +86,7 @@ class Forecaster:
     def forecast(self, history: pd.DataFrame) -> Forecast:
         """The calibrated forecast for the ``horizon`` steps after the last row of ``history``."""
         panel = self._panel(history)
-        parts = [forecast_component(c, panel, part=self.lstm_part)[None] for c in self.components]
+        parts = [c.forecast(panel, part=self.part)[None] for c in self.components]
         values = self.calibrated(_combine(parts, self.weights))[0]
         if not np.isfinite(values).all():
             raise ForecasterInputError(
@@ -145,17 +116,15 @@ class Forecaster:
         folder.mkdir(parents=True, exist_ok=True)
         names = []
         for i, component in enumerate(self.components):
-            sub = folder / f"component-{i}-{component.name}"
+            sub = folder / component_folder(i, component)
             sub.mkdir(parents=True, exist_ok=True)
-            if isinstance(component, Baseline):
-                (sub / BASELINE_FILE).write_text(json.dumps(component.state()))
-            else:
-                component.save(sub)
+            component.save(sub)
             names.append(sub.name)
         meta = {
             "candidate": self.candidate, "metrics": list(self.metrics), "step_seconds": self.step_seconds,
             "horizon": self.horizon, "quantiles": list(self.quantiles), "components": names,
-            "weights": self.weights.tolist(), "offsets": self.offsets.tolist(), "lstm_part": self.lstm_part,
+            "weights": self.weights.tolist(), "offsets": self.offsets.tolist(),
+            "lstm_part": self.part,  # the key predates other global components; kept so every saved model loads
             "info": self.info,
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
@@ -164,18 +133,12 @@ class Forecaster:
     @staticmethod
     def load(folder: Path) -> Forecaster:
         meta = json.loads((folder / META_FILE).read_text())
-        components: list[Component] = []
-        for name in meta["components"]:
-            sub = folder / name
-            if (sub / BASELINE_FILE).exists():
-                components.append(Baseline.from_state(json.loads((sub / BASELINE_FILE).read_text())))
-            else:
-                components.append(LstmCandidate.load(sub))
+        components = [load_component(folder / name) for name in meta["components"]]
         return Forecaster(
             candidate=meta["candidate"], metrics=tuple(meta["metrics"]), step_seconds=meta["step_seconds"],
             horizon=meta["horizon"], quantiles=tuple(meta["quantiles"]), components=components,
             weights=np.asarray(meta["weights"], dtype=np.float64), offsets=np.asarray(meta["offsets"]),
-            lstm_part=meta.get("lstm_part", 0), info=meta.get("info", {}),
+            part=meta.get("lstm_part", 0), info=meta.get("info", {}),
         )
 
 

@@ -10,7 +10,7 @@ What goes in, per window with origin ``t`` (the newest row the model may use):
   (``seasonal_lag``) and one week earlier (``weekly_lag``), each the mean of the
   observed rows within ``lag_window`` of ``t + h - lag`` (:func:`lagged`; 0 = the
   single value), known at ``t`` because ``t + h - lag + lag_window <= t`` for
-  ``h <= H`` and ``lag_window <= m - H`` (checked). ``models.train`` turns the
+  ``h <= H`` and ``lag_window <= m - H`` (checked). ``LstmConfig.from_train`` turns the
   weekly one on only when the training rows span two weeks or more, and sets the
   window to 30 minutes each side: a single day-old value of a noisy series (a
   request count) carries that row's noise, the mean around it much less.
@@ -37,8 +37,8 @@ Later, through ``models.train`` (seeds 0-2, ratios of the LSTM alone to SES on t
 At 1 minute the averaged lags changed nothing measurable (0.9465 against 0.948 for
 two seeds). All 62,000 one-minute training windows instead of the newest 20,000:
 0.947 against 0.950 at three times the cost (not used). Rejected at 5 minutes with
-three seeds: learning rate 1e-3 with patience 5, 0.934; ``log1p``, 0.944. ``models.train`` averages
-``lstm_members`` networks (seeds ``seed, seed + 1, ...``) into the LSTM candidate.
+three seeds: learning rate 1e-3 with patience 5, 0.934; ``log1p``, 0.944. :meth:`LstmCandidate.train` fits
+``lstm_members`` networks (seeds ``seed, seed + 1, ...``), which ``models.train`` averages into the LSTM candidate.
 
 Output: for every target row and metric the quantiles ``tau`` of a darts
 ``QuantileRegression`` likelihood, trained with the pinball loss
@@ -57,7 +57,11 @@ a fresh folder under ``scratch`` (the train task passes ``<home>/tmp/checkpoints
 removed when ``fit`` returns or fails.
 
 One model may be fitted on several panels at once (a *global* model, such as the
-benchmark's per-VM series): each panel keeps its own scaling.
+benchmark's per-VM series): each panel keeps its own scaling, chosen by ``part``.
+
+:class:`LstmCandidate` is a forecaster component (``component.py``, registered in
+``components.py``); :class:`LstmConfig` holds no defaults of its own: they are
+``TrainConfig``'s, resolved per step by :meth:`LstmConfig.from_train`.
 """
 
 from __future__ import annotations
@@ -71,8 +75,9 @@ import time
 import warnings
 import weakref
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -87,35 +92,56 @@ from darts.utils.serialization import safe_globals
 from pytorch_lightning.callbacks import EarlyStopping
 from torch import nn
 
+from models.component import Trained, TrainPart
 from models.series import Panel, runs
+
+if TYPE_CHECKING:
+    from models.train import TrainConfig
 
 LOG = logging.getLogger(__name__)
 DARTS_FILE = "lstm.pt"
 STATE_FILE = "lstm.json"
+ADDED_LATER = {"lag_window": 0}  # LstmConfig fields that models saved before them lack, and what those did
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LstmConfig:
-    """Architecture and training budget of the LSTM candidate."""
+    """Architecture and training budget of one network, resolved for one step (``TrainConfig.lstm`` builds it:
+    the defaults live there, once). Saved with the model (``lstm.json``) and logged as its MLflow parameters."""
 
     input_steps: int
     horizon: int
-    quantiles: tuple[float, ...] = (0.05, 0.1, 0.5, 0.9, 0.95)
-    hidden_dim: int = 32
-    layers: int = 1
-    dropout: float = 0.0
-    epochs: int = 30
-    batch_size: int = 64
-    learning_rate: float = 3e-3
-    patience: int = 3
-    max_samples: int = 20_000
-    seed: int = 0
-    log_target: bool = False
-    seasonal_lag: bool = False
-    weekly_lag: bool = False
-    reversible_norm: bool = True
-    season: int = 288
-    lag_window: int = 0
+    quantiles: tuple[float, ...]
+    hidden_dim: int
+    layers: int
+    dropout: float
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    patience: int
+    max_samples: int
+    seed: int
+    log_target: bool
+    seasonal_lag: bool
+    weekly_lag: bool
+    reversible_norm: bool = True  # not a setting: measured worse without (see the module docstring)
+    season: int
+    lag_window: int
+
+    @classmethod
+    def from_train(cls, config: TrainConfig, step_seconds: int, *, train_rows: int | None = None) -> LstmConfig:
+        """``config``'s network at this step; the weekly lag only with two weeks of training rows or more."""
+        inputs, horizon = config.steps(step_seconds)
+        season = max(1, round(86_400 / step_seconds))
+        weekly = config.weekly_lag and train_rows is not None and train_rows >= 14 * season
+        window = max(0, min(round(config.lag_window_minutes * 60 / step_seconds), season - horizon))
+        return cls(
+            input_steps=inputs, horizon=horizon, quantiles=config.quantiles, hidden_dim=config.hidden_dim,
+            layers=config.layers, dropout=config.dropout, epochs=config.epochs, batch_size=config.batch_size,
+            learning_rate=config.learning_rate, patience=config.patience, max_samples=config.max_samples,
+            seed=config.seed, log_target=config.log_target, seasonal_lag=config.seasonal_lag, weekly_lag=weekly,
+            season=season, lag_window=window,
+        )
 
 
 def day_sin(index: pd.DatetimeIndex) -> np.ndarray:
@@ -205,19 +231,11 @@ class Scaling:
         return values
 
 
-@dataclass(frozen=True)
-class TrainPart:
-    """One panel's share of a (possibly global) fit: rows ``[0, train_stop)`` train, then validation."""
-
-    panel: Panel
-    train_stop: int
-    val_stop: int
-
-
 class LstmCandidate:
-    """Fit, backtest and forecast with the darts LSTM; save to and load from a folder."""
+    """Fit, backtest and forecast with the darts LSTM; save to and load from a folder (a forecaster component)."""
 
-    name = "lstm"
+    name: ClassVar[str] = "lstm"
+    learned: ClassVar[bool] = True
 
     def __init__(self, config: LstmConfig, *, scratch: Path | None = None) -> None:
         self.config = config
@@ -258,9 +276,9 @@ class LstmCandidate:
         self._predictor, self._predict_lock = None, threading.Lock()
 
     # -- building darts objects ----------------------------------------------------
-    def _darts_model(self, *, with_validation: bool, work_dir: str):
+    def _darts_model(self, *, with_validation: bool, work_dir: str, callbacks: Sequence[pl.Callback]):
         c = self.config
-        callbacks = [EarlyStopping(monitor="val_loss", patience=c.patience, min_delta=1e-5)] if with_validation else []
+        stopping = [EarlyStopping(monitor="val_loss", patience=c.patience, min_delta=1e-5)] if with_validation else []
         return BlockRNNModel(
             model=LastStateLSTM,
             input_chunk_length=c.input_steps,
@@ -284,7 +302,7 @@ class LstmCandidate:
                 "enable_progress_bar": False,
                 "enable_model_summary": False,
                 "logger": False,
-                "callbacks": callbacks,
+                "callbacks": [*stopping, *callbacks],
                 "deterministic": True,
             },
         )
@@ -330,9 +348,40 @@ class LstmCandidate:
             out.append(TimeSeries.from_times_and_values(_naive(index), values.astype(np.float32), columns=columns))
         return out
 
+    # -- the component protocol (component.py) ------------------------------------------
+    @classmethod
+    def train(cls, parts: Sequence[TrainPart], config: TrainConfig, *,
+              scratch: Path | None = None) -> list[Trained | str]:
+        """One global fit over every part (:meth:`fit_members`); a failure skips the LSTM, not the panels."""
+        try:
+            members = cls.fit_members(parts, config, scratch=scratch)
+        except (ValueError, RuntimeError) as exc:
+            return [f"training failed: {exc}"] * len(parts)
+        params = {"epochs_trained": [m.epochs_trained for m in members], **members[0].params(),
+                  "networks": len(members)}
+        return [Trained(list(members), params, sum(m.train_seconds for m in members)) for _ in parts]
+
+    @classmethod
+    def fit_members(cls, parts: Sequence[TrainPart], config: TrainConfig, *,
+                    scratch: Path | None = None) -> list[LstmCandidate]:
+        """The ``lstm_members`` networks of the LSTM candidate: one configuration, seeds ``seed, seed + 1, ...``."""
+        lstm_config = LstmConfig.from_train(config, parts[0].panel.step_seconds,
+                                            train_rows=min(p.train_stop for p in parts))
+        return [cls(replace(lstm_config, seed=lstm_config.seed + i), scratch=scratch).fit(parts)
+                for i in range(max(1, config.lstm_members))]
+
+    def params(self) -> dict[str, Any]:
+        """The configuration as MLflow parameters (tuples as lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()}
+
+    def history_needed(self) -> int:
+        """The input window, plus the longest lag its covariates read back."""
+        return self.config.input_steps + max(self.lags(), default=0)
+
     # -- fit -----------------------------------------------------------------------
-    def fit(self, parts: Sequence[TrainPart]) -> LstmCandidate:
-        """Train on every part's training rows; early-stop on its validation rows."""
+    def fit(self, parts: Sequence[TrainPart], *, callbacks: Sequence[pl.Callback] = ()) -> LstmCandidate:
+        """Train on every part's training rows; early-stop on its validation rows. ``callbacks``: Lightning
+        callbacks added to darts' trainer (a progress reporter, or a test's fault)."""
         c = self.config
         started = time.perf_counter()
         if self.lags() and c.lag_window > min(self.lags()) - c.horizon:
@@ -358,7 +407,7 @@ class LstmCandidate:
         # darts writes the best and last epochs' checkpoints under work_dir while it fits and reads the best one
         # back at the end (load_best): after that the trainer holds the weights, so the folder goes, also on error
         with tempfile.TemporaryDirectory(prefix="lstm-", dir=_scratch_root(self.scratch)) as work_dir:
-            self.model = self._darts_model(with_validation=bool(val), work_dir=work_dir)
+            self.model = self._darts_model(with_validation=bool(val), work_dir=work_dir, callbacks=callbacks)
             with _quiet():
                 self.model.fit(
                     train,
@@ -374,7 +423,7 @@ class LstmCandidate:
         return self
 
     # -- predict -------------------------------------------------------------------
-    def predict(self, panel: Panel, origins: np.ndarray, *, part: int = 0) -> np.ndarray:
+    def predict_at(self, panel: Panel, origins: np.ndarray, *, part: int = 0) -> np.ndarray:
         """Quantile forecasts ``(W, H, M, Q)`` from each origin (each must start a valid window)."""
         c = self.config
         scaling = self.scalings[part]
@@ -442,7 +491,7 @@ class LstmCandidate:
                 f"the LSTM needs the last {c.input_steps} rows observed for every metric; "
                 f"got {len(tail)} rows with {int(np.isnan(tail).any(axis=1).sum())} incomplete"
             )
-        need = c.input_steps + max(self.lags(), default=0)
+        need = self.history_needed()
         if len(panel) < need:
             raise ValueError(
                 f"the LSTM reads past days' values as covariates: give at least {need} rows (the longest lag "
@@ -482,12 +531,12 @@ class LstmCandidate:
                  "epochs_trained": self.epochs_trained, "train_seconds": self.train_seconds}
         (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
 
-    @staticmethod
-    def load(folder: Path) -> LstmCandidate:
+    @classmethod
+    def load(cls, folder: Path) -> LstmCandidate:
         state = json.loads((folder / STATE_FILE).read_text())
-        config = state["config"]
+        config = {**ADDED_LATER, **state["config"]}
         config["quantiles"] = tuple(config["quantiles"])
-        candidate = LstmCandidate(LstmConfig(**config))
+        candidate = cls(LstmConfig(**config))
         with _quiet(), safe_globals(SAFE_GLOBALS):
             candidate.model = BlockRNNModel.load(str(folder / DARTS_FILE), map_location="cpu")
             candidate.model.trainer_params.update({"logger": False, "enable_progress_bar": False})

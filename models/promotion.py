@@ -13,7 +13,8 @@ when it wins, the old champion loses its alias and gets nothing.
 
 A champion that cannot be compared (it forecasts other metrics, another step or
 horizon, or could not be loaded) is replaced, and the reason says so. Pure: the
-registry adapter fetches both score sets and applies the decision.
+registry adapter fetches both score sets and applies the verdict. (Named ``judge``
+and ``Verdict``, not decide/Decision: those are the scaling rule's, ``prescale.decision``.)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ CHALLENGER = "challenger"
 
 
 @dataclass(frozen=True)
-class Decision:
+class Verdict:
     """The outcome and its numbers, ready for a model version's description."""
 
     promote: bool
@@ -41,25 +42,25 @@ class Decision:
         return CHAMPION if self.promote else CHALLENGER
 
 
-def decide(new: Scores, current: Scores | str | None, *, margin: float) -> Decision:
+def judge(new: Scores, current: Scores | str | None, *, margin: float) -> Verdict:
     """Apply the rule of the module docstring. ``current``: the champion's scores, why it is incomparable, or None."""
     if current is None:
-        return Decision(True, "first model for this app and phase", new.mase, None, margin)
+        return Verdict(True, "first model for this app and phase", new.mase, None, margin)
     if isinstance(current, str):
-        return Decision(True, f"the current champion cannot be compared: {current}", new.mase, None, margin)
+        return Verdict(True, f"the current champion cannot be compared: {current}", new.mase, None, margin)
     bar = (1.0 - margin) * current.mase
     if new.mase <= bar:
         gain = 1.0 - new.mase / current.mase if current.mase > 0 else 0.0
         reason = (f"MASE {new.mase:.4f} beats the champion's {current.mase:.4f} on the same held-out windows "
                   f"by {gain:.1%} (margin {margin:.1%})")
-        return Decision(True, reason, new.mase, current.mase, margin)
+        return Verdict(True, reason, new.mase, current.mase, margin)
     reason = (f"MASE {new.mase:.4f} does not beat the champion's {current.mase:.4f} by the margin {margin:.1%} "
               f"(needed <= {bar:.4f}) on the same held-out windows")
-    return Decision(False, reason, new.mase, current.mase, margin)
+    return Verdict(False, reason, new.mase, current.mase, margin)
 
 
 def describe(
-    decision: Decision,
+    verdict: Verdict,
     *,
     candidate: str,
     scores: dict[str, dict[str, float | None]],
@@ -67,10 +68,10 @@ def describe(
     window: dict[str, str],
     notes: tuple[str, ...] = (),
 ) -> str:
-    """Markdown for the version's description: the decision, its numbers, every candidate's scores."""
-    verdict = "**promoted to `champion`**" if decision.promote else "**kept as `challenger`**"
+    """Markdown for the version's description: the verdict, its numbers, every candidate's scores."""
+    outcome = "**promoted to `champion`**" if verdict.promote else "**kept as `challenger`**"
     lines = [
-        f"{verdict}: {decision.reason}.",
+        f"{outcome}: {verdict.reason}.",
         "",
         f"- candidate: `{candidate}`; previous champion: "
         f"{'v' + champion_version if champion_version else 'none'}",

@@ -15,9 +15,10 @@ What one training of (app, phase) leaves in MLflow:
 - the best candidate of this training registered as a new version of
   ``prescale-<app>-<phase>``, tagged with the stored metrics it reads
   (``prescale.inputs``: what the orchestrator must read to serve it); the current champion re-scored on the same
-  held-out windows; the decision (``promotion.decide``) applied to the aliases
+  held-out windows; the verdict (``promotion.judge``) applied to the aliases
   ``champion``/``challenger`` and written, with every candidate's scores, into
-  the version's description, readable in the MLflow UI.
+  the version's description (and, as JSON, its tag ``prescale.decision``), readable
+  in the MLflow UI.
 
 Retries are safe: a version carries the tag ``prescale.session`` (data
 fingerprint + configuration + candidate), and publishing the same session again
@@ -54,7 +55,7 @@ from mlflow.models import infer_signature
 
 from models.forecaster import Forecaster
 from models.plots import forecast_png
-from models.promotion import CHALLENGER, CHAMPION, Decision, decide, describe
+from models.promotion import CHALLENGER, CHAMPION, Verdict, describe, judge
 from models.scoring import Scores
 from models.series import fingerprint
 from models.train import PanelResult, TrainConfig, rescore
@@ -193,16 +194,16 @@ class Registry:
         mv = self._register(name, model_uris[result.best], session=session, candidate=best.name, window=window,
                             scores=best.scores, inputs=best.forecaster.inputs)
         current_version, current = self._current_champion(name, result, config, window)
-        decision = decide(best.scores, current, margin=margin)
+        verdict = judge(best.scores, current, margin=margin)
         notes = self._notes(current_version, name, window)
-        self._apply(name, mv.version, decision, current_version)
-        text = describe(decision, candidate=best.name, scores=result.scores(), champion_version=current_version,
+        self._apply(name, mv.version, verdict, current_version)
+        text = describe(verdict, candidate=best.name, scores=result.scores(), champion_version=current_version,
                         window=window, notes=notes)
         self.client.update_model_version(name, mv.version, description=text)
-        self.client.set_model_version_tag(name, mv.version, "prescale.decision", json.dumps(asdict(decision)))
-        champion = str(mv.version) if decision.promote else current_version
-        return Published(app, phase, name, str(mv.version), best.name, decision.promote, decision.alias,
-                         decision.reason, champion, current_version, decision.new_mase, decision.champion_mase,
+        self.client.set_model_version_tag(name, mv.version, "prescale.decision", json.dumps(asdict(verdict)))
+        champion = str(mv.version) if verdict.promote else current_version
+        return Published(app, phase, name, str(mv.version), best.name, verdict.promote, verdict.alias,
+                         verdict.reason, champion, current_version, verdict.new_mase, verdict.champion_mase,
                          experiment, run_ids)
 
     def _log_runs(self, result: PanelResult, *, experiment: str, phase: str, window: dict[str, str],
@@ -310,8 +311,8 @@ class Registry:
                     f"overlapping this held-out tail (from {window['test_start']}): its score is optimistic",)
         return ()
 
-    def _apply(self, name: str, version: str, decision: Decision, current_version: str | None) -> None:
-        if decision.promote:
+    def _apply(self, name: str, version: str, verdict: Verdict, current_version: str | None) -> None:
+        if verdict.promote:
             self.client.set_registered_model_alias(name, CHAMPION, version)
             try:
                 holder = self.client.get_model_version_by_alias(name, CHALLENGER)
@@ -333,11 +334,11 @@ class Registry:
         return done[0] if done else None
 
     def _published_from_tags(self, mv, *, app: str, phase: str) -> Published:
-        decision = json.loads(mv.tags["prescale.decision"])
+        verdict = json.loads(mv.tags["prescale.decision"])
         champion = self.champion_version(app, phase)
         return Published(app, phase, mv.name, str(mv.version), mv.tags.get("prescale.candidate", ""),
-                         decision["promote"], CHAMPION if decision["promote"] else CHALLENGER, decision["reason"],
-                         champion, None, decision["new_mase"], decision["champion_mase"], "",
+                         verdict["promote"], CHAMPION if verdict["promote"] else CHALLENGER, verdict["reason"],
+                         champion, None, verdict["new_mase"], verdict["champion_mase"], "",
                          {"model": mv.run_id})
 
     # -- loading ----------------------------------------------------------------------------------

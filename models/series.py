@@ -172,7 +172,7 @@ def fingerprint(panel: Panel) -> str:
 def phase_labels(rows: pd.DataFrame, panel: Panel) -> pd.Series | None:
     """The rows' phase labels on the panel's grid (the last label of each step), or None when unlabelled.
 
-    Training (``tasks.train.split_phases``) and serving (``tasks.orchestrate``) both tell phases from the panel
+    Training (``models.phase_panels.split_phases``) and serving (``tasks.orchestrate``) both tell phases from the panel
     and these labels, so a phase is derived the same way on both sides (serving pivoted the raw rows before).
     """
     if "phase" not in rows.columns or rows["phase"].isna().all():

@@ -15,16 +15,20 @@ input ``t-L+1..t``, targets ``t+1..t+H``, ``H`` the production horizon (default
 15 minutes at the data's step). Only windows fully observed are used, and the
 same windows score every candidate (``series.valid_origins``).
 
-**Candidates.** The four baselines (``baselines.py``), the LSTM (``lstm.py``: the
-mean of ``lstm_members`` networks' quantiles, seeds ``seed, seed + 1, ...``, which
-cuts the seed-to-seed spread of about 1% in MAE) and,
-when enabled, an ensemble ``lstm+<b>`` of the LSTM and the baseline ``b`` that did
-best on validation, with per-step weights ``w_h`` in {0, 0.05, .., 1} minimising the
-validation MASE of ``w_h f_lstm + (1 - w_h) f_b``. Each candidate's raw quantiles
-are calibrated (``conformal.py``), then scored (``scoring.py``).
+**Candidates.** Every registered component (``components.py``) trains on the
+panels' training rows and becomes a candidate of the same name: the four baselines
+(``baselines.py``) and the LSTM (``lstm.py``: the mean of ``lstm_members`` networks'
+quantiles, seeds ``seed, seed + 1, ...``, which cuts the seed-to-seed spread of about
+1% in MAE). When enabled, each learned candidate ``c`` (the LSTM) also competes as a
+blend ``c+<b>`` with the simple candidate ``b`` that did best on validation, with
+per-step weights ``w_h`` in {0, 0.05, .., 1} minimising the validation MASE of
+``w_h f_c + (1 - w_h) f_b``. A component that cannot train on a panel says why
+(``unavailable``). Each candidate's raw quantiles are calibrated (``conformal.py``),
+then scored (``scoring.py``).
 
 **Ranking.** The best candidate has the lowest MASE on the tail (ties: the
-simpler one, baselines before the LSTM). A baseline winning is an honest result.
+simpler one, components in their registration order, baselines before the LSTM,
+then blends). A baseline winning is an honest result.
 
 Bad input never raises out of :func:`train_panels`: a panel that cannot be
 trained (too short, constant, too gappy) comes back with ``skipped`` set to the
@@ -40,21 +44,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from models.baselines import BASELINES, BaselineError, available_baselines
+from models.component import Trained, TrainPart
+from models.components import COMPONENTS
 from models.conformal import calibrate
 from models.forecaster import Forecaster
-from models.lstm import LstmCandidate, LstmConfig, TrainPart
 from models.scoring import Scores, persistence_scale, score
 from models.series import Panel, runs, valid_origins, windows
-
-BASELINE_ORDER = ("persistence", "seasonal_naive", "ses", "holt_winters")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -66,7 +68,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything one training needs; horizons and windows in minutes, converted per panel step."""
+    """Everything one training needs; horizons and windows in minutes, converted per panel step.
+
+    The one place of the defaults: the LSTM's network and budget fields here are resolved per step by
+    ``LstmConfig.from_train`` (``models.lstm``), the settings (``ForecastSettings``) override a subset,
+    and a preset (``PRESETS``) overrides those.
+    """
 
     horizon_minutes: float = 15.0
     input_minutes: float = 240.0
@@ -115,20 +122,6 @@ class TrainConfig:
         horizon = max(1, round(self.horizon_minutes * 60 / step_seconds))
         inputs = max(2 * horizon, min(self.max_input_steps, round(self.input_minutes * 60 / step_seconds)))
         return inputs, horizon
-
-    def lstm(self, step_seconds: int, *, train_rows: int | None = None) -> LstmConfig:
-        """The LSTM's configuration at this step; the weekly lag only with two weeks of training rows or more."""
-        inputs, horizon = self.steps(step_seconds)
-        season = max(1, round(86_400 / step_seconds))
-        weekly = self.weekly_lag and train_rows is not None and train_rows >= 14 * season
-        window = max(0, min(round(self.lag_window_minutes * 60 / step_seconds), season - horizon))
-        return LstmConfig(
-            input_steps=inputs, horizon=horizon, quantiles=self.quantiles, hidden_dim=self.hidden_dim,
-            layers=self.layers, dropout=self.dropout, epochs=self.epochs, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, patience=self.patience, max_samples=self.max_samples,
-            seed=self.seed, log_target=self.log_target, seasonal_lag=self.seasonal_lag, weekly_lag=weekly,
-            season=season, lag_window=window,
-        )
 
 
 def _known(preset: str) -> str:
@@ -243,10 +236,11 @@ def train_panels(
     progress: Progress | None = None,
     scratch: Path | None = None,
 ) -> list[PanelResult]:
-    """Train and score every candidate on every panel; one LSTM is fitted on all panels together.
+    """Train and score every registered component on every panel, and the blends.
 
     ``panels`` are ``(key, panel)`` pairs with the same metrics and step (one app's phase is one
-    panel; the benchmark's per-VM series are twenty, and their LSTM is one global model).
+    panel; the benchmark's per-VM series are twenty). Each component trains on all the panels at
+    once (``Component.train``): the baselines fit one model per panel, the LSTM one global model.
     ``scratch``: the folder for the LSTM's checkpoints while it fits (each fit's own subfolder,
     removed after it); ``None``: the system temp dir.
     """
@@ -265,32 +259,14 @@ def train_panels(
         usable.append((result, split))
     if not usable:
         return results
-    lstm, lstm_seconds, lstm_error = _fit_lstm(usable, config, say, scratch)
-    for i, (result, split) in enumerate(usable):
-        say(f"{result.key}: baselines")
-        _evaluate_panel(result, split, config, lstm=lstm, lstm_part=i, lstm_seconds=lstm_seconds)
-        if lstm_error:
-            result.unavailable["lstm"] = lstm_error
-    return results
-
-
-def _fit_lstm(usable: list[tuple[PanelResult, Split]], config: TrainConfig, say: Progress, scratch: Path | None):
-    step = usable[0][0].panel.step_seconds
     parts = [TrainPart(r.panel, s.train_stop, s.val_stop) for r, s in usable]
-    say(f"lstm: fitting {config.lstm_members} network(s) on {len(parts)} series")
-    try:
-        members = fit_lstm_members(parts, config, step, scratch=scratch)
-    except (ValueError, RuntimeError) as exc:  # a training failure skips the LSTM, not the phase
-        return None, 0.0, f"training failed: {exc}"
-    return members, sum(m.train_seconds for m in members), None
-
-
-def fit_lstm_members(parts: Sequence[TrainPart], config: TrainConfig, step_seconds: int, *,
-                     scratch: Path | None = None) -> list[LstmCandidate]:
-    """The ``lstm_members`` networks of the LSTM candidate: one configuration, seeds ``seed, seed + 1, ...``."""
-    lstm_config = config.lstm(step_seconds, train_rows=min(p.train_stop for p in parts))
-    return [LstmCandidate(replace(lstm_config, seed=lstm_config.seed + i), scratch=scratch).fit(parts)
-            for i in range(max(1, config.lstm_members))]
+    trained = {}
+    for name, component in COMPONENTS.items():
+        say(f"{name}: training on {len(parts)} series")
+        trained[name] = component.train(parts, config, scratch=scratch)
+    for i, (result, split) in enumerate(usable):
+        _evaluate_panel(result, split, config, {name: per_part[i] for name, per_part in trained.items()}, part=i)
+    return results
 
 
 @dataclass
@@ -306,27 +282,21 @@ class _Raw:
 
 
 def _evaluate_panel(
-    result: PanelResult, split: Split, config: TrainConfig, *, lstm: list[LstmCandidate] | None, lstm_part: int,
-    lstm_seconds: float,
+    result: PanelResult, split: Split, config: TrainConfig, trained: dict[str, Trained | str], *, part: int,
 ) -> None:
     panel = result.panel
     horizon = config.steps(panel.step_seconds)[1]
     scale = persistence_scale(panel.values[: split.train_stop])
     actual_val = windows(panel.values, split.val_origins, horizon)
     actual_test = windows(panel.values, split.test_origins, horizon)
-    raws = _baselines(result, split, config, horizon)
-    if lstm is not None:
-        params = {"epochs_trained": [m.epochs_trained for m in lstm], **_lstm_params(lstm[0].config),
-                  "networks": len(lstm)}
-        raws["lstm"] = _Raw(np.mean([m.predict(panel, split.val_origins, part=lstm_part) for m in lstm], axis=0),
-                            np.mean([m.predict(panel, split.test_origins, part=lstm_part) for m in lstm], axis=0),
-                            lstm_seconds, list(lstm), np.full((len(lstm), horizon), 1.0 / len(lstm)), params)
-        if config.ensemble:
-            ensemble = _ensemble(raws, actual_val, scale, median=config.quantiles.index(0.5))
-            if isinstance(ensemble, str):
-                result.unavailable["ensemble"] = ensemble
-            else:
-                raws.update(ensemble)
+    raws: dict[str, _Raw] = {}
+    for name, fitted in trained.items():
+        if isinstance(fitted, str):
+            result.unavailable[name] = fitted
+        else:
+            raws[name] = _backtest(fitted, panel, split, horizon=horizon, part=part)
+    if config.ensemble:
+        raws.update(_blends(raws, result, actual_val, scale, median=config.quantiles.index(0.5)))
     for name, raw in raws.items():
         cal = calibrate(raw_val=raw.val, actual_val=actual_val, raw_test=raw.test, actual_test=actual_test,
                         origins_test=split.test_origins, quantiles=config.quantiles, lr=config.conformal_lr)
@@ -335,84 +305,80 @@ def _evaluate_panel(
         forecaster = Forecaster(
             candidate=name, metrics=panel.metrics, step_seconds=panel.step_seconds, horizon=horizon,
             quantiles=config.quantiles, components=raw.components, weights=raw.weights, offsets=cal.offsets,
-            lstm_part=lstm_part,
+            part=part,
         )
         result.candidates[name] = CandidateResult(name, scores, raw.seconds, forecaster, cal.quantiles, raw.params)
     result.best = rank(result.candidates)
 
 
-def _baselines(result: PanelResult, split: Split, config: TrainConfig, horizon: int) -> dict[str, _Raw]:
-    """Fit every baseline the training rows support; the others go to ``result.unavailable`` with why."""
-    panel = result.panel
-    train = panel.values[: split.train_stop]
-    names, result.unavailable = available_baselines(int(panel.observed[: split.train_stop].sum()),
-                                                    season=panel.season, horizon=horizon)
-    fit_steps = int(config.baseline_fit_days * panel.season)
-    raws = {}
-    for name in names:
-        started = time.perf_counter()
-        model = BASELINES[name](season=panel.season, horizon=horizon, quantiles=config.quantiles)
-        try:
-            model.fit(train, fit_steps=max(fit_steps, model.min_history() + horizon))
-        except BaselineError as exc:
-            result.unavailable[name] = str(exc)
-            continue
-        val = model.predict(panel.values, split.val_origins)
-        test = model.predict(panel.values, split.test_origins)
-        raws[name] = _Raw(val, test, time.perf_counter() - started, [model], np.ones((1, horizon)),
-                          {"params": model.params})
-    return raws
+def _backtest(fitted: Trained, panel: Panel, split: Split, *, horizon: int, part: int) -> _Raw:
+    """The mean of the members' quantiles from every validation and held-out origin; the time includes the fit."""
+    started = time.perf_counter()
+    members = fitted.members
+    val = np.mean([m.predict_at(panel, split.val_origins, part=part) for m in members], axis=0)
+    test = np.mean([m.predict_at(panel, split.test_origins, part=part) for m in members], axis=0)
+    return _Raw(val, test, fitted.seconds + time.perf_counter() - started, list(members),
+                np.full((len(members), horizon), 1.0 / len(members)), fitted.params)
 
 
-def _lstm_params(config: LstmConfig) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+def _blends(raws: dict[str, _Raw], result: PanelResult, actual_val: np.ndarray, scale: np.ndarray, *,
+            median: int) -> dict[str, _Raw]:
+    """One blend per learned candidate (:func:`_blend`); why not, under ``unavailable["ensemble"]``."""
+    simple = [n for n in raws if not COMPONENTS[n].learned]
+    blends, reasons = {}, []
+    for learned in [n for n in raws if COMPONENTS[n].learned]:
+        blend = _blend(raws, learned, simple, actual_val, scale, median=median)
+        if isinstance(blend, str):
+            reasons.append(blend)
+        else:
+            blends.update(blend)
+    if reasons:
+        result.unavailable["ensemble"] = "; ".join(reasons)
+    return blends
 
 
-def _ensemble(
-    raws: dict[str, _Raw], actual_val: np.ndarray, scale: np.ndarray, *, median: int
+def _blend(
+    raws: dict[str, _Raw], learned: str, simple: list[str], actual_val: np.ndarray, scale: np.ndarray, *,
+    median: int,
 ) -> dict[str, _Raw] | str:
-    """``lstm+<b>``: the LSTM and the validation-best baseline ``b``, per-step weights chosen on validation.
+    """``<learned>+<b>``: a learned candidate and the validation-best simple one ``b``, per-step weights chosen
+    on validation.
 
-    Weight ``w_h`` of the LSTM at step ``h`` minimises the validation MASE of the blended median over
-    ``w`` in {0, 0.05, ..., 1}; the blend of quantiles is the same weighted average. No ensemble when
+    Weight ``w_h`` of the learned one at step ``h`` minimises the validation MASE of the blended median over
+    ``w`` in {0, 0.05, ..., 1}; the blend of quantiles is the same weighted average. No blend when
     validation puts all the weight on one member at every step (it would only duplicate that member).
     """
-    baselines = [n for n in raws if n in BASELINES]
-    if not baselines or len(actual_val) == 0:
+    if not simple or len(actual_val) == 0:
         return "no baseline or no validation window to blend with"
 
     def val_error(median_val: np.ndarray) -> np.ndarray:  # per step
         return (np.abs(median_val - actual_val).mean(axis=0) / scale).mean(axis=-1)
 
-    partner = min(baselines, key=lambda n: float(val_error(raws[n].val[..., median]).mean()))
-    lstm, base = raws["lstm"], raws[partner]
+    partner = min(simple, key=lambda n: float(val_error(raws[n].val[..., median]).mean()))
+    first, base = raws[learned], raws[partner]
     grid = np.linspace(0.0, 1.0, 21)
-    errors = np.stack([val_error(w * lstm.val[..., median] + (1 - w) * base.val[..., median]) for w in grid])
+    errors = np.stack([val_error(w * first.val[..., median] + (1 - w) * base.val[..., median]) for w in grid])
     w = grid[errors.argmin(axis=0)]  # (H,)
     if w.max() == 0.0 or w.min() == 1.0:  # all on one member: that member already competes as itself
-        member = partner if w.max() == 0.0 else "lstm"
+        member = partner if w.max() == 0.0 else learned
         return f"validation put all the weight on {member} at every step: no blend to add"
-    weights = np.concatenate([lstm.weights * w, base.weights * (1.0 - w)])
+    weights = np.concatenate([first.weights * w, base.weights * (1.0 - w)])
 
     def blend(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return w[None, :, None, None] * a + (1.0 - w)[None, :, None, None] * b
 
-    params = {"members": ["lstm", partner], "weights": np.stack([w, 1.0 - w]).tolist()}
-    name = f"lstm+{partner}"
-    return {name: _Raw(blend(lstm.val, base.val), blend(lstm.test, base.test), lstm.seconds + base.seconds,
-                       lstm.components + base.components, weights, params)}
+    params = {"members": [learned, partner], "weights": np.stack([w, 1.0 - w]).tolist()}
+    name = f"{learned}+{partner}"
+    return {name: _Raw(blend(first.val, base.val), blend(first.test, base.test), first.seconds + base.seconds,
+                       first.components + base.components, weights, params)}
 
 
 def rank(candidates: dict[str, CandidateResult]) -> str | None:
-    """The lowest MASE; ties go to the simpler candidate (baselines in their order, then the LSTM)."""
+    """The lowest MASE; ties go to the simpler candidate (components in their registration order, then blends)."""
     if not candidates:
         return None
-    order = {name: i for i, name in enumerate(BASELINE_ORDER)}
+    order = {name: i for i, name in enumerate(COMPONENTS)}
     return min(candidates, key=lambda n: (round(candidates[n].scores.mase, 12), order.get(n, len(order)), n))
-
-
-def is_lstm_based(name: str) -> bool:
-    return name == "lstm" or name.startswith("lstm+")
 
 
 def rescore(

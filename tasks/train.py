@@ -1,7 +1,7 @@
 """Prefect tasks for training: one step each; retried where they touch the store or MLflow.
 
-The work lives in ``models`` (training, scoring, the registry adapter) and
-``prescale.phases`` (phase labels); these wrappers add names, retries and logs,
+The work lives in ``models`` (phase panels, training, scoring, the registry
+adapter) and ``prescale.phases`` (phase labels); these wrappers add names, retries and logs,
 and turn every expected failure of one (app, phase) into a *skip with a reason*
 rather than an exception, so one bad app never fails the whole flow:
 
@@ -33,26 +33,16 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from models.phase_panels import AppPhases, split_phases
 from models.registry import Registry
-from models.series import Panel, SeriesError, panel_from_long, phase_labels
+from models.series import Panel
 from models.train import PanelResult, TrainConfig, train_panels
 from prescale.metrics.store import MetricsStore
 from prescale.names import AppName, app_names
 from prescale.phase_reports import read_report, write_report
-from prescale.phases import PhaseConfig, PhaseReport, assign_phases
 
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [1, 5, 15]
-
-
-@dataclass
-class AppPhases:
-    """One app's panel split into phases, or why it could not be."""
-
-    app: str
-    report: dict[str, Any] | None
-    panels: dict[str, Panel] = field(default_factory=dict)
-    skipped: str | None = None
 
 
 @dataclass
@@ -116,30 +106,8 @@ def label_phases(
     app: str, rows: pd.DataFrame, config: TrainConfig, *, previous: dict[str, Any] | None = None,
     min_phase_minutes: float = 240.0, metrics: list[str] | None = None,
 ) -> AppPhases:
-    """The app's panel, cut into one panel per phase (other phases' rows set missing)."""
+    """The app's panel, cut into one panel per phase (other phases' rows set missing: ``models.phase_panels``)."""
     return split_phases(app, rows, config, previous=previous, min_phase_minutes=min_phase_minutes, metrics=metrics)
-
-
-def split_phases(
-    app: str, rows: pd.DataFrame, config: TrainConfig, *, previous: dict[str, Any] | None = None,
-    min_phase_minutes: float = 240.0, metrics: list[str] | None = None,
-) -> AppPhases:
-    if rows.empty:
-        return AppPhases(app, None, skipped="no metrics in the store for this app: ingest some first")
-    try:
-        panel = panel_from_long(rows, metrics=metrics, max_fill_steps=config.max_fill_steps)
-    except SeriesError as exc:
-        return AppPhases(app, None, skipped=str(exc))
-    labels = phase_labels(rows, panel)
-    phase_config = PhaseConfig(
-        window=max(2, round(3600 / panel.step_seconds)),
-        min_steps=max(2, round(min_phase_minutes * 60 / panel.step_seconds)),
-        seed=config.seed,
-    )
-    old = PhaseReport.from_dict(previous) if previous else None
-    ids, report = assign_phases(panel.to_frame(), labels=labels, config=phase_config, previous=old)
-    panels = {pid: panel if len(report.phases) == 1 else panel.where(ids == pid) for pid in report.ids}
-    return AppPhases(app, report.to_dict(), panels)
 
 
 # -- training and publishing ------------------------------------------------------------------------

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.baselines import BASELINES, Baseline, BaselineError, available_baselines
-from tests.forecasting.conftest import DAY, daily_panel
+from models.baselines import BASELINES, Baseline, BaselineError
+from models.component import Trained, TrainPart
+from tests.forecasting.conftest import DAY, daily_panel, tiny_config
 
 QUANTILES = (0.05, 0.1, 0.5, 0.9, 0.95)
 
@@ -66,8 +67,9 @@ def test_quantiles_bracket_the_median_and_survive_a_round_trip(name):
 
 
 def test_too_short_for_the_season_is_said_plainly():
-    names, reasons = available_baselines(300, season=DAY, horizon=3)
-    assert "holt_winters" not in names and "seasonal_naive" in names
-    assert "579" in reasons["holt_winters"]
+    part = TrainPart(daily_panel(2.0), 300, 400)
+    (too_short,) = BASELINES["holt_winters"].train([part], tiny_config())
+    assert too_short == "needs 579 training rows (its season is 288 steps), got 300"
+    assert isinstance(BASELINES["seasonal_naive"].train([part], tiny_config())[0], Trained)
     with pytest.raises(BaselineError, match="needs at least"):
         BASELINES["holt_winters"](season=DAY, horizon=3).fit(np.ones((300, 1)))

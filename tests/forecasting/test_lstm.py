@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 
-from models.lstm import LstmCandidate, LstmConfig, Scaling, TrainPart, lagged
-from tests.forecasting.conftest import DAY, daily_panel
+from models.component import TrainPart
+from models.lstm import LstmCandidate, LstmConfig, Scaling, lagged
+from tests.forecasting.conftest import DAY, STEP, daily_panel, tiny_config
 
 QS = (0.1, 0.5, 0.9)
 
 
 def _config(**overrides) -> LstmConfig:
-    base = dict(input_steps=24, horizon=3, quantiles=QS, hidden_dim=8, epochs=2, max_samples=400, patience=1,
-                season=DAY, seed=0)
-    return LstmConfig(**{**base, **overrides})
+    """A 2-hour input, 3 steps ahead at 5 minutes, no lags: small enough to fit in seconds."""
+    train = tiny_config(input_minutes=120, quantiles=QS, max_samples=400, seasonal_lag=False, lag_window_minutes=0)
+    return replace(LstmConfig.from_train(train, STEP), **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def fitted():
 def test_backtest_gives_ordered_quantiles_for_every_origin(fitted):
     panel, model = fitted
     origins = np.arange(int(2.5 * DAY), 3 * DAY - 3)
-    q = model.predict(panel, origins)
+    q = model.predict_at(panel, origins)
     assert q.shape == (len(origins), 3, 1, 3)
     assert np.isfinite(q).all() and (np.diff(q, axis=-1) >= 0).all()
     # it learnt the level: the median is in the data's range, not around the scaled 0..1
@@ -39,7 +41,7 @@ def test_backtest_gives_ordered_quantiles_for_every_origin(fitted):
 def test_forecast_after_the_last_row_matches_the_backtest_from_the_same_origin(fitted):
     panel, model = fitted
     origin = 3 * DAY - 10
-    backtest = model.predict(panel, np.array([origin]))[0]
+    backtest = model.predict_at(panel, np.array([origin]))[0]
     ahead = model.forecast(panel.head(origin + 1))
     np.testing.assert_allclose(ahead, backtest, rtol=1e-4, atol=1e-4)
 
@@ -48,9 +50,9 @@ def test_same_seed_same_model_other_seed_other_model():
     panel = daily_panel(2.5)
     part = [TrainPart(panel, 2 * DAY - 40, 2 * DAY + 20)]
     origins = np.arange(2 * DAY + 40, 2 * DAY + 60)
-    a = LstmCandidate(_config(seed=3)).fit(part).predict(panel, origins)
-    b = LstmCandidate(_config(seed=3)).fit(part).predict(panel, origins)
-    c = LstmCandidate(_config(seed=4)).fit(part).predict(panel, origins)
+    a = LstmCandidate(_config(seed=3)).fit(part).predict_at(panel, origins)
+    b = LstmCandidate(_config(seed=3)).fit(part).predict_at(panel, origins)
+    c = LstmCandidate(_config(seed=4)).fit(part).predict_at(panel, origins)
     np.testing.assert_allclose(a, b, rtol=1e-5)
     assert not np.allclose(a, c, rtol=1e-3)
 
@@ -69,15 +71,15 @@ def test_one_global_model_for_several_series_keeps_each_scale():
     parts = [TrainPart(p, 2 * DAY - 40, 2 * DAY + 20) for p in (small, large)]
     model = LstmCandidate(_config(seasonal_lag=True)).fit(parts)
     origins = np.arange(2 * DAY + 40, 2 * DAY + 60)
-    med_small = np.median(model.predict(small, origins, part=0)[..., 1])
-    med_large = np.median(model.predict(large, origins, part=1)[..., 1])
+    med_small = np.median(model.predict_at(small, origins, part=0)[..., 1])
+    med_large = np.median(model.predict_at(large, origins, part=1)[..., 1])
     assert 50 < med_large / med_small < 200
 
 
 def test_multivariate_output_has_one_slot_per_metric():
     panel = daily_panel(2.5, metrics=("cpu_cores", "memory_gib"))
     model = LstmCandidate(_config()).fit([TrainPart(panel, 2 * DAY - 40, 2 * DAY + 20)])
-    q = model.predict(panel, np.arange(2 * DAY + 40, 2 * DAY + 50))
+    q = model.predict_at(panel, np.arange(2 * DAY + 40, 2 * DAY + 50))
     assert q.shape == (10, 3, 2, 3)
     assert np.median(q[:, :, 1, 1]) > 1.5 * np.median(q[:, :, 0, 1])  # metric 2 is twice metric 1
 
@@ -99,18 +101,16 @@ def test_a_trained_lstm_survives_pickling_between_processes(trained):
     """Dask ships training results between processes: darts alone would drop the network's weights."""
     import pickle
 
-    from models.forecaster import forecast_component
-
-    (lstm,) = [c for c in trained.candidates["lstm"].forecaster.components if getattr(c, "name", "") == "lstm"]
-    before = forecast_component(lstm, trained.panel)
-    again = forecast_component(lstm, trained.panel)  # the reused prediction trainer changes nothing
+    (lstm,) = trained.candidates["lstm"].forecaster.components
+    before = lstm.forecast(trained.panel)
+    again = lstm.forecast(trained.panel)  # the reused prediction trainer changes nothing
     shipped = pickle.loads(pickle.dumps(lstm))
     # shipped on untouched (training worker -> flow -> publishing worker): no trainer, weights still there
     twice = pickle.loads(pickle.dumps(shipped))
     assert shipped.model is not None and shipped.model.model is not None
     np.testing.assert_array_equal(before, again)
-    np.testing.assert_allclose(forecast_component(shipped, trained.panel), before, rtol=1e-6)
-    np.testing.assert_allclose(forecast_component(twice, trained.panel), before, rtol=1e-6)
+    np.testing.assert_allclose(shipped.forecast(trained.panel), before, rtol=1e-6)
+    np.testing.assert_allclose(twice.forecast(trained.panel), before, rtol=1e-6)
 
 
 def test_lagged_values_are_centred_means_of_the_observed_rows_a_lag_back():
@@ -133,8 +133,8 @@ def test_smoothed_lags_never_read_past_the_origin():
     values = panel.values.copy()
     values[origin + 1 :] *= 10  # the future changes...
     changed = type(panel)(panel.index, values, panel.metrics, panel.step_seconds)
-    before = model.predict(panel, np.array([origin]))
-    np.testing.assert_allclose(model.predict(changed, np.array([origin])), before, rtol=1e-6)  # ...the forecast not
+    before = model.predict_at(panel, np.array([origin]))
+    np.testing.assert_allclose(model.predict_at(changed, np.array([origin])), before, rtol=1e-6)  # ...the forecast not
     np.testing.assert_allclose(model.forecast(panel.head(origin + 1))[None], before, rtol=1e-4, atol=1e-4)
 
 
@@ -155,19 +155,12 @@ class _FailAtTrainEnd(pl.Callback):
         raise RuntimeError("disk full after the last epoch")
 
 
-def test_checkpoints_go_under_the_scratch_folder_and_are_removed_even_when_the_fit_fails(tmp_path, monkeypatch):
+def test_checkpoints_go_under_the_scratch_folder_and_are_removed_even_when_the_fit_fails(tmp_path):
     scratch = tmp_path / "home" / "tmp" / "checkpoints"
     written: list[str] = []
-    real = LstmCandidate._darts_model
-
-    def failing(self, **kwargs):
-        model = real(self, **kwargs)
-        model.trainer_params["callbacks"].append(_FailAtTrainEnd(scratch, written))
-        return model
-
-    monkeypatch.setattr(LstmCandidate, "_darts_model", failing)
     panel = daily_panel(2.5)
     with pytest.raises(RuntimeError, match="disk full"):
-        LstmCandidate(_config(epochs=1), scratch=scratch).fit([TrainPart(panel, 2 * DAY, int(2.3 * DAY))])
+        LstmCandidate(_config(epochs=1), scratch=scratch).fit([TrainPart(panel, 2 * DAY, int(2.3 * DAY))],
+                                                              callbacks=[_FailAtTrainEnd(scratch, written)])
     assert any(name.startswith("best-") for name in written), "darts did checkpoint under the scratch folder"
     assert list(scratch.iterdir()) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.promotion import CHALLENGER, CHAMPION, decide, describe
+from models.promotion import CHALLENGER, CHAMPION, describe, judge
 from models.scoring import Scores
 
 
@@ -25,19 +25,19 @@ def _scores(mase: float) -> Scores:
         pytest.param(0.99, 1.0, 0.0, True, id="no-margin-any-gain"),
     ],
 )
-def test_decide(new, current, margin, promote):
+def test_judge(new, current, margin, promote):
     current_scores = _scores(current) if isinstance(current, float) else current
-    decision = decide(_scores(new), current_scores, margin=margin)
-    assert decision.promote is promote
-    assert decision.alias == (CHAMPION if promote else CHALLENGER)
+    verdict = judge(_scores(new), current_scores, margin=margin)
+    assert verdict.promote is promote
+    assert verdict.alias == (CHAMPION if promote else CHALLENGER)
     if isinstance(current, float):
-        assert f"{current:.4f}" in decision.reason
+        assert f"{current:.4f}" in verdict.reason
 
 
-def test_description_shows_the_decision_and_every_candidate():
-    decision = decide(_scores(1.2), _scores(1.0), margin=0.02)
+def test_description_shows_the_verdict_and_every_candidate():
+    verdict = judge(_scores(1.2), _scores(1.0), margin=0.02)
     scores = {"lstm": _scores(1.2).headline(), "ses": _scores(1.3).headline()}
-    text = describe(decision, candidate="lstm", scores=scores, champion_version="3",
+    text = describe(verdict, candidate="lstm", scores=scores, champion_version="3",
                     window={"train_start": "a", "train_end": "b", "test_start": "c", "test_end": "d"})
     assert "kept as `challenger`" in text and "v3" in text
     assert "| lstm |" in text and "| ses |" in text

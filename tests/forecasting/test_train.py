@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.components import is_learned
+from models.lstm import LstmCandidate, LstmConfig
 from models.series import panel_from_wide
-from models.train import TrainConfig, check_panel, is_lstm_based, rank, rescore, split_panel, train_panels
+from models.train import TrainConfig, check_panel, rank, rescore, split_panel, train_panels
 from tests.forecasting.conftest import DAY, daily_frame, daily_panel, tiny_config
 
 
@@ -48,7 +50,7 @@ def test_ranking_breaks_ties_towards_the_simpler_candidate(trained):
 
     tied["ses"] = replace(tied["ses"], scores=replace(tied["ses"].scores, mase=lstm_scores.mase))
     assert rank(tied) == "ses"
-    assert is_lstm_based("lstm+ses") and not is_lstm_based("ses")
+    assert is_learned("lstm+ses") and is_learned("lstm") and not is_learned("ses")
 
 
 def test_rescoring_the_winner_reproduces_its_scores(trained):
@@ -133,13 +135,12 @@ def test_presets_are_named_and_unknown_ones_refused():
     ("days", "weekly"), [pytest.param(13, False, id="under-two-weeks"), pytest.param(14, True, id="two-weeks")]
 )
 def test_the_weekly_lag_needs_two_weeks_of_training_rows(days, weekly):
-    config = TrainConfig().lstm(300, train_rows=days * DAY)
+    config = LstmConfig.from_train(TrainConfig(), 300, train_rows=days * DAY)
     assert config.weekly_lag is weekly and config.seasonal_lag
 
 
 def test_several_lstm_networks_are_averaged_and_deployed_together(tmp_path):
-    from models.forecaster import Forecaster, predict_component
-    from models.lstm import LstmCandidate
+    from models.forecaster import Forecaster
 
     panel = daily_panel(4.0, seed=1)
     result = train_panels([("svc/default", panel)], tiny_config(lstm_members=2))[0]
@@ -148,7 +149,7 @@ def test_several_lstm_networks_are_averaged_and_deployed_together(tmp_path):
     assert all(isinstance(c, LstmCandidate) for c in lstm.components)
     np.testing.assert_allclose(lstm.weights, 0.5)
     origins = result.split.test_origins[:5]
-    members = [predict_component(c, panel, origins) for c in lstm.components]
+    members = [c.predict_at(panel, origins) for c in lstm.components]
     assert not np.allclose(members[0], members[1])  # two seeds, two networks
     np.testing.assert_allclose(lstm.raw(panel, origins), np.mean(members, axis=0), rtol=1e-6)
     for name, candidate in result.candidates.items():  # every blend's weights still sum to one per step
