@@ -42,13 +42,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from prescale.metrics.store import MetricsStore  # noqa: E402
+from prescale.metrics.store import MetricsStore  # noqa: E402 - after the environment above
 from prescale.settings import RunnerSettings, load_settings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: its shipped profiles, the shared traces, results
 
 TRACE = ROOT.parent / "shared" / "traces" / "azure_v1_pervm" / "microsoft_avg_100.csv"
 TEMPLATES = ("web", "inference", "analytics", "transcoder")
@@ -135,11 +135,11 @@ def share_champions(n: int, trained: int) -> float:
 
 
 def cycles(apps: list[str], at: pd.Timestamp, count: int, runner: RunnerSettings) -> list[dict]:
-    import tasks.orchestrate
     from flows.orchestrate import orchestrate
     from flows.runners import task_runner
+    from tasks.orchestrate import forget_champions
 
-    tasks.orchestrate._LOADERS.clear()
+    forget_champions()
     flow = orchestrate.with_options(task_runner=task_runner(runner, threads=load_settings().orchestrate.max_workers))
     out = []
     for c in range(count):
@@ -209,7 +209,7 @@ def prefect_server(home: Path):
 
 
 def profile(home: Path, apps: int, name: str) -> None:
-    """Where one warm cycle's per-app time goes: gather and decide of ``apps`` apps, in this process, profiled.
+    """Where one warm cycle's per-app time goes: gather and plan of ``apps`` apps, in this process, profiled.
 
     Reuses a home the main run built (profiles, history, registry); runs each app's steps serially with the
     cycle's search budget for that app count, after one unprofiled pass that warms the champion cache.
@@ -220,7 +220,7 @@ def profile(home: Path, apps: int, name: str) -> None:
 
     from prefect.logging import disable_run_logger
 
-    from tasks.orchestrate import decide, gather, observe
+    from tasks.orchestrate import gather, observe, plan_app
 
     os.environ["PRESCALE_HOME"] = str(home)
     os.environ["PRESCALE_SEARCH__PROFILES"] = str(home / "profiles")
@@ -228,27 +228,27 @@ def profile(home: Path, apps: int, name: str) -> None:
     total = len(list((home / "profiles").glob("*.yaml")))
     names = [app_name(i) for i in range(apps)]
     at = MetricsStore(settings.store.root).read(names[0])["ts"].max() + STEP  # as the main run's first cycle
-    parts = {"gather": 0.0, "decide": 0.0}
+    parts = {"gather": 0.0, "plan": 0.0}
     with disable_run_logger():
-        held = observe.fn(names, settings, at.timestamp())
+        views = observe.fn(names, settings, at.timestamp())
         for app in names:  # warm: champions loaded, caches filled
-            decide.fn(gather.fn(app, at, settings), held[app], settings)
+            plan_app.fn(gather.fn(app, at, settings), views[app], settings)
         prof = cProfile.Profile()
         prof.enable()
         for app in names:
             t0 = time.perf_counter()
             got = gather.fn(app, at, settings)
             t1 = time.perf_counter()
-            decide.fn(got, held[app], settings)
+            plan_app.fn(got, views[app], settings)
             parts["gather"] += t1 - t0
-            parts["decide"] += time.perf_counter() - t1
+            parts["plan"] += time.perf_counter() - t1
         prof.disable()
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(40)
     per_app = {k: round(1000 * v / apps, 1) for k, v in parts.items()}
     text = (f"# Where a warm orchestrate cycle's per-app time goes ({apps} of {total} apps, serial, profiled)\n\n"
             f"Per app: gather "
-            f"{per_app['gather']} ms, decide {per_app['decide']} ms (cProfile adds overhead).\n\n"
+            f"{per_app['gather']} ms, plan {per_app['plan']} ms (cProfile adds overhead).\n\n"
             "```\n" + out.getvalue().strip() + "\n```\n")
     (OUT / f"{name}.md").write_text(text)
     print(text[:3000])
@@ -336,18 +336,18 @@ def write(results: dict, *, name: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
     lines = ["# Orchestrate cycle and training at scale", "",
-             f"Machine: {results['machine']['cpus']} cores. Dry-run cycles (decide and record); times from "
+             f"Machine: {results['machine']['cpus']} cores. Dry-run cycles (gather, plan and record); times from "
              "Prefect's flow and task runs. Target: the 1,000-app cycle under 60 s (issue 7), 50 apps p95 under "
              "60 s (issue 6).", "",
              "| apps | runner | cold cycle s | warm cycle s (worst) | warm p95 s | warm ms/app | gather s (sum) | "
-             "decide s (sum) | decisions predictive / reactive / failed | peak RSS MiB (self / child) |",
+             "plan-app s (sum) | decisions predictive / reactive / failed | peak RSS MiB (self / child) |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for e in results["apps"]:
         tasks = e["cycles"][-1]["tasks"]
         lines.append(f"| {e['apps']} | {e['runner']} | {e['cold_cycle_s']} | {e['warm_cycle_s']} | "
                      f"{e.get('warm_p95_s', '-')} | "
                      f"{e['warm_per_app_ms']} | {tasks.get('gather-inputs', {}).get('sum_s', '-')} | "
-                     f"{tasks.get('decide', {}).get('sum_s', '-')} | {_modes(e['cycles'][-1]['modes'])} | "
+                     f"{tasks.get('plan-app', {}).get('sum_s', '-')} | {_modes(e['cycles'][-1]['modes'])} | "
                      f"{e['self_peak_mib']} / "
                      f"{e['largest_child_peak_mib']} |")
     lines += ["", "| training: apps | runner | (app, phase) pairs | trained | s | s per pair |",

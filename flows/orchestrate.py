@@ -4,8 +4,9 @@
 2. per app, mapped in parallel on the settings' task runner (threads, or Dask:
    ``flows/runners.py``): ``gather-inputs`` (recent rows, phase, recent
    decisions, the rule's state, the champion's forecast; or why there is none)
-   then ``decide`` (the predictive rule of ``prescale.decision`` with its
-   reactive floor, then the plan).
+   then ``plan-app`` (``prescale.cycle.plan_app``: the predictive rule of
+   ``prescale.decision`` with its reactive floor, then the plan and the
+   ledger row).
 3. ``apply-plans``: one app after another through the cluster backend
    (make-before-break), unless dry run.
 4. ``record-decisions``: one ledger row per app; one ``request-retraining`` for
@@ -28,18 +29,18 @@ from prefect import flow, get_run_logger, unmapped
 
 from flows.runners import task_runner
 from prescale.catalog import list_profiles
+from prescale.cycle import Decided
 from prescale.metrics.store import MetricsStore, utc
 from prescale.names import AppName, app_names
 from prescale.settings import load_settings
 from tasks.orchestrate import (
     apply_plans,
-    decide,
     gather,
     observe,
+    plan_app,
     publish_artifact,
     record,
     request_retraining,
-    unexpected,
 )
 
 
@@ -51,10 +52,10 @@ def orchestrate(apps: list[str] | None = None, at: str | None = None, dry_run: b
     now = utc(at) if at else pd.Timestamp.now(tz="UTC").floor("s")
     apps = list(dict.fromkeys(app_names(apps))) if apps else _apps_with_profiles(settings)
     clock = time.time() if at is None else now.timestamp()
-    held = observe(apps, settings, clock)
+    views = observe(apps, settings, clock)
     gathered = gather.map(apps, unmapped(now), unmapped(settings))
-    decisions = decide.map(gathered, [held[app] for app in apps], unmapped(settings))
-    decided = [_settle(app, now, g, d) for app, g, d in zip(apps, gathered, decisions, strict=True)]
+    planned = plan_app.map(gathered, [views[app] for app in apps], unmapped(settings))
+    decided = [_settle(app, now, g, p) for app, g, p in zip(apps, gathered, planned, strict=True)]
     decided = apply_plans(decided, settings, clock)
     record(decided, str(settings.orchestrate.ledger), settings.store.compact_min_files)
     retrain = [d.app for d in decided if d.row.retrain_requested]
@@ -71,13 +72,13 @@ def _apps_with_profiles(settings) -> list[AppName]:
     return [AppName(app) for app in MetricsStore(settings.store.root).apps() if app in known]
 
 
-def _settle(app: str, now, gathered, decision):
+def _settle(app: str, now, gathered, planned) -> Decided:
     """The app's decision, or its ``failed`` row with the error of whichever step raised."""
-    for future in (gathered, decision):
+    for future in (gathered, planned):
         future.wait()
         if not future.state.is_completed():
-            return unexpected(app, now, _error(future.state))
-    return decision.result()
+            return Decided.failed(app, now, _error(future.state))
+    return planned.result()
 
 
 def _error(state) -> BaseException:

@@ -32,7 +32,8 @@ level is at least ``F``), which is the floor; and a missing forecast makes the f
 raises the step being decided (and the keep levels), not every step of the horizon; capacity for later
 steps follows the forecast, and the next decision raises again if demand stays above it.
 
-Also here: the :class:`~prescale.decision.RuleState` as JSON (the ledger keeps it between minutes), the
+Also here: the :class:`~prescale.decision.RuleState` as JSON (the ledger keeps it between minutes, and
+:func:`newest_state` finds the last one written), the
 target as node counts per type name, and the rejected types with a reason (``prescale plan --json``).
 Pure: no clock, no setting, no I/O; the cover solver is the caller's (a cache is a speed matter only).
 """
@@ -40,7 +41,7 @@ Pure: no clock, no setting, no I/O; the cover solver is the caller's (a cache is
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,3 +252,13 @@ def state_from_json(data: Any) -> RuleState | None:
     except (TypeError, ValueError):
         return None
     return RuleState(recent)
+
+
+def newest_state(written: Sequence[Any]) -> RuleState | None:
+    """The state of the newest of ``written`` (states as JSON, oldest first, as the ledger's ``rule_state``
+    column reads) that is one: a decision that was never taken, after a gather error or a crash, wrote none."""
+    for data in reversed(written):
+        state = state_from_json(data)
+        if state is not None:
+            return state
+    return None

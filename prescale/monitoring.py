@@ -14,7 +14,11 @@ are known and ``relative_error > error_budget`` or ``coverage_80`` falls below
 ``min_coverage``; with fewer points nothing is concluded (``verdict="warming-up"``).
 The orchestrator then falls back to the reactive rule and asks for retraining.
 
-Pure: rows and observations in, a :class:`Health` out.
+Whose record: :func:`judged_decisions` reads the app's newest *predictive* decisions
+from the ledger (the only read here), and :func:`champion_health` judges only those
+of the champion now named by the alias, against the profile's first bound metric
+in the stored rows, so a retrained champion starts afresh. The rest is pure: rows
+and observations in, a :class:`Health` out.
 """
 
 from __future__ import annotations
@@ -24,9 +28,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from prescale.catalog import AppProfile
+from prescale.ledger import Ledger
+from prescale.orchestrate import sources
+
 
 @dataclass(frozen=True)
 class Health:
+    """The verdict on a champion's recent forecasts, with the figures it rests on and why."""
+
     verdict: str  # "ok", "warming-up" or "outside-budget"
     points: int
     mae: float | None = None
@@ -85,3 +95,41 @@ def forecast_health(
         reason = f"80% band covered only {coverage:.0%} of the last {len(joined)} points"
         return Health("outside-budget", len(joined), mae, relative, coverage, reason)
     return Health("ok", len(joined), mae, relative, coverage, "within budget")
+
+
+def judged_decisions(
+    ledger: Ledger, app: str, now: pd.Timestamp, *, lookback_hours: float, points: int
+) -> pd.DataFrame:
+    """The app's newest ``points`` predictive decisions in the ``lookback_hours`` before ``now``.
+
+    Only predictive decisions carry a champion's forecast. The ledger filters on the mode before it counts, so
+    the newest of them (each forecasts at least one point) are found however many reactive rows came since:
+    while a champion is set aside every decision is reactive, and judging only the newest rows of any mode
+    would find no forecast, call it "warming-up" and reinstate the bad champion.
+    """
+    start = now - pd.Timedelta(hours=lookback_hours)
+    return ledger.read(app, start=start, end=now, last=points, mode="predictive")
+
+
+def champion_health(
+    decisions: pd.DataFrame,
+    rows: pd.DataFrame,
+    profile: AppProfile,
+    *,
+    champion: str | None,
+    window: int,
+    min_points: int,
+    error_budget: float,
+    min_coverage: float,
+) -> Health:
+    """The champion's record: only its own decisions count (``champion``: the version the alias names now;
+    None: every decision), judged against the stored rows of the profile's first bound metric."""
+    if champion is not None and not decisions.empty:
+        decisions = decisions[decisions["champion_version"] == champion]
+    bound = sources(profile)
+    if decisions.empty or not bound:
+        return Health("warming-up", 0, reason="no earlier predictive decision")
+    source, scale = next(iter(bound.values()))
+    observed = rows[rows["metric"] == source].set_index("ts")["value"] * scale
+    return forecast_health(decisions, observed, window=window, min_points=min_points, error_budget=error_budget,
+                           min_coverage=min_coverage)  # fmt: skip

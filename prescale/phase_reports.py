@@ -1,8 +1,9 @@
 """Where phase reports live between the train and orchestrate flows: one small JSON file per app.
 
 Training writes each app's :class:`~prescale.phases.PhaseReport` (as its dict) to
-``<root>/<app>.json``; the orchestrate loop reads it to tell the current phase, and
-the next training reads it to keep phase ids stable. ``root`` is the
+``<root>/<app>.json``; the orchestrate loop reads it back as a report
+(:func:`load_report`) to tell the current phase, and the next training reads it to
+keep phase ids stable. ``root`` is the
 ``forecast.phase_reports`` setting: a local folder (default ``<home>/phases``) or an
 object-store URI (``s3://bucket/phases``), so that flow runs that share no disk
 (one Kubernetes pod per flow run) still share the reports.
@@ -23,6 +24,7 @@ from typing import Any
 
 from prescale.metrics.location import Location
 from prescale.names import AppName
+from prescale.phases import PhaseReport
 
 
 def read_report(root: str | os.PathLike, app: str) -> dict[str, Any] | None:
@@ -31,6 +33,12 @@ def read_report(root: str | os.PathLike, app: str) -> dict[str, Any] | None:
         return json.loads(Location.parse(root).read_bytes(_name(app)))
     except FileNotFoundError:
         return None
+
+
+def load_report(root: str | os.PathLike, app: str) -> PhaseReport | None:
+    """The app's phase report as a :class:`~prescale.phases.PhaseReport`, or None when there is none yet."""
+    data = read_report(root, app)
+    return None if data is None else PhaseReport.from_dict(data)
 
 
 def write_report(root: str | os.PathLike, app: str, report: dict[str, Any]) -> None:

@@ -1,39 +1,28 @@
-"""Prefect tasks of the orchestrate loop: gather (I/O), decide (pure CPU), apply (cluster), record (ledger).
+"""Prefect tasks of the orchestrate loop: thin I/O steps around the pure decision of ``prescale.cycle``.
 
-Per app, ``gather`` reads everything a decision needs (recent rows, the phase
-report, the ledger's recent decisions for monitoring and the rule's state after
-the app's newest decision, the champion's forecaster: registry I/O, cached per
-process by ``ChampionLoader`` and refreshed when the alias moves) and ``decide``
-turns it into a decision of the predictive rule and a plan with no I/O:
-``prescale.decide_inputs.assemble`` builds the rule's input (the champion's
-forecast bound to the profile's metrics, its steps still ahead at ``now``; the
-last observed demand as the reactive floor; what the cluster holds, booting
-nodes by expected arrival; the knobs of ``prescale.orchestrate.knobs_from``; the
-rule's previous state), ``prescale.decision.decide`` decides (the rule the replay
-scores and ``prescale plan`` / ``apply`` run), and ``make_plan`` turns its target
-into the make-before-break plan. ``apply_plans`` then carries the plans out one
-app after another through the one cluster backend (the simulated cluster keeps
-one state file; Kubernetes sees one writer), and ``record`` appends one ledger
-row per app, with the rule's new state in ``rule_state``. A failure of one app
-becomes that app's row (``outcome="failed"`` with the error): it never stops the
-others.
+Per app, ``gather`` reads everything a decision needs into a ``prescale.cycle.Gathered`` (recent rows, the
+phase report, the ledger's recent predictive decisions for monitoring and the rule's state after the app's
+newest decision, the champion's forecaster: registry I/O, cached per process by ``ChampionLoader`` and
+refreshed when the alias moves; :func:`forget_champions` empties that cache) and ``plan-app`` hands it,
+with the app's ``prescale.cycle.ClusterView`` from ``observe-cluster``, to ``prescale.cycle.plan_app``:
+the predictive rule (``prescale.decision.decide``, the rule the replay scores and ``prescale plan`` /
+``apply`` run) on the input ``prescale.decide_inputs.assemble`` builds, then the make-before-break plan and
+the ledger row, with no I/O. ``apply_plans`` then carries the plans out one app after another through the
+one cluster backend (the simulated cluster keeps one state file; Kubernetes sees one writer), and
+``record`` appends one ledger row per app, with the rule's new state in ``rule_state``. A failure of one
+app becomes that app's row (``outcome="failed"`` with the error): it never stops the others.
 
-Training and serving read the same metrics: ``gather`` asks the store for the
-profile's source metrics and every input of the champion, which may be more (a
-mapping that stores two metrics trains on both). Every champion failure (missing,
-outside its error budget, failing to load or forecast) means no forecast, so the
-rule's reactive fallback (the fastest tier covers observed demand over the target
-utilisation), a ``why`` saying so, and ``retrain_requested`` on the row, which the
-flow turns into one retraining request per cycle. The row's mode is
-``predictive`` (the champion's forecast decided), ``fallback`` (a forecast the rule
-could not use) or ``reactive`` (no champion).
+Training and serving read the same metrics: ``gather`` asks the store for the profile's source metrics and
+every input of the champion, which may be more (a mapping that stores two metrics trains on both). Every
+champion failure (missing, outside its error budget (``prescale.monitoring.champion_health``), failing to
+load or forecast) means no forecast, so the rule's reactive fallback (the fastest tier covers observed
+demand over the target utilisation), a ``why`` saying so, and ``retrain_requested`` on the row, which the
+flow turns into one retraining request per cycle.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -42,18 +31,18 @@ from prefect.cache_policies import NONE
 
 from models.registry import ChampionLoader, Registry
 from models.series import panel_from_long, phase_labels
-from prescale.catalog import AppProfile, check_profile, load_catalog, resolve_profile
-from prescale.cluster import guardrails_from, make_plan, open_cluster
-from prescale.decide_inputs import Held, assemble, rejected, state_from_json, state_to_json, target_nodes
+from prescale import cycle
+from prescale.catalog import check_profile, load_catalog, resolve_profile
+from prescale.cluster import guardrails_from, open_cluster
+from prescale.cycle import ClusterView, Decided, Gathered
+from prescale.decide_inputs import newest_state
 from prescale.decision import RuleState
-from prescale.decision import decide as decide_rule
-from prescale.forecast import Forecast
-from prescale.ledger import DecisionRow, Ledger
+from prescale.ledger import Ledger
 from prescale.metrics.store import MetricsStore
-from prescale.monitoring import Health, forecast_health
+from prescale.monitoring import Health, champion_health, judged_decisions
 from prescale.names import AppName
-from prescale.orchestrate import bind_forecast, knobs_from, observed_demand, sources, summarise_forecast
-from prescale.phase_reports import read_report
+from prescale.orchestrate import knobs_from, sources
+from prescale.phase_reports import load_report
 from prescale.phases import DEFAULT_PHASE, PhaseReport, current_phase
 from prescale.replay.covers import shared_covers
 from prescale.settings import Settings
@@ -69,30 +58,9 @@ def champion_loader(tracking_uri: str) -> ChampionLoader:
     return _LOADERS[tracking_uri]
 
 
-@dataclass
-class Gathered:
-    """Everything one decision needs, fetched before deciding."""
-
-    app: str
-    now: pd.Timestamp
-    profile: AppProfile
-    rows: pd.DataFrame
-    phase: str
-    forecast: Any = None  # a Forecast of stored metrics, from the champion
-    champion_version: str | None = None
-    why: str = ""
-    health: Health | None = None
-    error: str = ""
-    read: frozenset[str] = frozenset()  # the metrics asked of the store
-    retrain: bool = False  # the champion is missing, failed or outside its budget: ask for retraining
-    rule_state: RuleState | None = None  # the predictive rule's state after the app's previous decision
-
-
-@dataclass
-class Decided:
-    app: str
-    row: DecisionRow
-    plan: Any = None
+def forget_champions() -> None:
+    """Drop this process's champion loaders: the next cycle loads every champion afresh (a cold cycle)."""
+    _LOADERS.clear()
 
 
 @task(name="gather-inputs", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
@@ -107,7 +75,7 @@ def gather(app: str, now: pd.Timestamp, settings: Settings) -> Gathered:
     catalog = load_catalog(settings.search.catalog)
     profile = resolve_profile(app, settings.search.profiles)
     check_profile(profile, catalog)
-    report = _report(app, settings)
+    report = load_report(settings.forecast.phase_reports, app)  # written by training (tasks/train.py)
     wanted = {source for source, _ in sources(profile).values()} | set(report.metrics if report else ())
     rows = _read(app, now, sorted(wanted), settings)
     gathered = Gathered(app=app, now=now, profile=profile, rows=rows, phase=DEFAULT_PHASE, read=frozenset(wanted))
@@ -119,24 +87,18 @@ def gather(app: str, now: pd.Timestamp, settings: Settings) -> Gathered:
         gathered.error = f"newest metric of {app!r} is {age} old (limit {settings.orchestrate.max_staleness_hours} h)"
         return gathered
     gathered.rule_state = rule_state(app, now, settings)
-    gathered.phase = _phase(rows, report)
-    gathered.health = _health(app, rows, now, profile, settings, champion=_champion_version(app, gathered.phase,
-                                                                                            settings))
+    gathered.phase = serving_phase(rows, report)
+    gathered.health = _health(gathered, settings)
     _forecast(gathered, settings)
     return gathered
 
 
 def rule_state(app: str, now: pd.Timestamp, settings: Settings, *, rows: int = 3) -> RuleState | None:
     """The rule's state after the app's newest decision before ``now`` that carries one (the ledger's
-    ``rule_state``; a decision that was never taken, after a gather error or a crash, carries none, so the
-    few newest rows are looked at)."""
+    ``rule_state``; a decision that was never taken carries none, so the few newest rows are looked at)."""
     cfg = settings.orchestrate
     recent = Ledger(cfg.ledger).read(app, start=now - pd.Timedelta(hours=cfg.lookback_hours), end=now, last=rows)
-    for data in reversed(recent["rule_state"].tolist() if "rule_state" in recent else []):
-        state = state_from_json(data)
-        if state is not None:
-            return state
-    return None
+    return newest_state(recent["rule_state"].tolist() if "rule_state" in recent else [])
 
 
 def _read(app: str, now: pd.Timestamp, metrics: list[str], settings: Settings) -> pd.DataFrame:
@@ -146,14 +108,13 @@ def _read(app: str, now: pd.Timestamp, metrics: list[str], settings: Settings) -
                                                   metrics=metrics)  # fmt: skip
 
 
-def _report(app: str, settings: Settings) -> PhaseReport | None:
-    data = read_report(settings.forecast.phase_reports, app)  # written by training (tasks/train.py)
-    return None if data is None else PhaseReport.from_dict(data)
-
-
-def _phase(rows: pd.DataFrame, report: PhaseReport | None, *, max_fill_steps: int = 3) -> str:
+def serving_phase(rows: pd.DataFrame, report: PhaseReport | None, *, max_fill_steps: int = 3) -> str:
     """The current phase, from the rows put on the grid the way training put them (``panel_from_long`` and
-    ``phase_labels``), so training and serving derive a phase alike; the report's first phase if they cannot."""
+    ``phase_labels``), so training and serving derive a phase alike; the report's first phase if they cannot.
+
+    Pure, but on the models' grid (``models.series``), which the core (``prescale``) may not import: its home
+    is beside ``phase_labels`` in ``models/series.py``.
+    """
     if report is None:
         return DEFAULT_PHASE
     try:
@@ -172,42 +133,26 @@ def _champion_version(app: str, phase: str, settings: Settings) -> str | None:
         return None
 
 
-def _health(app: str, rows: pd.DataFrame, now: pd.Timestamp, profile: AppProfile, settings: Settings,
-            *, champion: str | None = None) -> Health:
-    """The champion's recent record; only its own decisions count (``champion``: the version it is now), so a
-    retrained champion is judged afresh instead of inheriting the record of the one it replaced."""
+def _health(gathered: Gathered, settings: Settings) -> Health:
+    """The record of the champion the alias names now, read from the ledger (``prescale.monitoring``)."""
     cfg = settings.orchestrate
-    # only predictive decisions carry a champion's forecast. The ledger filters on the mode before it counts,
-    # so the newest monitor_points of them (each forecasts at least one point) are found however many reactive
-    # rows came since: while a champion is set aside every decision is reactive, and judging only the newest
-    # rows of any mode would find no forecast, call it "warming-up" and reinstate the bad champion.
-    decisions = Ledger(cfg.ledger).read(app, start=now - pd.Timedelta(hours=cfg.lookback_hours), end=now,
-                                        last=cfg.monitor_points, mode="predictive")  # fmt: skip
-    if champion is not None and not decisions.empty:
-        decisions = decisions[decisions["champion_version"] == champion]
-    bound = sources(profile)
-    if decisions.empty or not bound:
-        return Health("warming-up", 0, reason="no earlier predictive decision")
-    name, (source, scale) = next(iter(bound.items()))
-    observed = rows[rows["metric"] == source].set_index("ts")["value"] * scale
-    return forecast_health(
-        decisions,
-        observed,
-        window=cfg.monitor_points,
-        min_points=cfg.min_points,
-        error_budget=cfg.error_budget,
-        min_coverage=cfg.min_coverage,
-    )
+    decisions = judged_decisions(Ledger(cfg.ledger), gathered.app, gathered.now, lookback_hours=cfg.lookback_hours,
+                                 points=cfg.monitor_points)  # fmt: skip
+    return champion_health(decisions, gathered.rows, gathered.profile,
+                           champion=_champion_version(gathered.app, gathered.phase, settings),
+                           window=cfg.monitor_points, min_points=cfg.min_points, error_budget=cfg.error_budget,
+                           min_coverage=cfg.min_coverage)  # fmt: skip
 
 
 def _forecast(gathered: Gathered, settings: Settings) -> None:
     """The champion's forecast, or the reactive fallback with a retraining request and the reason.
 
-    Every way the champion can fail asks for retraining the same way (``Gathered.retrain``, one request per app
-    per cycle, sent by the flow): it is missing, it is outside its error budget, or it fails to load or forecast.
+    Every way the champion can fail asks for retraining the same way (``Gathered.fall_back``, one request per
+    app per cycle, sent by the flow): it is missing, it is outside its error budget, or it fails to load or
+    forecast.
     """
     if gathered.health is not None and not gathered.health.healthy:
-        _fall_back(gathered, f"champion set aside: {gathered.health.reason}")
+        gathered.fall_back(f"champion set aside: {gathered.health.reason}")
         return
     loader = champion_loader(settings.registry.tracking_uri)
     _inference_threads(settings.forecast.threads)
@@ -219,13 +164,9 @@ def _forecast(gathered: Gathered, settings: Settings) -> None:
         gathered.champion_version = loader.version(gathered.app, gathered.phase)
         gathered.why = f"champion v{gathered.champion_version} ({forecaster.candidate}) of phase {gathered.phase}"
     except LookupError as exc:
-        _fall_back(gathered, f"no champion: {exc}")
+        gathered.fall_back(f"no champion: {exc}")
     except Exception as exc:  # noqa: BLE001 - a corrupt or failing model must not stop the decision
-        _fall_back(gathered, f"champion failed ({type(exc).__name__}: {exc})")
-
-
-def _fall_back(gathered: Gathered, reason: str) -> None:
-    gathered.why, gathered.retrain = f"{reason}; reactive fallback, retraining requested", True
+        gathered.fall_back(f"champion failed ({type(exc).__name__}: {exc})")
 
 
 def _read_inputs(gathered: Gathered, inputs: tuple[str, ...], settings: Settings) -> None:
@@ -250,83 +191,25 @@ def _inference_threads(threads: int) -> None:
         torch.set_num_threads(max(1, threads))
 
 
-@task(name="decide", cache_policy=NONE)
-def decide(gathered: Gathered, held: dict, settings: Settings) -> Decided:
-    """The predictive rule (``prescale.decision.decide``) on the assembled input, then the plan; pure given
-    its inputs (the cover cache only saves time)."""
+@task(name="plan-app", cache_policy=NONE)
+def plan_app(gathered: Gathered, view: ClusterView, settings: Settings) -> Decided:
+    """``prescale.cycle.plan_app`` with the catalog, knobs, guardrails and cover cache of ``settings``; the
+    row's ``duration_s`` is this step's time. Pure given its inputs (the cover cache only saves time)."""
     started = time.perf_counter()
-    profile = gathered.profile
-    row = DecisionRow(
-        decided_at=gathered.now, app=gathered.app, phase=gathered.phase, mode="reactive", why=gathered.why,
-        champion_version=gathered.champion_version, covered_quantile=settings.search.covered_quantile,
-        cost_per_hour=0.0, outcome="skipped", health=gathered.health.to_dict() if gathered.health else {},
-    )  # fmt: skip
-    if gathered.error:
-        row.error, row.why = gathered.error, "no decision: " + gathered.error
-        return Decided(gathered.app, row)
-    catalog = load_catalog(settings.search.catalog)
-    observed = observed_demand(gathered.rows, profile)
-    forecast, row.mode, note = _demand(gathered)
-    holdings, others = held["holdings"], held["others"]
-    assembled = assemble(catalog, profile, forecast=forecast, observed=observed, held=Held.of(holdings),
-                         knobs=knobs_from(settings), state=gathered.rule_state, now=gathered.now,
-                         covers=shared_covers(settings.replay.cover_resolution),
-                         fallback_step_seconds=data_step(gathered.rows))  # fmt: skip
-    decision = decide_rule(assembled.inp)
-    fleet = assembled.fleet
-    nodes = target_nodes(fleet, decision)
-    plan = make_plan(gathered.app, holdings, nodes, catalog=catalog, profile=profile,
-                     guardrails=guardrails_from(settings.cluster), others=others)  # fmt: skip
-    if decision.fallback and row.mode == "predictive":
-        row.mode = "fallback"
-    row.why = "; ".join(part for part in (gathered.why + note, *assembled.notes, *decision.reasons) if part)
-    row.observed = observed
-    row.forecast = summarise_forecast(forecast, forecast.metrics[0]) if forecast is not None else {}
-    row.allocation, row.cost_per_hour = nodes, fleet.cost_per_hour(decision.target)
-    covered = assembled.inp.covered
-    row.reasons = rejected(catalog, profile, fleet, decision, horizon=None if covered is None else len(covered))
-    row.rule_state = state_to_json(decision.state)
-    row.plan = plan.to_dict().get("steps", [])
-    row.retrain_requested = gathered.retrain
-    row.outcome = "planned"
-    row.duration_s = time.perf_counter() - started
-    return Decided(gathered.app, row, plan=plan)
-
-
-def data_step(rows: pd.DataFrame) -> int:
-    """The metrics' step in seconds (the median gap between instants; 60 with one instant)."""
-    instants = rows["ts"].drop_duplicates().sort_values()  # long rows: one per metric per instant
-    return int(instants.diff().dropna().median().total_seconds()) if len(instants) > 1 else 60
-
-
-def _demand(gathered: Gathered) -> tuple[Forecast | None, str, str]:
-    """The champion's forecast in the profile's metrics (None without one), the mode, and what ``why`` adds."""
-    if gathered.forecast is None:
-        return None, "reactive", ""
-    bound, unbound = bind_forecast(gathered.forecast, gathered.profile)
-    return bound, "predictive", _unbound_note(unbound, gathered.profile)
-
-
-def _unbound_note(unbound: tuple[str, ...], profile: AppProfile) -> str:
-    """Why some profile metrics have no forecast: no ``source:`` in the profile, or a source the champion
-    was not trained on (it forecasts only what its training read)."""
-    bound = sources(profile)
-    no_source = [name for name in unbound if name not in bound]
-    not_forecast = {name: bound[name][0] for name in unbound if name in bound}
-    note = f"; no data for {no_source}: covered at zero" if no_source else ""
-    if not_forecast:
-        pairs = ", ".join(f"{source!r} (source of {name!r})" for name, source in not_forecast.items())
-        note += (f"; the champion does not forecast {pairs}: covered at zero, raised to observed demand by "
-                 "the reactive floor until a training includes that metric")
-    return note
+    decided = cycle.plan_app(gathered, view, catalog=load_catalog(settings.search.catalog),
+                             knobs=knobs_from(settings), guardrails=guardrails_from(settings.cluster),
+                             covers=shared_covers(settings.replay.cover_resolution))  # fmt: skip
+    if decided.plan is not None:
+        decided.row.duration_s = time.perf_counter() - started
+    return decided
 
 
 @task(name="observe-cluster", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
-def observe(apps: list[str], settings: Settings, now: float) -> dict[str, dict]:
+def observe(apps: list[str], settings: Settings, now: float) -> dict[str, ClusterView]:
     """What runs now, per app: its node holdings per type and the other apps' claims (for quotas)."""
     cluster = open_cluster(settings.cluster, load_catalog(settings.search.catalog), now=now)
     state = cluster.observe()
-    return {app: {"holdings": state.holdings(app), "others": state.others(app)} for app in apps}
+    return {app: ClusterView.of(state, app) for app in apps}
 
 
 @task(name="apply-plans", cache_policy=NONE)
@@ -405,20 +288,6 @@ def _recently_trained(deployment: str, minutes: float) -> set[str]:
 @task(name="publish-orchestrate-artifact", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
       cache_policy=NONE)  # fmt: skip
 def publish_artifact(decided: list[Decided]) -> None:
-    lines = ["# Orchestrate cycle", "", "| app | phase | mode | allocation | $/h | outcome | why |",
-             "|---|---|---|---|---:|---|---|"]  # fmt: skip
-    for d in decided:
-        alloc = ", ".join(f"{n}x {t}" for t, n in sorted(d.row.allocation.items())) or "-"
-        why = (d.row.why + (f" ({d.row.error})" if d.row.error else "")).replace("|", "/")
-        lines.append(f"| {d.app} | {d.row.phase} | {d.row.mode} | {alloc} | {d.row.cost_per_hour:.2f} | "
-                     f"{d.row.outcome} | {why} |")  # fmt: skip
-    create_markdown_artifact(key="orchestrate-cycle", markdown="\n".join(lines) + "\n",
+    """The cycle's table (``prescale.cycle.cycle_table``) as a Markdown artifact in the Prefect UI."""
+    create_markdown_artifact(key="orchestrate-cycle", markdown=cycle.cycle_table(decided),
                              description="One decision per app")  # fmt: skip
-
-
-def unexpected(app: str, now: pd.Timestamp, error: BaseException) -> Decided:
-    """The ledger row of an app whose gather or decide step raised."""
-    row = DecisionRow(decided_at=now, app=app, phase=DEFAULT_PHASE, mode="none", why="decision failed",
-                      champion_version=None, covered_quantile=None, cost_per_hour=0.0, outcome="failed",
-                      error=f"{type(error).__name__}: {error}")  # fmt: skip
-    return Decided(app, row)

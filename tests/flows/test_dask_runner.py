@@ -44,10 +44,10 @@ def _train(runner):
 
 
 def _cycle(runner, at):
-    import tasks.orchestrate
     from flows.orchestrate import orchestrate
+    from tasks.orchestrate import forget_champions
 
-    tasks.orchestrate._LOADERS.clear()
+    forget_champions()
     rows = _on(orchestrate, runner)(apps=["web", "analytics", "inference", "ghost"], at=str(at))
     keep = ("app", "mode", "allocation", "cost_per_hour", "outcome", "champion_version", "forecast", "error")
     return {r["app"]: {k: r[k] for k in keep} for r in rows}

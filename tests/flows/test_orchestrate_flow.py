@@ -31,9 +31,9 @@ def trained_web(prefect_harness, prescale_home, monkeypatch):
     _store_app(store, "analytics", daily_frame(3.0, seed=8, metrics=("cpu_cores",), start=START))
     report = train_forecasters(apps=["web"], preset="small")
     assert report.models[0].champion, report.to_dict()
-    import tasks.orchestrate
+    from tasks.orchestrate import forget_champions
 
-    tasks.orchestrate._LOADERS.clear()
+    forget_champions()
     return web.index[-1] + pd.Timedelta(minutes=5)
 
 

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from prescale.catalog import parse_profile
+from prescale.cycle import ClusterView, Gathered
 from prescale.forecast import Forecast
-from prescale.ledger import DecisionRow, Ledger
+from prescale.ledger import Ledger, LedgerRow
 from prescale.monitoring import forecast_health
 from prescale.orchestrate import bind_forecast, observed_demand, summarise_forecast
 
@@ -50,7 +51,7 @@ def test_observed_demand_takes_the_newest_value_in_profile_units():
 
 def test_ledger_round_trip(tmp_path):
     bound, _ = bind_forecast(stored_forecast(10.0), PROFILE)
-    row = DecisionRow(
+    row = LedgerRow(
         decided_at=START, app="web", phase="default", mode="predictive", why="champion v1", champion_version="1",
         covered_quantile=0.9, cost_per_hour=1.5, outcome="ok", allocation={"m7i.xlarge": 2},
         forecast=summarise_forecast(bound, "requests_per_second"),
@@ -63,10 +64,10 @@ def test_ledger_round_trip(tmp_path):
     assert ledger.read("web", start=START + pd.Timedelta(seconds=1)).empty
 
 
-def _row(minute: int, **fields) -> DecisionRow:
+def _row(minute: int, **fields) -> LedgerRow:
     base = dict(decided_at=START + pd.Timedelta(minutes=minute), app="web", phase="default", mode="reactive",
                 why="no champion", champion_version=None, covered_quantile=None, cost_per_hour=1.0, outcome="ok")
-    return DecisionRow(**{**base, **fields})
+    return LedgerRow(**{**base, **fields})
 
 
 def test_ledger_reads_cycles_whose_columns_were_empty_in_one_and_set_in_another(tmp_path):
@@ -132,7 +133,7 @@ def test_a_profile_metric_the_champion_does_not_forecast_is_named_in_the_ledger_
     """The skew opposite to the champion reading more than the profile: the profile needs a metric the champion
     never forecasts. The decision stays predictive, and its ledger row says which metric and why."""
     from prescale.settings import load_settings
-    from tasks.orchestrate import Gathered, decide
+    from tests.orchestrate.conftest import planned
 
     rows = pd.DataFrame({"app": "web", "ts": START - pd.to_timedelta(np.arange(5)[::-1], unit="min"),
                          "metric": "app.requests_per_s", "value": 50.0, "phase": None})  # fmt: skip
@@ -141,7 +142,7 @@ def test_a_profile_metric_the_champion_does_not_forecast_is_named_in_the_ledger_
     gathered = Gathered(app="web", now=START, profile=PROFILE, rows=rows, phase="default", forecast=champion,
                         champion_version="3", why="champion v3 (lstm) of phase default")  # fmt: skip
 
-    row = decide.fn(gathered, {"holdings": {}, "others": {}}, load_settings()).row
+    row = planned(gathered, ClusterView({}, {}), load_settings()).row
 
     assert row.mode == "predictive" and row.outcome == "planned" and not row.retrain_requested
     assert row.why.startswith("champion v3")

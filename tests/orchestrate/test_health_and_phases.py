@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 
 from prescale.catalog import parse_profile
+from prescale.cycle import ClusterView, Gathered, data_step
 from prescale.forecast import Forecast
-from prescale.ledger import DecisionRow, Ledger
+from prescale.ledger import Ledger, LedgerRow
+from prescale.monitoring import champion_health, judged_decisions
 from prescale.orchestrate import summarise_forecast
-from prescale.phase_reports import read_report, write_report
+from prescale.phase_reports import load_report, read_report, write_report
 from prescale.phases import PhaseInfo, PhaseReport
 from prescale.settings import load_settings
 
@@ -29,12 +31,12 @@ PROFILE = parse_profile(
 START = pd.Timestamp("2026-01-01T22:00:00Z")
 
 
-def _decision(minute: int, mode: str, level: float, version: str | None = None) -> DecisionRow:
+def _decision(minute: int, mode: str, level: float, version: str | None = None) -> LedgerRow:
     """A decision at START + minute that forecast `level` requests/s for the next minute."""
     at = START + pd.Timedelta(minutes=minute)
     forecast = Forecast.from_median(np.full((1, 1), level), start=at + pd.Timedelta(minutes=1), step_seconds=60,
                                     metrics=["requests_per_second"], spread=0.1)  # fmt: skip
-    return DecisionRow(decided_at=at, app="web", phase="default", mode=mode, why="", champion_version=version,
+    return LedgerRow(decided_at=at, app="web", phase="default", mode=mode, why="", champion_version=version,
                        covered_quantile=0.9, cost_per_hour=1.0, outcome="ok",
                        forecast=summarise_forecast(forecast, "requests_per_second"))  # fmt: skip
 
@@ -45,9 +47,17 @@ def _observed(minutes: int) -> pd.DataFrame:
     return pd.DataFrame({"app": "web", "ts": ts, "metric": "app.requests_per_s", "value": 50.0, "phase": None})
 
 
-def test_a_champion_set_aside_stays_judged_by_its_forecasts_however_many_reactive_rows_follow(root, prescale_home):
-    from tasks.orchestrate import _health
+def _health(app, rows, now, profile, settings, *, champion=None):
+    """The champion's record as the gather step reads and judges it."""
+    cfg = settings.orchestrate
+    decisions = judged_decisions(Ledger(cfg.ledger), app, now, lookback_hours=cfg.lookback_hours,
+                                 points=cfg.monitor_points)  # fmt: skip
+    return champion_health(decisions, rows, profile, champion=champion, window=cfg.monitor_points,
+                           min_points=cfg.min_points, error_budget=cfg.error_budget,
+                           min_coverage=cfg.min_coverage)  # fmt: skip
 
+
+def test_a_champion_set_aside_stays_judged_by_its_forecasts_however_many_reactive_rows_follow(root, prescale_home):
     settings = load_settings(orchestrate={"ledger": root, "monitor_points": 20, "min_points": 10})
     ledger = Ledger(settings.orchestrate.ledger)
     ledger.append([_decision(m, "predictive", 200.0) for m in range(40)])  # twice the demand: outside budget
@@ -63,8 +73,6 @@ def test_a_champion_set_aside_stays_judged_by_its_forecasts_however_many_reactiv
 
 
 def test_a_retrained_champion_is_judged_afresh_not_by_the_record_of_the_one_it_replaced(root, prescale_home):
-    from tasks.orchestrate import _health
-
     settings = load_settings(orchestrate={"ledger": root, "monitor_points": 20, "min_points": 10})
     ledger = Ledger(settings.orchestrate.ledger)
     ledger.append([_decision(m, "predictive", 200.0, version="1") for m in range(40)])  # v1 was bad
@@ -76,8 +84,6 @@ def test_a_retrained_champion_is_judged_afresh_not_by_the_record_of_the_one_it_r
 
 
 def test_without_predictive_decisions_monitoring_is_warming_up(root, prescale_home):
-    from tasks.orchestrate import _health
-
     settings = load_settings(orchestrate={"ledger": root, "monitor_points": 20, "min_points": 10})
     Ledger(settings.orchestrate.ledger).append([_decision(m, "reactive", 100.0) for m in range(30)])
     health = _health("web", _observed(30), START + pd.Timedelta(minutes=31), PROFILE, settings)
@@ -102,13 +108,13 @@ def test_phase_reports_are_written_whole_and_read_back_from_any_location(root):
 
 
 def test_orchestrate_reads_the_phase_report_from_the_configured_location(root, prescale_home):
-    from tasks.orchestrate import _phase
-    from tasks.orchestrate import _report as report_of
+    from tasks.orchestrate import serving_phase
 
     settings = load_settings(forecast={"phase_reports": root})
     write_report(settings.forecast.phase_reports, "web", _report("steady"))
-    assert _phase(_observed(5), report_of("web", settings)) == "steady"
-    assert _phase(_observed(5), report_of("api", settings)) == "default", "no report: the default phase"
+    reports = settings.forecast.phase_reports
+    assert serving_phase(_observed(5), load_report(reports, "web")) == "steady"
+    assert serving_phase(_observed(5), load_report(reports, "api")) == "default", "no report: the default phase"
     assert not (prescale_home / "phases").exists(), "nothing in the pod's own home"
 
 
@@ -132,7 +138,7 @@ def test_the_phase_reports_setting_defaults_to_the_home(prescale_home):
 def test_the_reactive_fallback_of_an_app_with_two_demand_metrics_steps_by_its_instants(prescale_home):
     """Long rows repeat each instant once per metric: the step is between instants, not between rows, and a
     decision without a forecast is taken on that step (the fleet's lead times in 5-minute steps)."""
-    from tasks.orchestrate import Gathered, data_step, decide
+    from tests.orchestrate.conftest import planned
 
     profile = parse_profile({
         "name": "analytics", "kinds": ["cpu-vm"], "workload_class": "memory-bandwidth",
@@ -147,7 +153,7 @@ def test_the_reactive_fallback_of_an_app_with_two_demand_metrics_steps_by_its_in
                         phase="default")  # fmt: skip
 
     assert data_step(rows) == 300
-    row = decide.fn(gathered, {"holdings": {}, "others": {}}, load_settings()).row
+    row = planned(gathered, ClusterView({}, {}), load_settings()).row
     assert row.mode == "reactive" and row.outcome == "planned" and row.allocation
     assert "forecast missing: the fast tier covers the reactive floor alone" in row.why
 
@@ -157,7 +163,7 @@ def test_serving_tells_the_phase_from_the_rows_as_training_does():
     training reads each step's last label on its grid; serving must find the same phase, not the unlabelled
     first row of the newest instant."""
     from models.series import panel_from_long, phase_labels
-    from tasks.orchestrate import _phase
+    from tasks.orchestrate import serving_phase
 
     ts = pd.date_range(START, periods=12, freq="5min", tz="UTC")
     phases = ["serving"] * 8 + ["batch"] * 4
@@ -171,4 +177,4 @@ def test_serving_tells_the_phase_from_the_rows_as_training_does():
 
     panel = panel_from_long(rows)
     assert phase_labels(rows, panel).iloc[-1] == "batch"  # what training sees at the newest step
-    assert _phase(rows, report) == "batch"
+    assert serving_phase(rows, report) == "batch"

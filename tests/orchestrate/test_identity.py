@@ -4,7 +4,7 @@
 app's ``load``) on a two-tier world (CPU VMs and bare metal, so the slow tier's band and the rule's state
 both take part), with the same forecasts on both sides (a noisy perfect forecast, seeded):
 
-* **orchestrate**: at each instant, the task ``tasks.orchestrate.decide`` (its real assembly, the real rule,
+* **orchestrate**: at each instant, the task ``tasks.orchestrate.plan_app`` (its real assembly, the real rule,
   ``make_plan``) on what a real :class:`SimulatedCluster` observes for the app, with the rule's state read
   back from the ledger the way ``gather`` reads it (``rule_state``) after the previous row was appended;
   the cluster then carries the plan out (make-before-break, through the executor) and its clock moves on
@@ -40,6 +40,7 @@ import yaml
 
 from prescale.catalog import AppProfile
 from prescale.cluster import SimulatedCluster
+from prescale.cycle import ClusterView, Gathered
 from prescale.decision import decide as decide_rule
 from prescale.fleet import build_fleet
 from prescale.forecast import Forecast
@@ -85,8 +86,8 @@ def _forecasts(values: np.ndarray) -> np.ndarray:
 
 
 def _orchestrate(ts, values, forecasts, settings) -> list[dict[str, int]]:
-    """The loop's decide task at each instant on a simulated cluster; returns each ledger row's allocation."""
-    from tasks.orchestrate import Gathered, decide, rule_state
+    """The loop's plan-app task at each instant on a simulated cluster; returns each ledger row's allocation."""
+    from tasks.orchestrate import plan_app, rule_state
 
     cluster = SimulatedCluster(settings_catalog(settings), pod_start_seconds=0.0, start=ts[1].timestamp())
     ledger, rows, out = Ledger(settings.orchestrate.ledger), [], []
@@ -100,7 +101,7 @@ def _orchestrate(ts, values, forecasts, settings) -> list[dict[str, int]]:
         gathered = Gathered(app=APP, now=now, profile=PROFILE, rows=stored[stored["ts"] < now], phase="default",
                             forecast=forecast, champion_version="1", why="champion v1",
                             rule_state=rule_state(APP, now, settings))  # fmt: skip
-        decided = decide.fn(gathered, {"holdings": state.holdings(APP), "others": state.others(APP)}, settings)
+        decided = plan_app.fn(gathered, ClusterView.of(state, APP), settings)
         assert decided.row.mode == "predictive" and not decided.plan.blocked, decided.row.why
         ledger.append([decided.row])
         out.append(decided.row.allocation)

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
-from prescale.ledger import COMPACT_LOCK, READ_ATTEMPTS, DecisionRow, Ledger
+from prescale.ledger import COMPACT_LOCK, READ_ATTEMPTS, Ledger, LedgerRow
 from prescale.settings import load_settings
 from tests.metrics.conftest import blocked_until_released
 
@@ -22,11 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 START = pd.Timestamp("2026-01-01T23:56:00Z")  # four minutes before midnight: rows span two days
 
 
-def _row(minute: int, **fields) -> DecisionRow:
+def _row(minute: int, **fields) -> LedgerRow:
     base = dict(decided_at=START + pd.Timedelta(minutes=minute), app="web", phase="default", mode="reactive",
                 why="no champion", champion_version=None, covered_quantile=None, cost_per_hour=float(minute),
                 outcome="ok")  # fmt: skip
-    return DecisionRow(**{**base, **fields})
+    return LedgerRow(**{**base, **fields})
 
 
 def _files(ledger: Ledger) -> list[str]:
@@ -103,50 +103,65 @@ def test_the_mode_filter_applies_before_last_counts(root):
     assert len(ledger.read("web", mode="reactive")) == 17
 
 
-def test_a_read_that_lists_before_a_compaction_reads_the_merged_file(root, monkeypatch):
+class Listings:
+    """The ledger's own :class:`~prescale.metrics.location.Location`, with a hook on every listing of a day
+    folder: what a reader sees when another cycle's compaction runs between its listing and its read."""
+
+    def __init__(self, location, hook) -> None:
+        self.inner, self.hook, self.calls = location, hook, []
+
+    def files(self, folder="", **options):
+        listed = self.inner.files(folder, **options)
+        self.calls.append(folder)
+        return self.hook(folder, listed)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _listing(ledger: Ledger, hook=lambda folder, listed: listed) -> Listings:
+    ledger.location = Listings(ledger.location, hook)
+    return ledger.location
+
+
+def test_a_read_that_lists_before_a_compaction_reads_the_merged_file(root):
     ledger = Ledger(root)
     for minute in range(4, 10):  # all on the second day
         ledger.append([_row(minute)])
-    listing, calls = Ledger._day_files, []
 
-    def list_then_compact(self, folder):
-        calls.append(folder)
-        files = listing(self, folder)
-        if len(calls) == 1:  # another cycle's compaction deletes what this read has just listed
+    def then_compact(folder, listed):
+        if len(listing.calls) == 1:  # another cycle's compaction deletes what this read has just listed
             assert Ledger(root).compact("web", min_files=2) == 5
-        return files
+        return listed
 
-    monkeypatch.setattr(Ledger, "_day_files", list_then_compact)
+    listing = _listing(ledger, then_compact)
     assert _costs(ledger.read("web")) == [float(m) for m in range(4, 10)]
-    assert len(calls) == 2, "the day was listed once more, then read from the merged file"
+    assert len(listing.calls) == 2, "the day was listed once more, then read from the merged file"
 
 
-def test_a_listing_that_keeps_naming_vanished_files_fails_after_a_few_attempts(root, monkeypatch):
+def test_a_listing_that_keeps_naming_vanished_files_fails_after_a_few_attempts(root):
     ledger = Ledger(root)
     ledger.append([_row(5)])
-    listing, calls = Ledger._day_files, []
 
-    def with_a_new_ghost(self, folder):
-        calls.append(folder)
-        ghost = pafs.FileInfo(ledger.location.path(f"{folder}/part-ghost-{len(calls)}.parquet"),
+    def with_a_new_ghost(folder, listed):
+        ghost = pafs.FileInfo(ledger.location.path(f"{folder}/part-ghost-{len(listing.calls)}.parquet"),
                               type=pafs.FileType.File, size=1000)  # fmt: skip
-        return [*listing(self, folder), ghost]
+        return [*listed, ghost]
 
-    monkeypatch.setattr(Ledger, "_day_files", with_a_new_ghost)
+    listing = _listing(ledger, with_a_new_ghost)
     with pytest.raises((OSError, ValueError)):  # FileNotFoundError locally; an OSError or ArrowInvalid on S3
         ledger.read("web")
-    assert len(calls) == READ_ATTEMPTS
+    assert len(listing.calls) == READ_ATTEMPTS
 
 
-def test_a_broken_file_is_an_error_at_once_not_a_retry(root, monkeypatch):
+def test_a_broken_file_is_an_error_at_once_not_a_retry(root):
     ledger = Ledger(root)
     ledger.append([_row(5)])
     ledger.location.write_bytes("app=web/date=2026-01-02/part-broken.parquet", b"not parquet at all")
-    listing, calls = Ledger._day_files, []
-    monkeypatch.setattr(Ledger, "_day_files", lambda self, folder: calls.append(folder) or listing(self, folder))
+    listing = _listing(ledger)
     with pytest.raises((OSError, ValueError)):
         ledger.read("web")
-    assert len(calls) == 2, "listed again once: every file is still there, so the error is real"
+    assert len(listing.calls) == 2, "listed again once: every file is still there, so the error is real"
 
 
 def test_a_sub_microsecond_decision_time_is_floored_not_refused(root):
@@ -195,12 +210,12 @@ LEDGER_APPENDER = """
 import sys, time
 from pathlib import Path
 import pandas as pd
-from prescale.ledger import DecisionRow, Ledger
+from prescale.ledger import LedgerRow, Ledger
 go = Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.001)
 for minute in range(10, 20):  # the same day as the rows being compacted
-    Ledger(sys.argv[1]).append([DecisionRow(
+    Ledger(sys.argv[1]).append([LedgerRow(
         decided_at=pd.Timestamp("2026-01-02T00:00:00Z") + pd.Timedelta(minutes=minute), app="web", phase="default",
         mode="reactive", why="no champion", champion_version=None, covered_quantile=None,
         cost_per_hour=float(minute), outcome="ok")])
