@@ -20,6 +20,9 @@ scored on the same valid windows.
 
 The data fingerprint (:func:`fingerprint`) hashes grid, metric names and values,
 so two trainings on the same data say so in MLflow.
+
+Phases are told on this grid on both sides: :func:`phase_labels` for training and
+:func:`serving_phase` for the every-minute loop.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+
+from prescale.phases import DEFAULT_PHASE, PhaseReport, current_phase
 
 SECONDS_PER_DAY = 86_400
 
@@ -172,7 +177,7 @@ def fingerprint(panel: Panel) -> str:
 def phase_labels(rows: pd.DataFrame, panel: Panel) -> pd.Series | None:
     """The rows' phase labels on the panel's grid (the last label of each step), or None when unlabelled.
 
-    Training (``models.phase_panels.split_phases``) and serving (``tasks.orchestrate``) both tell phases from the panel
+    Training (``models.phase_panels.split_phases``) and serving (:func:`serving_phase`) both tell phases from the panel
     and these labels, so a phase is derived the same way on both sides (serving pivoted the raw rows before).
     """
     if "phase" not in rows.columns or rows["phase"].isna().all():
@@ -182,3 +187,18 @@ def phase_labels(rows: pd.DataFrame, panel: Panel) -> pd.Series | None:
     per_row = pd.Series(labelled["phase"].astype(str).to_numpy(), index=stamps)
     per_row = per_row[~per_row.index.duplicated(keep="last")]
     return per_row.reindex(panel.index)
+
+
+def serving_phase(rows: pd.DataFrame, report: PhaseReport | None, *, max_fill_steps: int = 3) -> str:
+    """The current phase, from the rows put on the grid the way training put them (``panel_from_long`` and
+    :func:`phase_labels`), so training and serving derive a phase alike; the report's first phase if they cannot,
+    the default phase without a report.
+    """
+    if report is None:
+        return DEFAULT_PHASE
+    try:
+        metrics = [m for m in report.metrics if m in set(rows["metric"])] or None
+        panel = panel_from_long(rows, metrics=metrics, max_fill_steps=max_fill_steps)
+        return current_phase(panel.to_frame(), report, labels=phase_labels(rows, panel))
+    except (ValueError, KeyError):  # SeriesError is a ValueError
+        return report.ids[0] if report.ids else DEFAULT_PHASE

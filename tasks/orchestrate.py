@@ -30,7 +30,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
 from models.registry import ChampionLoader, Registry
-from models.series import panel_from_long, phase_labels
+from models.series import serving_phase
 from prescale import cycle
 from prescale.catalog import check_profile, load_catalog, resolve_profile
 from prescale.cluster import guardrails_from, open_cluster
@@ -43,7 +43,7 @@ from prescale.monitoring import Health, champion_health, judged_decisions
 from prescale.names import AppName
 from prescale.orchestrate import knobs_from, sources
 from prescale.phase_reports import load_report
-from prescale.phases import DEFAULT_PHASE, PhaseReport, current_phase
+from prescale.phases import DEFAULT_PHASE
 from prescale.replay.covers import shared_covers
 from prescale.settings import Settings
 from tasks.ingest import IO_RETRIES, IO_RETRY_DELAYS
@@ -106,23 +106,6 @@ def _read(app: str, now: pd.Timestamp, metrics: list[str], settings: Settings) -
     start = now - pd.Timedelta(hours=settings.orchestrate.lookback_hours)
     return MetricsStore(settings.store.root).read(app, start=start, end=now + pd.Timedelta(seconds=1),
                                                   metrics=metrics)  # fmt: skip
-
-
-def serving_phase(rows: pd.DataFrame, report: PhaseReport | None, *, max_fill_steps: int = 3) -> str:
-    """The current phase, from the rows put on the grid the way training put them (``panel_from_long`` and
-    ``phase_labels``), so training and serving derive a phase alike; the report's first phase if they cannot.
-
-    Pure, but on the models' grid (``models.series``), which the core (``prescale``) may not import: its home
-    is beside ``phase_labels`` in ``models/series.py``.
-    """
-    if report is None:
-        return DEFAULT_PHASE
-    try:
-        metrics = [m for m in report.metrics if m in set(rows["metric"])] or None
-        panel = panel_from_long(rows, metrics=metrics, max_fill_steps=max_fill_steps)
-        return current_phase(panel.to_frame(), report, labels=phase_labels(rows, panel))
-    except (ValueError, KeyError):  # SeriesError is a ValueError
-        return report.ids[0] if report.ids else DEFAULT_PHASE
 
 
 def _champion_version(app: str, phase: str, settings: Settings) -> str | None:

@@ -108,7 +108,7 @@ def test_phase_reports_are_written_whole_and_read_back_from_any_location(root):
 
 
 def test_orchestrate_reads_the_phase_report_from_the_configured_location(root, prescale_home):
-    from tasks.orchestrate import serving_phase
+    from models.series import serving_phase
 
     settings = load_settings(forecast={"phase_reports": root})
     write_report(settings.forecast.phase_reports, "web", _report("steady"))
@@ -162,8 +162,7 @@ def test_serving_tells_the_phase_from_the_rows_as_training_does():
     """Two metrics per instant, the label on one of them only (as a mapping that labels one column writes):
     training reads each step's last label on its grid; serving must find the same phase, not the unlabelled
     first row of the newest instant."""
-    from models.series import panel_from_long, phase_labels
-    from tasks.orchestrate import serving_phase
+    from models.series import panel_from_long, phase_labels, serving_phase
 
     ts = pd.date_range(START, periods=12, freq="5min", tz="UTC")
     phases = ["serving"] * 8 + ["batch"] * 4
