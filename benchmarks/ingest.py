@@ -28,7 +28,8 @@ import pyarrow.csv as pacsv
 from rich.console import Console
 from rich.table import Table
 
-from prescale.metrics.ingest import ingest_file
+from prescale.metrics.ingest import ingest
+from prescale.metrics.sources import FileSource
 from prescale.metrics.store import MetricsStore
 from prescale.metrics.validation import split
 
@@ -78,7 +79,7 @@ def bench_ingest(rows: int, work: Path, *, bad_fraction: float) -> dict:
     injected = write_csv(frame, csv, bad_fraction=bad_fraction, seed=2)
     store = MetricsStore(work / "store")
     t0 = time.perf_counter()
-    report = ingest_file(csv, store=store)
+    report = ingest(FileSource(csv), store=store)
     elapsed = time.perf_counter() - t0
     if report.accepted + report.quarantined != report.read or report.read != rows:
         raise RuntimeError(f"counts do not add up: {report}")
@@ -169,7 +170,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="prescale-bench-"))
     try:
         with console.status(f"ingesting {args.rows:,} rows ..."):
-            ingest = bench_ingest(args.rows, work, bad_fraction=0.001)
+            ingested = bench_ingest(args.rows, work, bad_fraction=0.001)
         with console.status(f"building a {args.store_rows:,}-row store ..."):
             store = build_store(args.store_rows, work)
         window = bench_window(store)
@@ -178,7 +179,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {
-        "ingest": ingest,
+        "ingest": ingested,
         "window_read": {"store_rows": args.store_rows, **window},
         "targets": {"rows_per_s": 1_000_000, "window_read_s": 0.5},
     }
@@ -188,11 +189,11 @@ def main() -> None:
     md = [
         "| measure | value | target | |",
         "|---|---|---|---|",
-        f"| end-to-end ingest ({ingest['rows']:,} rows, {ingest['csv_mib']} MiB CSV) | "
-        f"{ingest['rows_per_s']:,} rows/s ({ingest['seconds']} s) | >= 1,000,000 rows/s | "
-        f"{ok(ingest['rows_per_s'] >= 1_000_000)} |",
-        f"| quarantined (0.1% NaN injected: {ingest['injected_bad']:,}) | {ingest['quarantined']:,} | = injected | "
-        f"{ok(ingest['quarantined'] == ingest['injected_bad'])} |",
+        f"| end-to-end ingest ({ingested['rows']:,} rows, {ingested['csv_mib']} MiB CSV) | "
+        f"{ingested['rows_per_s']:,} rows/s ({ingested['seconds']} s) | >= 1,000,000 rows/s | "
+        f"{ok(ingested['rows_per_s'] >= 1_000_000)} |",
+        f"| quarantined (0.1% NaN injected: {ingested['injected_bad']:,}) | {ingested['quarantined']:,} | = injected | "
+        f"{ok(ingested['quarantined'] == ingested['injected_bad'])} |",
         f"| read one app's last 24 h from {args.store_rows:,} rows | {window['seconds_median']} s median, "
         f"{window['seconds_max']} s max ({window['rows_returned']:,} rows, {window['files_touched']} files) "
         f"| < 0.5 s | {ok(window['seconds_max'] < 0.5)} |",

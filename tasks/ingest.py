@@ -1,30 +1,22 @@
 """Prefect tasks for ingestion: one I/O step each, retried where I/O can fail transiently.
 
 The logic lives in ``prescale.metrics``; these wrappers only add retries, names and
-logging. A user error (a missing column, an empty file, a bad mapping) raises
-``MetricsInputError`` and is never retried: retrying cannot fix the input.
+logging. Every source (``prescale.metrics.sources``) is read by the one :func:`read` task.
+A user error (a missing column, an empty file, a bad mapping) raises ``MetricsInputError``
+and is never retried: retrying cannot fix the input.
 """
 
 from __future__ import annotations
 
 import errno
-from datetime import datetime
-from pathlib import Path
 
 import httpx
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from prescale.metrics.ingest import (
-    IngestReport,
-    RawBatch,
-    read_file_batch,
-    read_prometheus_batch,
-    report,
-    store_batch,
-    validate_batch,
-)
+from prescale.metrics.ingest import IngestReport, store_batch, summarise_batch, validate_batch
 from prescale.metrics.prometheus import PrometheusConfigError, PrometheusQueryError, PrometheusUnavailableError
+from prescale.metrics.sources import RawBatch, Source, Window
 from prescale.metrics.store import CompactionResult, MetricsStore, WriteResult
 from prescale.metrics.validation import MetricsInputError, ValidationResult
 
@@ -62,22 +54,15 @@ def transient_only(task, task_run, state) -> bool:
 
 
 @task(
-    name="read-metrics-file", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=transient_only
+    name="read-metrics",
+    task_run_name="read-metrics-{source.name}",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_condition_fn=transient_only,
 )
-def read_file(path: str, app: str | None, mapping: str | None, block_size_mib: int = 64) -> RawBatch:
-    batch = read_file_batch(
-        Path(path), app=app, mapping=Path(mapping) if mapping else None, block_size_mib=block_size_mib
-    )
-    get_run_logger().info("read %s rows from %s (batch %s)", f"{len(batch.rows):,}", path, batch.batch_id)
-    return batch
-
-
-@task(
-    name="read-prometheus", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=transient_only
-)
-def read_prometheus(config: str, *, start: datetime, end: datetime, prometheus: dict) -> RawBatch:
-    batch = read_prometheus_batch(Path(config), start=start, end=end, **prometheus)
-    get_run_logger().info("read %s rows from Prometheus %s", f"{len(batch.rows):,}", prometheus.get("url"))
+def read(source: Source, window: Window | None) -> RawBatch:
+    batch = source.read(window)
+    get_run_logger().info("read %s rows from %s (batch %s)", f"{len(batch.rows):,}", batch.source, batch.batch_id)
     return batch
 
 
@@ -102,8 +87,8 @@ def store(batch: RawBatch, result: ValidationResult, root: str, quarantine: str)
 )
 def compact(root: str, apps: list[str], min_files: int) -> CompactionResult:
     """Merge the partitions of these apps that have piled up `min_files` files (minute batches do)."""
-    store = MetricsStore(root)
-    results = [store.compact(app=app, min_files=min_files) for app in apps]
+    metrics = MetricsStore(root)
+    results = [metrics.compact(app=app, min_files=min_files) for app in apps]
     merged = CompactionResult(
         partitions=sum(r.partitions for r in results),
         files_before=sum(r.files_before for r in results),
@@ -119,7 +104,7 @@ def compact(root: str, apps: list[str], min_files: int) -> CompactionResult:
 
 @task(name="summarise-ingest")
 def summarise(batch: RawBatch, result: ValidationResult, written: WriteResult, root: str) -> IngestReport:
-    return report(batch, result, written, MetricsStore(root))
+    return summarise_batch(batch, result, written, MetricsStore(root))
 
 
 @task(name="publish-ingest-artifact", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS)

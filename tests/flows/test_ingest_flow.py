@@ -154,3 +154,41 @@ def test_a_quarantined_app_name_is_never_compacted(prefect_harness, prescale_hom
     after = _tree(prescale_home)
     assert {k: v for k, v in after.items() if k in before} == before, "a file outside the new batch changed"
     assert len(MetricsStore(load_settings().store.root).read("web")) == 3
+
+
+def test_any_registered_source_is_read_by_name_and_options(prefect_harness, prescale_home):
+    from flows.ingest import ingest_metrics
+
+    report = ingest_metrics(source="file", options={"path": str(CORPUS / "clean.csv")})
+    assert (report.read, report.accepted) == (3, 3)
+    with pytest.raises(MetricsInputError, match="no metrics source named 'kafka'"):
+        ingest_metrics(source="kafka", options={})
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        pytest.param({"path": "m.csv", "app": "web"}, ("file", {"path": "m.csv", "app": "web"}), id="file"),
+        pytest.param({"prometheus_config": "q.yaml"}, ("prometheus", {"config": "q.yaml"}), id="prometheus"),
+        pytest.param(
+            {"path": "m.csv", "prometheus_config": "q.yaml"}, ("file", {"path": "m.csv"}), id="backfill-by-deployment"
+        ),
+        pytest.param(
+            {"source": "prometheus", "options": {"config": "x.yaml"}, "path": "m.csv"},
+            ("prometheus", {"config": "x.yaml"}),
+            id="by-name-first",
+        ),
+    ],
+)
+def test_the_parameters_name_one_source(given, expected):
+    from flows.ingest import requested_source
+
+    names = ("path", "app", "mapping", "prometheus_config", "source", "options")
+    assert requested_source(**{**dict.fromkeys(names), **given}) == expected
+
+
+def test_no_source_is_a_clear_error():
+    from flows.ingest import requested_source
+
+    with pytest.raises(ValueError, match="give `path`"):
+        requested_source(path=None, app=None, mapping=None, prometheus_config=None, source=None, options=None)

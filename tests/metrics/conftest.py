@@ -21,7 +21,9 @@ import pytest
 
 from prescale.metrics.location import with_endpoint
 from prescale.metrics.store import MetricsStore
+from tests.metrics.prometheus_server import PrometheusServer, binaries_present, running_prometheus
 from tests.s3 import S3Server, s3_server
+from tests.support import need_component
 
 BACKENDS = ["local", "s3"]
 
@@ -29,6 +31,15 @@ BACKENDS = ["local", "s3"]
 @pytest.fixture(scope="session")
 def s3() -> Iterator[S3Server]:
     with s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """A real Prometheus serving the known history of ``prometheus_server.SERIES`` (once per session)."""
+    if not binaries_present():
+        need_component("prometheus", "`prometheus` and `promtool` must be on PATH (Debian: apt-get install prometheus)")
+    with running_prometheus(tmp_path_factory.mktemp("prometheus")) as server:
         yield server
 
 

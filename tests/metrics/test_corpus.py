@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from prescale.metrics.ingest import ingest_file
+from prescale.metrics.ingest import ingest
+from prescale.metrics.sources import FileSource
 from prescale.metrics.store import MetricsStore
 from prescale.metrics.validation import REASONS, MetricsInputError
 
@@ -32,7 +33,7 @@ def test_corpus_covers_every_row_reason():
 @pytest.mark.parametrize("path", [pytest.param(p, id=p.stem) for p in ROW_CASES])
 def test_bad_rows_are_quarantined_with_their_reason(tmp_path, path):
     store = _store(tmp_path)
-    report = ingest_file(path, store=store)
+    report = ingest(FileSource(path), store=store)
     assert report.read > 0
     assert report.accepted == 0
     assert report.quarantined == report.read
@@ -45,7 +46,7 @@ def test_bad_rows_are_quarantined_with_their_reason(tmp_path, path):
 
 def test_duplicates_keep_the_first_row(tmp_path):
     store = _store(tmp_path)
-    report = ingest_file(CORPUS / "duplicate_key.csv", store=store)
+    report = ingest(FileSource(CORPUS / "duplicate_key.csv"), store=store)
     assert (report.read, report.accepted, report.quarantined) == (3, 1, 2)
     assert report.quarantine_reasons == {"duplicate_key": 2}
     assert store.read("web")["value"].tolist() == [1.0]
@@ -54,14 +55,14 @@ def test_duplicates_keep_the_first_row(tmp_path):
 @pytest.mark.parametrize("name", ["clean.csv", "clean.parquet"])
 def test_clean_files_are_accepted(tmp_path, name):
     store = _store(tmp_path)
-    report = ingest_file(CORPUS / name, store=store)
+    report = ingest(FileSource(CORPUS / name), store=store)
     assert report.quarantined == 0
     assert report.accepted == report.read == len(store.read("web"))
 
 
 def test_clean_csv_parses_offsets_epochs_and_phases(tmp_path):
     store = _store(tmp_path)
-    ingest_file(CORPUS / "clean.csv", store=store)
+    ingest(FileSource(CORPUS / "clean.csv"), store=store)
     rows = store.read("web")
     assert [t.isoformat() for t in rows["ts"]] == [
         "2026-01-01T00:00:00+00:00",
@@ -75,7 +76,7 @@ def test_clean_csv_parses_offsets_epochs_and_phases(tmp_path):
 def test_unusable_files_raise_and_write_nothing(tmp_path, path):
     store = _store(tmp_path)
     with pytest.raises(MetricsInputError) as info:
-        ingest_file(path, store=store)
+        ingest(FileSource(path), store=store)
     assert str(path.name) in str(info.value) or "column" in str(info.value)
     assert _all_files(tmp_path / "metrics") == []
     assert _all_files(tmp_path / "quarantine") == []
@@ -83,11 +84,11 @@ def test_unusable_files_raise_and_write_nothing(tmp_path, path):
 
 def test_missing_column_error_names_the_columns(tmp_path):
     with pytest.raises(MetricsInputError, match=r"missing column\(s\) \['metric'\]"):
-        ingest_file(CORPUS / "error_missing_column.csv", store=_store(tmp_path))
+        ingest(FileSource(CORPUS / "error_missing_column.csv"), store=_store(tmp_path))
 
 
 def test_app_option_fills_rows_without_app(tmp_path):
     store = _store(tmp_path)
-    report = ingest_file(CORPUS / "missing_app.csv", store=store, app="api")
+    report = ingest(FileSource(CORPUS / "missing_app.csv", app="api"), store=store)
     assert (report.accepted, report.quarantined) == (1, 0)
     assert store.apps() == ["api"]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from prescale.metrics.ingest import ingest_file
+from prescale.metrics.ingest import ingest
+from prescale.metrics.sources import FileSource
 from prescale.metrics.store import MetricsStore
 from prescale.metrics.validation import MetricsInputError
 
@@ -27,7 +28,7 @@ def test_scale_applies_even_when_a_cell_is_text(tmp_path, store):
         tmp_path, "d.csv", "t,req\n2026-01-01T00:00:00Z,60\n2026-01-01T00:01:00Z,abc\n2026-01-01T00:02:00Z,\n"
     )
     mapping = _write(tmp_path, "m.yaml", "timestamp: {column: t}\nmetrics:\n  app.rps: {column: req, scale: 0.5}\n")
-    report = ingest_file(data, store=store, app="web", mapping=mapping)
+    report = ingest(FileSource(data, app="web", mapping=mapping), store=store)
     assert report.quarantine_reasons == {"bad_type": 1, "missing_value": 1}
     assert store.read("web")["value"].tolist() == [30.0]
 
@@ -44,7 +45,7 @@ def test_exclusions_carry_their_reason_and_flag_columns_are_not_apps(tmp_path, s
         "timestamp: {column: t}\napps_from_columns: {metric: cpu_util_pct}\n"
         "exclude:\n  - {column: outage, equals: 1, reason: planned outage}\n",
     )
-    report = ingest_file(data, store=store, app="vm", mapping=mapping)
+    report = ingest(FileSource(data, app="vm", mapping=mapping), store=store)
     assert store.apps() == ["vm-000", "vm-001"]
     assert (report.read, report.accepted, report.quarantined) == (4, 2, 2)
     quarantine = store.read_quarantine()
@@ -55,13 +56,13 @@ def test_exclusions_carry_their_reason_and_flag_columns_are_not_apps(tmp_path, s
 def test_text_without_offset_needs_the_mappings_timezone(tmp_path, store):
     data = _write(tmp_path, "d.csv", "t,v\n2026-01-01 00:00:00,1\n2026-01-01T00:01:00+01:00,2\n")
     plain = _write(tmp_path, "plain.yaml", "timestamp: {column: t}\nmetrics: {cpu_cores: {column: v}}\n")
-    report = ingest_file(data, store=store, app="web", mapping=plain)
+    report = ingest(FileSource(data, app="web", mapping=plain), store=store)
     assert report.quarantine_reasons == {"bad_timestamp": 1}
     zoned = _write(
         tmp_path, "zoned.yaml", "timestamp: {column: t, timezone: '-04:00'}\nmetrics: {cpu_cores: {column: v}}\n"
     )
     other = MetricsStore(tmp_path / "m2")
-    ingest_file(data, store=other, app="web", mapping=zoned)
+    ingest(FileSource(data, app="web", mapping=zoned), store=other)
     assert [t.isoformat() for t in other.read("web")["ts"]] == [
         "2025-12-31T23:01:00+00:00",
         "2026-01-01T04:00:00+00:00",
@@ -108,7 +109,7 @@ def test_bad_mappings_are_user_errors(tmp_path, store, text, message):
     data = _write(tmp_path, "d.csv", "t,v\n2026-01-01T00:00:00Z,1\n")
     mapping = _write(tmp_path, "m.yaml", text)
     with pytest.raises(MetricsInputError, match=message):
-        ingest_file(data, store=store, app="web", mapping=mapping)
+        ingest(FileSource(data, app="web", mapping=mapping), store=store)
     assert not store.root.exists()
 
 
@@ -124,7 +125,7 @@ def test_unusable_tables_are_user_errors(tmp_path, store, header, message):
     data = _write(tmp_path, "d.csv", f"{header}\n{cells}\n")
     mapping = _write(tmp_path, "m.yaml", "timestamp: {column: t}\nmetrics: {cpu_cores: {column: v}}\n")
     with pytest.raises(MetricsInputError, match=message):
-        ingest_file(data, store=store, app="web", mapping=mapping)
+        ingest(FileSource(data, app="web", mapping=mapping), store=store)
 
 
 def test_numeric_flag_compared_with_text_is_a_user_error(tmp_path, store):
@@ -136,18 +137,18 @@ def test_numeric_flag_compared_with_text_is_a_user_error(tmp_path, store):
         "exclude: [{reason: r, column: flag, equals: 'yes'}]\n",
     )
     with pytest.raises(MetricsInputError, match="numeric but `equals` is 'yes'"):
-        ingest_file(data, store=store, app="web", mapping=mapping)
+        ingest(FileSource(data, app="web", mapping=mapping), store=store)
 
 
 def test_invalid_app_option_is_refused_before_reading(tmp_path, store):
     with pytest.raises(MetricsInputError, match="not a valid Kubernetes Service name"):
-        ingest_file(Path(__file__).parent / "corpus" / "clean.csv", store=store, app="9Web")
+        ingest(FileSource(Path(__file__).parent / "corpus" / "clean.csv", app="9Web"), store=store)
 
 
 def test_quarantine_reads_back_across_batches_with_and_without_apps(tmp_path, store):
     corpus = Path(__file__).parent / "corpus"
-    ingest_file(corpus / "missing_app.csv", store=store)  # raw app all empty
-    ingest_file(corpus / "nan_value.csv", store=store)
+    ingest(FileSource(corpus / "missing_app.csv"), store=store)  # raw app all empty
+    ingest(FileSource(corpus / "nan_value.csv"), store=store)
     quarantine = store.read_quarantine()
     assert sorted(quarantine["reason"]) == ["missing_app", "nan_value"]
     assert quarantine["batch_id"].nunique() == 2

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from prescale.metrics.ingest import ingest
 from prescale.metrics.prometheus import (
     MAX_POINTS,
     PrometheusConfig,
@@ -30,6 +31,8 @@ from prescale.metrics.prometheus import (
     load_prometheus_config,
     plan_chunks,
 )
+from prescale.metrics.sources import PrometheusSource, Window
+from prescale.metrics.store import MetricsStore
 from tests.metrics.prometheus_server import (
     ANCHOR,
     ANCHOR_S,
@@ -37,17 +40,14 @@ from tests.metrics.prometheus_server import (
     ODD_CYCLE,
     SAMPLE_SECONDS,
     FlakyProxy,
-    binaries_present,
     cpu_cores,
     free_port,
     memory_gib,
     odd_values,
     requests_a,
     requests_b,
-    running_prometheus,
     sample_times,
 )
-from tests.support import need_component
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "infra" / "prometheus" / "queries.yaml"
 END = ANCHOR + timedelta(seconds=LAST_S - ANCHOR_S)
@@ -67,14 +67,6 @@ EXPECTED = {
     ("web", "app.requests_per_s"): lambda t: requests_a(t) + requests_b(t),
     ("batch-jobs", "memory_gib"): memory_gib,
 }
-
-
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory):
-    if not binaries_present():
-        need_component("prometheus", "`prometheus` and `promtool` must be on PATH (Debian: apt-get install prometheus)")
-    with running_prometheus(tmp_path_factory.mktemp("prometheus")) as server:
-        yield server
 
 
 def fetch(config: PrometheusConfig, url: str, start: datetime = ANCHOR, end: datetime = END, **overrides):
@@ -413,20 +405,21 @@ def test_missing_config_file_names_it(tmp_path: Path) -> None:
 
 
 def test_prometheus_window_flows_into_the_store_idempotently(prometheus, tmp_path):
-    """What the one-minute deployment runs: read_prometheus_batch -> validate -> store, twice for one window."""
-    from prescale.metrics.ingest import read_prometheus_batch, report, store_batch, validate_batch
-    from prescale.metrics.store import MetricsStore
-
+    """What the one-minute deployment runs: the Prometheus source -> validate -> store, twice for one window."""
     config = tmp_path / "queries.yaml"
     config.write_text("apps:\n  web:\n    cpu_cores: 'prescale_test_cpu_cores{app=\"web\"}'\n")
     store = MetricsStore(tmp_path / "m", quarantine=tmp_path / "q")
-    start, end = ANCHOR + timedelta(hours=1), ANCHOR + timedelta(hours=3)
-    http = {"chunk_hours": 1.0, "timeout_seconds": 10.0, "retries": 1, "backoff_seconds": 0.1}
-    reports = []
-    for _ in range(2):
-        batch = read_prometheus_batch(config, start=start, end=end, url=prometheus.url, step_seconds=60, **http)
-        result = validate_batch(batch)
-        reports.append(report(batch, result, store_batch(batch, result, store), store))
+    window = Window(ANCHOR + timedelta(hours=1), ANCHOR + timedelta(hours=3))
+    source = PrometheusSource(
+        config,
+        url=prometheus.url,
+        step_seconds=60,
+        chunk_hours=1.0,
+        timeout_seconds=10.0,
+        retries=1,
+        backoff_seconds=0.1,
+    )
+    reports = [ingest(source, store=store, window=window) for _ in range(2)]
     assert reports[0].accepted == reports[0].read == 121 and reports[0].quarantined == 0
     assert reports[1].already_ingested and reports[1].batch_id == reports[0].batch_id
     rows = store.read("web")

@@ -166,22 +166,31 @@ def test_a_batch_committing_between_a_readers_listing_and_its_check_is_read_whol
     assert len(store.read("web")) == 60 * 2, "the folders are listed again once the commit is seen"
 
 
+class CompactingAfterFirstListing:
+    """The store's location, except that another process compacts right after the first listing of files."""
+
+    def __init__(self, location):
+        self.location, self.calls = location, []
+
+    def __getattr__(self, name):
+        return getattr(self.location, name)
+
+    def files(self, *args, **kwargs):
+        self.calls.append(args)
+        files = self.location.files(*args, **kwargs)
+        if len(self.calls) == 1:  # another process's compaction deletes what this read has just listed
+            assert MetricsStore(self.location.root).compact(min_files=2).partitions == 1
+        return files
+
+
 def test_a_read_that_lists_before_a_compaction_reads_the_merged_file(store, monkeypatch):
     for i in range(3):
         store.write_batch(frame(f"2026-03-01T0{i}:00:00Z", 60, apps=("web",), seed=i), batch_id=f"b{i}")
     before = store.read("web")
-    listing, calls = store._listed_files, []
-
-    def list_then_compact(*args, **kwargs):
-        calls.append(args)
-        files = listing(*args, **kwargs)
-        if len(calls) == 1:  # another process's compaction deletes what this read has just listed
-            assert MetricsStore(store.root).compact(min_files=2).partitions == 1
-        return files
-
-    monkeypatch.setattr(store, "_listed_files", list_then_compact)
+    location = CompactingAfterFirstListing(store.location)
+    monkeypatch.setattr(store, "location", location)
     pd.testing.assert_frame_equal(store.read("web"), before)
-    assert len(calls) == 2, "listed once more, then read from the merged file"
+    assert len(location.calls) == 2, "listed once more, then read from the merged file"
 
 
 HOSTILE_APPS = [
@@ -240,11 +249,12 @@ def test_a_batch_id_that_is_not_a_plain_name_is_refused(store, batch_id):
 KILL_SCRIPT = """
 import sys
 from pathlib import Path
-from prescale.metrics.ingest import ingest_file
+from prescale.metrics.ingest import ingest
+from prescale.metrics.sources import FileSource
 from prescale.metrics.store import MetricsStore
 store = MetricsStore(sys.argv[2], quarantine=sys.argv[3])
 print("start", flush=True)
-ingest_file(Path(sys.argv[1]), store=store)
+ingest(FileSource(Path(sys.argv[1])), store=store)
 print("done", flush=True)
 """
 

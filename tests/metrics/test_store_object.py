@@ -17,8 +17,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pandas as pd
 import pytest
 
-from prescale.metrics.ingest import ingest_file
+from prescale.metrics.ingest import ingest
 from prescale.metrics.location import sibling, with_endpoint
+from prescale.metrics.sources import FileSource
 from prescale.metrics.store import MetricsStore
 from prescale.settings import load_settings
 from tests.metrics.conftest import s3_uri, stored
@@ -38,8 +39,8 @@ def test_settings_select_the_bucket_for_metrics_and_quarantine(s3_env, bucket, m
     settings = load_settings()
     store = MetricsStore(settings.store.root, quarantine=settings.store.quarantine)
 
-    report = ingest_file(CORPUS / "duplicate_key.csv", store=store)
-    again = ingest_file(CORPUS / "duplicate_key.csv", store=store)
+    report = ingest(FileSource(CORPUS / "duplicate_key.csv"), store=store)
+    again = ingest(FileSource(CORPUS / "duplicate_key.csv"), store=store)
 
     assert (report.read, report.accepted, report.quarantined) == (3, 1, 2)
     assert again.already_ingested and report.store.startswith(f"s3://{bucket}/prescale/metrics?endpoint_override=")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from prescale.metrics.ingest import ingest_file
+from prescale.metrics.ingest import ingest
+from prescale.metrics.sources import FileSource
 from prescale.metrics.store import MetricsStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def test_every_shipped_mapping_is_exercised():
 @pytest.mark.parametrize(("trace", "mapping", "app"), CASES)
 def test_trace_ingests_and_counts_add_up(tmp_path, traces, trace, mapping, app):
     store = MetricsStore(tmp_path / "m", quarantine=tmp_path / "q")
-    report = ingest_file(traces / trace, store=store, app=app, mapping=MAPPINGS / f"{mapping}.yaml")
+    report = ingest(FileSource(traces / trace, app=app, mapping=MAPPINGS / f"{mapping}.yaml"), store=store)
     assert report.read > 0
     assert report.accepted + report.quarantined == report.read
     assert sum(c.read for c in report.per_app.values()) == report.read
@@ -46,18 +47,18 @@ def test_trace_ingests_and_counts_add_up(tmp_path, traces, trace, mapping, app):
 
 def test_nasa_gaps_are_missing_not_zero(tmp_path, traces):
     store = MetricsStore(tmp_path / "m", quarantine=tmp_path / "q")
-    one_minute = ingest_file(
-        traces / "nasa_http/nasa_requests_1min_reconstructed.csv",
+    one_minute = ingest(
+        FileSource(
+            traces / "nasa_http/nasa_requests_1min_reconstructed.csv",
+            app="nasa",
+            mapping=MAPPINGS / "nasa_http_1min.yaml",
+        ),
         store=store,
-        app="nasa",
-        mapping=MAPPINGS / "nasa_http_1min.yaml",
     )
     assert one_minute.quarantine_reasons == {"missing_value": 7212}  # the two real gaps: 4,947 + 2,265 minutes
-    five = ingest_file(
-        traces / "nasa_http/nasa_traffic_5m.csv",
+    five = ingest(
+        FileSource(traces / "nasa_http/nasa_traffic_5m.csv", app="nasa", mapping=MAPPINGS / "nasa_http_5m.yaml"),
         store=MetricsStore(tmp_path / "m5"),
-        app="nasa",
-        mapping=MAPPINGS / "nasa_http_5m.yaml",
     )
     assert five.quarantine_reasons == {"excluded": 1444 * 2}  # 1,444 buckets x 2 metrics, none ingested as zero
     rows = MetricsStore(tmp_path / "m5").read("nasa", metrics=["app.requests_per_s"])
@@ -67,11 +68,11 @@ def test_nasa_gaps_are_missing_not_zero(tmp_path, traces):
 
 def test_azure_per_vm_makes_one_app_per_column(tmp_path, traces):
     store = MetricsStore(tmp_path / "m")
-    ingest_file(
-        traces / "azure_v1_pervm/microsoft_avg_100.csv",
+    ingest(
+        FileSource(
+            traces / "azure_v1_pervm/microsoft_avg_100.csv", app="vm", mapping=MAPPINGS / "azure_v1_pervm_avg.yaml"
+        ),
         store=store,
-        app="vm",
-        mapping=MAPPINGS / "azure_v1_pervm_avg.yaml",
     )
     assert len(store.apps()) == 100 and store.apps()[0] == "vm-000"
     first = store.read("vm-000")
