@@ -8,7 +8,7 @@ Two ways in:
   multithreaded CSV reader straight into typed columns; only when a column does
   not convert (a value ``"abc"``, a timestamp without offset...) is the file read
   again as text, so the row-level validation can say which rows were wrong.
-- **Mapped** files (``--mapping FILE``, a YAML :class:`Mapping`) are any table with
+- **Mapped** files (``--mapping FILE``, a YAML :class:`ColumnMapping`) are any table with
   one row per instant: the mapping says where time comes from (a column, an index
   column, or the row order from a start instant), which columns are which metrics
   (wide to long, with a unit scale), or that every column is one app (the Azure
@@ -154,7 +154,7 @@ class ExcludeRule(BaseModel):
         return self
 
 
-class Mapping(BaseModel):
+class ColumnMapping(BaseModel):
     """How a non-canonical table becomes metric rows."""
 
     model_config = ConfigDict(extra="forbid")
@@ -171,13 +171,13 @@ class Mapping(BaseModel):
     exclude: list[ExcludeRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _check(self) -> Mapping:
+    def _check(self) -> ColumnMapping:
         if bool(self.metrics) == bool(self.apps_from_columns):
             raise ValueError("give exactly one of `metrics` (wide to long) and `apps_from_columns`")
         return self
 
 
-def load_mapping(path: Path) -> Mapping:
+def load_mapping(path: Path) -> ColumnMapping:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -185,7 +185,7 @@ def load_mapping(path: Path) -> Mapping:
     except (OSError, yaml.YAMLError) as exc:
         raise MetricsInputError(f"cannot read mapping {path}: {exc}") from exc
     try:
-        return Mapping.model_validate(data or {})
+        return ColumnMapping.model_validate(data or {})
     except (ValidationError, ValueError) as exc:
         raise MetricsInputError(f"invalid mapping {path}:\n{exc}") from exc
 
@@ -295,7 +295,7 @@ def _empty_cells(column: pa.ChunkedArray) -> np.ndarray:
 # -- mapped files ---------------------------------------------------------------
 
 
-def read_mapped(path: Path, mapping: Mapping, *, app: str | None = None) -> pd.DataFrame:
+def read_mapped(path: Path, mapping: ColumnMapping, *, app: str | None = None) -> pd.DataFrame:
     """Read any one-row-per-instant table through `mapping` into raw long rows."""
     path = Path(path)
     table = _read_table(path, _file_format(path, mapping.format), as_text=False)
@@ -324,7 +324,7 @@ def read_mapped(path: Path, mapping: Mapping, *, app: str | None = None) -> pd.D
     return _wide_to_long(frame, ts, excluded, empty, mapping, app=app or mapping.app)
 
 
-def _require_columns(path: Path, frame: pd.DataFrame, mapping: Mapping) -> None:
+def _require_columns(path: Path, frame: pd.DataFrame, mapping: ColumnMapping) -> None:
     wanted = [mapping.timestamp.column, mapping.app_column, mapping.phase_column]
     wanted += [m.column for m in mapping.metrics.values()] + [r.column for r in mapping.exclude]
     missing = sorted({c for c in wanted if c and c not in frame.columns})
@@ -413,7 +413,7 @@ def _scaled(column: pd.Series, scale: float) -> tuple[np.ndarray, np.ndarray]:
     return numbers.to_numpy() * scale, unparsed
 
 
-def _wide_to_long(frame, ts, excluded, empty, mapping: Mapping, *, app: str | None) -> pd.DataFrame:
+def _wide_to_long(frame, ts, excluded, empty, mapping: ColumnMapping, *, app: str | None) -> pd.DataFrame:
     pieces = []
     for metric, spec in mapping.metrics.items():
         values, unparsed = _scaled(frame[spec.column], spec.scale)

@@ -1,7 +1,7 @@
 """The file source: one CSV or Parquet file, canonical or through a YAML column mapping, read whole.
 
 Options: ``path`` (the file), ``app`` (the app of rows without one; with a one-app-per-column
-mapping, the name prefix), ``mapping`` (a YAML :class:`~prescale.metrics.files.Mapping`); from the
+mapping, the name prefix), ``mapping`` (a YAML :class:`~prescale.metrics.files.ColumnMapping`); from the
 settings, ``ingest.block_size_mib``. The parsing is :mod:`prescale.metrics.files`; this module
 adds the batch id: the file's content digest, the app and the mapping's bytes, so the same file
 ingested twice (or a retried read) is one batch.
