@@ -117,9 +117,6 @@ class LedgerRow:
         return record
 
 
-# The name before issue 15, for tests/metrics/test_hostile_names.py (outside this change) until it says LedgerRow.
-DecisionRow = LedgerRow
-
 
 class Ledger:
     """Append-only decision rows under ``root``: a local folder or an object-store URI.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from prescale.ledger import DecisionRow, Ledger
+from prescale.ledger import LedgerRow, Ledger
 from prescale.metrics.store import MetricsStore
 from prescale.names import InvalidNameError
 from prescale.phase_reports import read_report, write_report
@@ -28,8 +28,8 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _decision(minute: int, app: str = "web") -> DecisionRow:
-    return DecisionRow(decided_at=pd.Timestamp("2026-03-01T12:00:00Z") + pd.Timedelta(minutes=minute), app=app,
+def _decision(minute: int, app: str = "web") -> LedgerRow:
+    return LedgerRow(decided_at=pd.Timestamp("2026-03-01T12:00:00Z") + pd.Timedelta(minutes=minute), app=app,
                        phase="default", mode="reactive", why="no champion", champion_version=None,
                        covered_quantile=None, cost_per_hour=1.0, outcome="applied")  # fmt: skip
 
