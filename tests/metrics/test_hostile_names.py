@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from prescale.ledger import LedgerRow, Ledger
+from prescale.ledger import Ledger, LedgerRow
 from prescale.metrics.store import MetricsStore
 from prescale.names import InvalidNameError
 from prescale.phase_reports import read_report, write_report
