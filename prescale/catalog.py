@@ -8,8 +8,12 @@ Two YAML documents feed the allocation search, both validated here into frozen p
   lead time in seconds, performance tags (peak TFLOPS, sustained memory bandwidth, network latency, the
   accelerator and FPGA family) and the Kubernetes node pool it lands in (labels and taints).
 * ``infra/apps/<app>.yaml`` -> :class:`AppProfile`: the app's demand metrics, the kinds it can run on, its
-  workload class, the shape of one replica, min/max nodes, and how much demand one node of each compatible
-  type serves.
+  workload class, the shape of one replica, min/max nodes, how much demand one node of each compatible
+  type serves, and its service-level objective (:class:`Slo`).
+
+The SLO is the user's one knob: ``slo.violation_budget`` is the share of minutes whose demand may exceed
+serving capacity (default 0.005, i.e. capacity may fall short on at most 0.5% of minutes; valid range
+(0, 0.2]). A profile states it; ``prescale.settings.SloSettings`` may override it per app or for every app.
 
 How much one node serves (``AppProfile.served(rtype)``), per demand metric ``m``:
 
@@ -39,9 +43,10 @@ Public API (stable; the cluster backend builds on it):
 * ``ResourceType`` (``.name .kind .capacity .price .quota .lead_time_seconds .perf .pool``,
   ``.hourly_price(spot=False)``), ``Capacity``, ``Price``, ``PerformanceTags``, ``NodePool``, ``Taint``
 * ``Catalog`` (iterable, ``len``, ``catalog["c7i.2xlarge"]``, ``.names``, ``.get(name)``, ``.of_kind(kind)``)
-* ``AppProfile`` (``.metrics .metric_names .kinds .workload_class .replica .min_nodes .max_nodes``,
+* ``AppProfile`` (``.metrics .metric_names .kinds .workload_class .replica .min_nodes .max_nodes .slo``,
   ``.incompatibility(rtype)``, ``.served(rtype)``, ``.replicas_per_node(rtype)``, ``.renamed(app)``),
-  ``DemandMetric``, ``ReplicaShape``, ``ExampleDemand``
+  ``DemandMetric``, ``ReplicaShape``, ``ExampleDemand``, ``Slo``, ``DEFAULT_VIOLATION_BUDGET``,
+  ``MAX_VIOLATION_BUDGET``
 * ``load_catalog(path)``, ``load_profile(path)``, ``resolve_profile(app, profiles_dir, profile=None)``,
   ``list_profiles(profiles_dir)``, ``check_profile(profile, catalog)``, ``parse_catalog(data)``,
   ``parse_profile(data)``
@@ -84,6 +89,10 @@ LABEL_POOL = "prescale.io/pool"
 MAX_NODES = 1_000_000
 NodeCount = Annotated[int, Field(ge=0, le=MAX_NODES)]
 DemandValue = Annotated[float, Field(ge=0, le=MAX_DEMAND, allow_inf_nan=False)]
+# The SLO's violation budget: share of minutes whose demand may exceed serving capacity. Zero is excluded (no
+# finite capacity covers every possible minute); above 20% of minutes short is no longer a service objective.
+DEFAULT_VIOLATION_BUDGET = 0.005
+MAX_VIOLATION_BUDGET = 0.2
 
 
 class CatalogError(ValueError):
@@ -295,6 +304,19 @@ class ExampleDemand(_Frozen):
     current: dict[str, NodeCount] = Field(default_factory=dict, description="Nodes running when the example starts.")
 
 
+class Slo(_Frozen):
+    """The app's service-level objective, stated as how often capacity may fall short of demand."""
+
+    violation_budget: float = Field(
+        default=DEFAULT_VIOLATION_BUDGET,
+        gt=0,
+        le=MAX_VIOLATION_BUDGET,
+        allow_inf_nan=False,
+        description="Share of minutes whose demand may exceed serving capacity, in (0, 0.2]; 0.005: capacity "
+        "may fall short on at most 0.5% of minutes. Settings may override it (slo.violation_budget, slo.apps).",
+    )
+
+
 class AppProfile(_Frozen):
     """An application: its demand, where it can run and how much one node of each type serves."""
 
@@ -314,6 +336,10 @@ class AppProfile(_Frozen):
         default_factory=dict, description="Measured demand served per node: type name -> metric -> value."
     )
     example_demand: ExampleDemand | None = None
+    slo: Slo = Field(
+        default_factory=Slo,
+        description="Service-level objective: the share of minutes capacity may fall short (default 0.5%).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AppProfile:

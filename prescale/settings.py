@@ -25,9 +25,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from prescale.names import APP_NAME_RULE, is_valid_app_name
 from prescale.replay.policies import POLICIES as REPLAY_POLICIES
 
 
@@ -379,6 +389,51 @@ class RunnerSettings(BaseModel):
     dask_processes: bool = Field(default=True, description="LocalCluster workers are processes (else threads).")
 
 
+# The upper end of a violation budget; the same bound as prescale.catalog.MAX_VIOLATION_BUDGET, repeated here
+# because settings does not import the catalog (tests/test_slo_profile.py checks the two agree).
+MAX_VIOLATION_BUDGET = 0.2
+
+
+class SloSettings(BaseModel):
+    """Overrides of the apps' SLO (``slo.violation_budget`` of each profile, prescale/catalog.py).
+
+    The budget is the share of minutes whose demand may exceed serving capacity, in (0, 0.2]. Precedence, most
+    specific first (:meth:`budget_for`): ``apps[<app>]``, then ``violation_budget``, then the app's profile.
+    """
+
+    violation_budget: float | None = Field(
+        default=None, gt=0, le=MAX_VIOLATION_BUDGET, allow_inf_nan=False,
+        description="Violation budget of every app, in (0, 0.2], over each profile's slo.violation_budget "
+        "(0.005: capacity may fall short on at most 0.5% of minutes); unset: each profile's own.",
+    )  # fmt: skip
+    apps: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-app violation budget, app name -> share of minutes in (0, 0.2], over both the global "
+        "override and the profile: PRESCALE_SLO__APPS='{\"web\": 0.001}' or PRESCALE_SLO__APPS__WEB=0.001.",
+    )
+
+    @field_validator("apps")
+    @classmethod
+    def _budgets_in_range(cls, apps: dict[str, float]) -> dict[str, float]:
+        for app, budget in apps.items():
+            if not is_valid_app_name(app):
+                raise ValueError(f"app {app[:80]!r} is not an app name ({APP_NAME_RULE})")
+            if not 0 < budget <= MAX_VIOLATION_BUDGET:  # also refuses NaN
+                raise ValueError(
+                    f"app {app!r}: violation budget {budget!r} is outside (0, {MAX_VIOLATION_BUDGET}]; "
+                    "give the share of minutes capacity may fall short, e.g. 0.005 for 0.5%"
+                )
+        return apps
+
+    def budget_for(self, app: str, profile_budget: float) -> float:
+        """The violation budget ``app`` runs under: its own override, else the global one, else its profile's."""
+        if app in self.apps:
+            return self.apps[app]
+        if self.violation_budget is not None:
+            return self.violation_budget
+        return profile_budget
+
+
 class Settings(BaseSettings):
     """The whole tree. Load it with :func:`load_settings`."""
 
@@ -401,6 +456,10 @@ class Settings(BaseSettings):
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    slo: SloSettings = Field(
+        default_factory=SloSettings,
+        description="Overrides of the apps' SLO violation budgets (per app, then for all apps, then the profile's).",
+    )
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
