@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import ex_ante
 import numpy as np
 import pandas as pd
 
@@ -536,6 +537,13 @@ def main() -> None:
     parser.add_argument("--perfect", action="store_true",
                         help="only the predictive rule with a perfect forecast against the oracle of replay.json "
                              "(writes replay-perfect.json and .md; minutes, not an hour)")
+    parser.add_argument("--ex-ante", action="store_true",
+                        help="only prescale as a user runs it: tuned on the stretch before the window from the "
+                             "SLO (0.5%% and 0.1%%), run once with its controller, against reactive at the same "
+                             "violations and at the HPA default (writes replay-ex-ante.json and .md)")
+    parser.add_argument("--trials", type=int, default=16, help="--ex-ante: predictive tuning trials per case")
+    parser.add_argument("--reactive-trials", type=int, default=6, help="--ex-ante: reactive tuning trials per case")
+    parser.add_argument("--tune-seconds", type=float, default=50.0, help="--ex-ante: tuning time limit per case")
     parser.add_argument("--error-scale", default="", metavar="A,B,...",
                         help="only the predictive sweep with forecast errors scaled by each alpha (1: as made, "
                              "0: perfect) against replay.json's reactive and oracle costs (replay-error-scale.*)")
@@ -556,6 +564,15 @@ def main() -> None:
         traces = [t for t in traces if t.name in ("google2019-cpu", "azure2019-cpu")]
         args.profiles = ["web", "transcoder"]
         config = sweeps((0.9,), (0.0, 0.2), (0.5, 0.7))
+    if args.ex_ante:
+        args.root, args.quantiles, args.targets = ROOT, QUANTILES, config.settings_for("reactive").targets
+        hindsight = ex_ante.hindsight_costs(OUT / "replay.json")
+        rows = [row for trace in traces for row in ex_ante.ex_ante_trace(
+            trace, catalog, args, forecasts_for=forecasts_for, trace_panel=trace_panel, daily_acf=daily_acf,
+            hindsight=hindsight)]
+        payload = {"command": command(), "rows": rows, "aggregate": ex_ante.aggregate(rows)}
+        publish("replay-ex-ante-quick" if args.quick else "replay-ex-ante", payload, ex_ante.markdown)
+        return
     if args.error_scale:
         rows = [row for trace in traces for row in error_scale(trace, catalog, config, args)]
         rows = compare(rows, json.loads((OUT / "replay.json").read_text())["rows"])  # read last: it may be new

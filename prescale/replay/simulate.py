@@ -92,6 +92,12 @@ class Executor:
     def ready_capacity(self) -> np.ndarray:
         return self.fleet.capacity(self.holding.ready)
 
+    def served(self, t: int) -> np.ndarray:
+        """The capacity that served step ``t`` (recorded; ``t`` before the current step), per metric."""
+        if not 0 <= t < self.t:
+            raise ValueError(f"step {t} has not been recorded yet (the executor is at step {self.t})")
+        return self.fleet.capacity(self._ready[t])
+
     def serving_profile(self, steps: int, mask: np.ndarray, *, limit: np.ndarray | None = None) -> np.ndarray:
         """Capacity of the ``mask`` types serving at steps ``t .. t + steps - 1`` (``Holding.serving_profile``)."""
         return self.holding.serving_profile(self.fleet, steps, mask, limit=limit)

@@ -62,10 +62,16 @@ class Predictive(Rule):
     def fallback_steps(self) -> int:
         return self._fallbacks
 
-    def decision_input(self, t: int, ex: Executor) -> DecisionInput:
-        """What the decision of step ``t`` knows: the executor's holding, ``D[t]``, ``F[t]``, the rule's state."""
+    def decision_input(self, t: int, ex: Executor, scale: float = 1.0) -> DecisionInput:
+        """What the decision of step ``t`` knows: the executor's holding, ``D[t]``, ``F[t]``, the rule's state.
+
+        ``scale``: a factor on both ``D[t]`` and ``F[t]`` (the SLO controller's ``s[t]``, ``policies.adaptive``).
+        """
         ctx = self.ctx
-        return DecisionInput(ctx.fleet, ctx.covers, ex.holding, covered=self.covered[t], floor=self.floor[t],
+        covered, floor = self.covered[t], self.floor[t]
+        if scale != 1.0:
+            covered, floor = covered * scale, floor * scale
+        return DecisionInput(ctx.fleet, ctx.covers, ex.holding, covered=covered, floor=floor,
                              hold=self.hold, margin=ctx.margin, state=self._state)
 
     def step(self, t: int, ex: Executor) -> None:
