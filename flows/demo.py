@@ -31,6 +31,7 @@ from prescale.settings import load_settings
 
 REPLAY_DAYS = 2.0
 QUICK_REPLAY_DAYS = 0.5
+QUICK_TUNE_DAYS = 0.5  # the SLO policy's tuning stretch in quick mode (settings' replay.tune_days otherwise)
 
 
 @task(name="summarise-store", retries=2, retry_delay_seconds=2)
@@ -70,6 +71,7 @@ def _replay(app: str, quick: bool) -> dict[str, Any]:
             days=QUICK_REPLAY_DAYS if quick else REPLAY_DAYS,
             forecaster="holt_winters" if quick else "best",
             peak_scale=1.0,
+            tune_days=QUICK_TUNE_DAYS if quick else None,
         )
     except Exception as exc:  # noqa: BLE001 - one app's failure never stops the demo
         get_run_logger().error("replay of %s failed: %s: %s", app, type(exc).__name__, exc)

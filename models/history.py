@@ -10,13 +10,15 @@ directly)::
       -> historical_forecasts: fit on the rows before the window only (``history_panel``: never on the
          window), then every replayed step at once from its origin (the baselines in one pass over the
          series, the LSTM through darts' dataset path)  -> ForecastBatch
-    Prepared + ForecastBatch -> build_input -> ``prescale.replay.ReplayInput``
+    Prepared + ForecastBatch -> build_input -> ``prescale.replay.ReplayInput`` (the window); build_stretch ->
+      the tuning stretch's (ex ante: the SLO policy is tuned on it, ``prescale.slo``)
 
 Pure compute: no Prefect, no I/O (the LSTM keeps checkpoints in ``scratch`` while it fits).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,6 +45,19 @@ class Prepared:
     panel: Panel
     window: Window
     dmap: DemandMap
+    stretch: Window | None = None  # the SLO tuning stretch just before the window (ex ante), or None
+    stretch_note: str = ""  # why there is none
+
+    @property
+    def forecast_window(self) -> Window:
+        """The rows the forecaster forecasts: from the stretch's start when there is one (it trains before it)."""
+        s, w = self.stretch, self.window
+        return w if s is None else Window(w.rows, s.replay_start, s.scored_start, w.horizon, w.step_seconds)
+
+    @property
+    def stretch_offset(self) -> int:
+        """Forecast rows before the window's first (the stretch's length; 0 without one)."""
+        return self.window.replay_start - self.forecast_window.replay_start
 
 
 @dataclass(frozen=True)
@@ -68,9 +83,16 @@ class ForecastBatch:
 def prepare(
     app: str, rows: pd.DataFrame, profile: AppProfile, catalog: Catalog, *, days: float, metric: str | None = None,
     peak_scale: float | None = None, warmup_minutes: float = 60.0, lookahead_minutes: float = 30.0,
-    min_history_days: float = 1.0,
+    min_history_days: float = 1.0, tune_days: float = 0.0, min_stretch_hours: float = 6.0,
+    min_train_days: float = 1.5,
 ) -> Prepared:
-    """Choose the metric, put it on its grid, place the window and map units (see ``prescale.replay.inputs``)."""
+    """Choose the metric, put it on its grid, place the window and map units (see ``prescale.replay.inputs``).
+
+    ``tune_days`` > 0: also a tuning stretch of that many days just before the window (fewer when the history
+    is short, keeping ``min_train_days`` to train on), with the window's warm-up and at least
+    ``min_stretch_hours`` scored; the forecaster then trains before the stretch and forecasts both, out of
+    sample (the ex-ante comparison, ``prescale.slo.exante``).
+    """
     if rows.empty:
         raise ReplayError(f"app {app!r} has no metrics in the store: ingest some first (prescale ingest)")
     source = choose_metric(sorted(rows["metric"].unique()), profile, metric)
@@ -82,7 +104,20 @@ def prepare(
         min_history_rows=round(min_history_days * 86_400 / panel.step_seconds),
     )
     dmap = demand_map(panel.values[: window.replay_start, 0], profile, source, peak_scale=peak_scale)
-    return Prepared(app, profile, fleet, panel, window, dmap)
+    stretch, note = None, ""
+    if tune_days > 0:
+        step = panel.step_seconds
+        train = round(max(min_history_days, min_train_days) * 86_400 / step)
+        steps = min(round(tune_days * 86_400 / step), window.replay_start - train)
+        need = window.warmup + math.ceil(min_stretch_hours * 3600 / step)
+        if steps >= need:
+            start = window.replay_start - steps
+            stretch = Window(window.replay_start, start, start + window.warmup, window.horizon, step)
+        else:
+            note = (f"no tuning stretch: {window.replay_start} history rows leave {max(steps, 0)} before the window "
+                    f"after {train} to train on; the stretch needs {need} (warm-up "
+                    f"{window.warmup} + {min_stretch_hours:g} h)")
+    return Prepared(app, profile, fleet, panel, window, dmap, stretch, note)
 
 
 def history_panel(panel: Panel, stop: int, days: float | None) -> Panel:
@@ -131,10 +166,25 @@ def forecast_config(forecast_settings: Any, window: Window, *, preset: str) -> T
 
 
 def build_input(prepared: Prepared, batch: ForecastBatch | None) -> ReplayInput:
-    """The replay's input: the window's demand in the profile's units, and the batch's forecasts (if any)."""
+    """The replay's input: the window's demand in the profile's units, and the batch's forecasts (if any).
+
+    ``batch`` forecasts ``prepared.forecast_window`` (the stretch's rows first, when there is a stretch).
+    """
     return make_input(
         prepared.app, prepared.panel.index, prepared.panel.values[:, 0], prepared.window, prepared.dmap,
-        forecast=None if batch is None else batch.values,
+        forecast=None if batch is None else batch.values[prepared.stretch_offset :],
         quantiles=batch.quantiles if batch else (0.5,),
         source={} if batch is None else batch.info(),
+    )
+
+
+def build_stretch(prepared: Prepared, batch: ForecastBatch | None) -> ReplayInput | None:
+    """The tuning stretch's input (demand and the batch's out-of-sample forecasts), or None without one."""
+    stretch = prepared.stretch
+    if stretch is None or batch is None:
+        return None
+    rows = stretch.rows
+    return make_input(
+        prepared.app, prepared.panel.index[:rows], prepared.panel.values[:rows, 0], stretch, prepared.dmap,
+        forecast=batch.values[: prepared.stretch_offset], quantiles=batch.quantiles, source=batch.info(),
     )

@@ -153,8 +153,6 @@ class OrchestrateSettings(BaseModel):
                               "s3://bucket/ledger (store.endpoint_url applies). Default: <home>/ledger.")  # fmt: skip
     lookback_hours: float = Field(default=192.0, gt=0, description="History read per decision (8 days feeds "
                                   "the weekly Holt-Winters and daily baselines).")  # fmt: skip
-    target_utilisation: float = Field(default=0.8, gt=0, le=1, description="Reactive fallback and floor: "
-                                      "capacity = observed demand / this.")  # fmt: skip
     error_budget: float = Field(default=0.35, gt=0, description="Largest relative error of the recent median "
                                 "forecasts before the champion is set aside for the reactive rule.")  # fmt: skip
     min_coverage: float = Field(default=0.5, ge=0, le=1, description="Lowest recent coverage of the 80% band.")
@@ -362,6 +360,10 @@ class ReplaySettings(BaseModel):
     preset: str = Field(default="small", pattern="^(default|small)$", description="Training preset of 'best'.")
     warmup_minutes: float = Field(default=60.0, ge=0, description="Unscored warm-up (at least 2x the slowest lead).")
     lookahead_minutes: float = Field(default=30.0, gt=0, description="Forecast this far past the slowest lead.")
+    tune_days: float = Field(
+        default=2.0, ge=0, description="Ex ante: the SLO policy is tuned on this many days before the window (the "
+        "forecaster trains before them); 0 leaves the ex-ante comparison out.",
+    )
     hold_minutes: float = Field(default=5.0, ge=0, description="Predictive keeps what the next lead + this needs.")
     consolidation_margin: float = Field(default=0.1, ge=0, description="Swap to the cheapest mix when this dearer.")
     cover_resolution: float = Field(default=0.01, gt=0, lt=1, description="Relative grid step of cached covers.")

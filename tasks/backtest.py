@@ -3,10 +3,12 @@
 - ``load-backtest-history`` (retried): every stored row of the app;
 - ``load-backtest-profile`` (retried): the catalog and the app's profile;
 - ``prepare-backtest``: the metric, its grid, the window and the unit mapping (``models.history.prepare``);
-- ``forecast-window``: the forecaster fitted on the history before the window and one forecast per
-  replayed step (``models.history.historical_forecasts``), as a :class:`~prescale.replay.ReplayInput`;
-  pure compute, no retries;
+- ``forecast-window``: the forecaster fitted on the history before the window (before the SLO's tuning
+  stretch, when there is one) and one forecast per replayed step (``models.history.historical_forecasts``),
+  as the window's :class:`~prescale.replay.ReplayInput` and the stretch's; pure compute, no retries;
 - ``replay-policy``: one registered policy's whole sweep (``prescale.replay.replay_policy``);
+- ``ex-ante``: the SLO policy tuned on the stretch, run once over the window with its controller, against
+  reactive's sweep at the same realised violations and at the HPA default (``prescale.slo.exante``);
 - ``write-backtest-report`` (retried): the PNGs and ``report.json`` under the output folder;
 - ``publish-backtest-artifact``: the results table (``prescale.replay.report``) as a markdown artifact.
 
@@ -28,7 +30,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from models.history import Prepared, build_input, forecast_config, historical_forecasts, prepare
+from models.history import Prepared, build_input, build_stretch, forecast_config, historical_forecasts, prepare
 from prescale.catalog import AppProfile, Catalog, load_catalog, resolve_profile
 from prescale.metrics.store import MetricsStore
 from prescale.replay import BacktestResult, Fleet, PolicyResult, ReplayConfig, ReplayInput, replay_policy
@@ -36,6 +38,7 @@ from prescale.replay.covers import CoverCache
 from prescale.replay.engine import context
 from prescale.replay.plots import write_plots
 from prescale.replay.report import markdown
+from prescale.slo.exante import ex_ante
 
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [1, 5, 15]
@@ -62,7 +65,8 @@ def load_profile(app: str, catalog_path: str, profiles_dir: str, profile: str | 
 @task(name="prepare-backtest", cache_policy=NONE)
 def prepare_task(app: str, rows: pd.DataFrame, catalog: Catalog, profile: AppProfile, rs: Any) -> Prepared:
     prepared = prepare(app, rows, profile, catalog, days=rs.days, metric=rs.metric, peak_scale=rs.peak_scale,
-                       warmup_minutes=rs.warmup_minutes, lookahead_minutes=rs.lookahead_minutes)
+                       warmup_minutes=rs.warmup_minutes, lookahead_minutes=rs.lookahead_minutes,
+                       tune_days=rs.tune_days)
     w = prepared.window
     get_run_logger().info(
         "%s: metric %s at %d s, %d history rows, %d warm-up and %d scored steps, horizon %d", app,
@@ -73,15 +77,19 @@ def prepare_task(app: str, rows: pd.DataFrame, catalog: Catalog, profile: AppPro
 
 @task(name="forecast-window", cache_policy=NONE)
 def forecast_task(prepared: Prepared, forecast_settings: Any, rs: Any, with_forecast: bool, *,
-                  scratch: Path | None = None) -> ReplayInput:
+                  scratch: Path | None = None) -> tuple[ReplayInput, ReplayInput | None]:
+    """The window's input and the tuning stretch's (None without forecasts or without a stretch)."""
     if not with_forecast:
-        return build_input(prepared, None)
-    config = forecast_config(forecast_settings, prepared.window, preset=rs.preset)
-    batch = historical_forecasts(prepared.panel, prepared.window, candidate=rs.forecaster, config=config,
+        return build_input(prepared, None), None
+    window = prepared.forecast_window
+    config = forecast_config(forecast_settings, window, preset=rs.preset)
+    batch = historical_forecasts(prepared.panel, window, candidate=rs.forecaster, config=config,
                                  history_days=forecast_settings.history_days, scratch=scratch)
     get_run_logger().info("%s: %s trained in %.1f s, %d forecasts in %.1f s", prepared.app, batch.candidate,
                           batch.train_seconds, len(batch.values), batch.predict_seconds)
-    return build_input(prepared, batch)
+    if prepared.stretch_note:
+        get_run_logger().info("%s: %s", prepared.app, prepared.stretch_note)
+    return build_input(prepared, batch), build_stretch(prepared, batch)
 
 
 @task(name="replay-policy", cache_policy=NONE)
@@ -98,6 +106,26 @@ def replay_task(policy: str, inp: ReplayInput, fleet: Fleet, config: ReplayConfi
     ctx = context(inp, fleet, config, covers)
     result = replay_policy(policy, inp, ctx, config, progress=progress, done=offset, total=total)
     return result, time.perf_counter() - started
+
+
+@task(name="ex-ante", cache_policy=NONE)
+def ex_ante_task(stretch: ReplayInput, inp: ReplayInput, fleet: Fleet, budget: float, reactive: PolicyResult,
+                 config: ReplayConfig, covers: CoverCache) -> dict[str, Any]:
+    """The SLO policy tuned on ``stretch``, run over ``inp``, against ``reactive`` (``prescale.slo.exante``)."""
+    logger = get_run_logger()
+
+    def progress(done: int, total: int, message: str) -> None:
+        logger.info("tuning [%d/%d] %s", done, total, message)
+        notify(done, total, f"tuning {message}")
+
+    result = ex_ante(stretch, inp, fleet, budget, reactive=reactive, config=config, covers=covers,
+                     progress=progress)
+    out = result.to_dict()
+    logger.info("ex ante at a %.2g%% budget: %s (%s), %.3f%% violations, cost %.2f; reactive at the same "
+                "violations %s", 100 * budget, out["policy"]["rule"], out["policy"]["setting"],
+                100 * out["predictive"]["violation_share"], out["predictive"]["cost"],
+                out["reactive_at_same_violations"])
+    return out
 
 
 @task(name="write-backtest-report", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)

@@ -16,6 +16,7 @@ from cli.commands.common import console, emit_json, quiet_flow_errors, run_guard
 from prescale.catalog import CatalogError, resolve_profile
 from prescale.names import AppName
 from prescale.replay import POLICIES
+from prescale.replay.report import slo_lines
 
 
 def register(app: typer.Typer) -> None:
@@ -104,6 +105,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     for budget, c in summary["comparison"].items():
         console.print(f"at a {budget} violation budget, predictive costs {_than(c['vs_reactive'], 'reactive')}, "
                       f"{_than(c['vs_static'], 'static')}, {_pct(c['over_oracle'])} vs the oracle", highlight=False)
+    for line in slo_lines(summary):
+        console.print(line, highlight=False)
     source = summary.get("source", {})
     console.print(f"demand from {source.get('demand', {}).get('metric')}, forecaster {source.get('forecaster', '-')}",
                   highlight=False)

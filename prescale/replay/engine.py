@@ -158,6 +158,8 @@ class BacktestResult:
     policies: dict[str, PolicyResult]
     cover_stats: dict[str, float]
     seconds: dict[str, float]
+    slo: dict[str, Any] = field(default_factory=dict)  # the app's SLO (``violation_budget``) and notes
+    ex_ante: dict[str, Any] | None = None  # ``prescale.slo.exante.ExAnte.to_dict``, when it ran
 
     @property
     def oracle(self) -> OracleResult | None:
@@ -224,6 +226,8 @@ class BacktestResult:
             "budget_costs": self.budget_costs(),
             "comparison": self.comparison(),
             "common_budget": self.common_budget(),
+            "slo": self.slo,
+            "ex_ante": self.ex_ante,
             "oracle": _oracle_dict(self.oracle),
             "types": list(self.fleet.names),
             "covers": self.cover_stats,

@@ -31,9 +31,31 @@ def markdown(summary: dict[str, Any], files: dict[str, str] | None = None) -> st
     for budget, c in summary["comparison"].items():
         lines.append(f"- budget {budget}: {_pct(c.get('vs_reactive'))} cheaper than reactive, "
                      f"{_pct(c.get('vs_static'))} cheaper than static, {_pct(c.get('over_oracle'))} above the oracle")
+    lines += ["", *slo_lines(summary)]
     if files:
         lines += ["", "Files: " + ", ".join(f"`{path}`" for path in files.values())]
     return "\n".join(lines)
+
+
+def slo_lines(summary: dict[str, Any]) -> list[str]:
+    """The app's SLO and the ex-ante comparison (``slo``, ``ex_ante`` of the summary), as sentences."""
+    slo, ahead = summary.get("slo") or {}, summary.get("ex_ante")
+    budget = slo.get("violation_budget")
+    head = f"SLO: capacity may fall short on at most {budget:.2%} of minutes." if budget is not None else "SLO: -"
+    if not ahead:
+        return [f"{head} {slo.get('note', '')}".strip()]
+    ours, policy, default = ahead["predictive"], ahead["policy"], ahead.get("reactive_default") or {}
+    tuning = ahead.get("tuning", {})
+    return [
+        head,
+        f"Ex ante (tuned on {tuning.get('steps', '?')} steps before the window in {tuning.get('seconds', '?')} s, "
+        f"nothing chosen with hindsight): prescale ran the {policy['rule']} rule at {policy['setting']}, "
+        f"{ours['violation_share']:.2%} of minutes short, cost {_fmt(ours['cost'])}; reactive at the same "
+        f"violations {_fmt(ahead.get('reactive_at_same_violations'))} ({_pct(ahead.get('vs_reactive_same'))} "
+        f"saved), reactive at the HPA default {_fmt(default.get('cost'))} with "
+        f"{default.get('violation_share', 0):.2%} short ({_pct(ahead.get('vs_reactive_default'))} saved).",
+        *(f"- {reason}" for reason in policy.get("reasons", [])),
+    ]
 
 
 def _fmt(value: Any) -> str:

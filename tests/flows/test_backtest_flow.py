@@ -64,6 +64,24 @@ def test_backtest_flow_scores_every_policy_writes_plots_and_publishes_a_table(sh
         assert path.is_file() and path.stat().st_size > 0 and str(path).startswith(str(prescale_home))
     artifacts = asyncio.run(_artifact("backtest-results"))
     assert any("| predictive |" in a.data and "cost at 0.5%" in a.data for a in artifacts)
+    # the SLO and the ex-ante run: tuned on the stretch before the window, one run over it, against reactive
+    assert out["slo"]["violation_budget"] == 0.005
+    ahead = out["ex_ante"]
+    assert {"cost", "violation_share"} <= set(ahead["predictive"])
+    assert {"cost", "violation_share"} <= set(ahead["reactive_default"])
+    assert ahead["reactive_at_same_violations"] > 0
+    assert ahead["policy"]["rule"] in ("predictive", "reactive") and ahead["policy"]["tuned"]
+    tuning = ahead["tuning"]
+    assert tuning["end"] < out["window"]["start"]  # tuned on data before the window only
+    assert tuning["trials"] >= 10
+    assert any("Ex ante (tuned on" in a.data for a in artifacts)
+
+
+def test_backtest_tuning_stretch_is_left_out_when_asked(shop):
+    from flows.backtest import backtest
+
+    out = backtest(app=shop, profile="web", days=1.0, policies=["reactive"], tune_days=0.0)
+    assert out["ex_ante"] is None and out["slo"]["violation_budget"] == 0.005
 
 
 def test_backtest_command_prints_the_json_contract(shop):
