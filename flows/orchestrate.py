@@ -3,10 +3,11 @@
 1. ``observe-cluster``: what runs now (once for the cycle).
 2. per app, mapped in parallel on the settings' task runner (threads, or Dask:
    ``flows/runners.py``): ``gather-inputs`` (recent rows, phase, recent
-   decisions, the rule's state, the champion's forecast; or why there is none)
-   then ``plan-app`` (``prescale.cycle.plan_app``: the predictive rule of
-   ``prescale.decision`` with its reactive floor, then the plan and the
-   ledger row).
+   decisions, the rule's and the SLO controller's state, the app's SLO
+   budget, the champion's forecast and tuned SLO policy; or why there is
+   none) then ``plan-app`` (``prescale.cycle.plan_app``: the SLO policy's
+   rule of ``prescale.decision`` with its reactive floor, steered by the
+   online controller, then the plan and the ledger row).
 3. ``apply-plans``: one app after another through the cluster backend
    (make-before-break), unless dry run.
 4. ``record-decisions``: one ledger row per app; one ``request-retraining`` for

@@ -22,10 +22,10 @@ that into a :class:`~prescale.decision.DecisionInput` exactly as the replay woul
 
 **The reactive floor and the fallback, mapped.** The loop used to raise every quantile of the forecast to
 ``o / u`` when ``o`` broke above the forecast's top band (``apply_floor``, in ``prescale.orchestrate`` before
-issue 14), and without a champion to plan for a flat ``o / u`` (``reactive_forecast``), ``u`` being
-``orchestrate.target_utilisation``.
-The rule carries both already, with the same meaning: the headroom is ``h = 1 / u - 1`` (a utilisation
-target ``u`` *is* a headroom of ``1 / u - 1``), so ``F = o / u``; the rule never lets the step it decides
+issue 14), and without a champion to plan for a flat ``o / u`` (``reactive_forecast``), ``u`` being a
+hand-set target utilisation (since issue 16 the SLO policy's, ``prescale.orchestrate.knobs_for``).
+The rule carries both already, with the same meaning: a utilisation target ``u`` *is* a headroom of
+``1 / u - 1``, so ``F = o / u``; the rule never lets the step it decides
 serve less than ``F`` (the fast tier's shortfall at step 0 is at least ``F - S``, and every slow tier's keep
 level is at least ``F``), which is the floor; and a missing forecast makes the fast tier cover ``F`` alone
 (``Decision.fallback``), which is the reactive fallback. The one difference from ``apply_floor``: the floor
@@ -33,7 +33,8 @@ raises the step being decided (and the keep levels), not every step of the horiz
 steps follows the forecast, and the next decision raises again if demand stays above it.
 
 Also here: the :class:`~prescale.decision.RuleState` as JSON (the ledger keeps it between minutes, and
-:func:`newest_state` finds the last one written), the
+:func:`newest_state` finds the last one written) with the SLO controller's :class:`SloState` under the key
+``"slo"`` (:func:`newest_slo_state`; rows written before issue 16 have none: the controller starts afresh), the
 target as node counts per type name, and the rejected types with a reason (``prescale plan --json``).
 Pure: no clock, no setting, no I/O; the cover solver is the caller's (a cache is a speed matter only).
 """
@@ -54,11 +55,15 @@ from prescale.decision import Covers, Decision, DecisionInput, RuleState
 from prescale.fleet import Fleet, build_fleet
 from prescale.forecast import Forecast, ForecastError
 from prescale.holding import Holding
+from prescale.slo.controller import TrackerState
 
 
 @dataclass(frozen=True)
 class Knobs:
-    """The rule's knobs: covered quantile ``q``, headroom ``h``, hold window (minutes), consolidation margin."""
+    """The rule's knobs: covered quantile ``q``, headroom ``h``, hold window (minutes), consolidation margin.
+
+    ``h`` may be negative (down to -1, not included): the SLO controller's scale below 1 covers less than the
+    quantile itself (``prescale.orchestrate.knobs_for``)."""
 
     quantile: float
     headroom: float
@@ -66,16 +71,11 @@ class Knobs:
     margin: float = 0.1
 
     def __post_init__(self) -> None:
-        if not 0 < self.quantile < 1 or self.headroom < 0 or self.hold_minutes < 0 or self.margin < 0:
+        if not 0 < self.quantile < 1 or not self.headroom > -1 or self.hold_minutes < 0 or self.margin < 0:
             raise ValueError(
-                f"knobs out of range: quantile {self.quantile} must be in (0, 1); headroom {self.headroom}, "
-                f"hold_minutes {self.hold_minutes} and margin {self.margin} must be >= 0"
+                f"knobs out of range: quantile {self.quantile} must be in (0, 1), headroom {self.headroom} "
+                f"above -1; hold_minutes {self.hold_minutes} and margin {self.margin} must be >= 0"
             )
-
-    @classmethod
-    def from_utilisation(cls, quantile: float, target_utilisation: float, **rest: float) -> Knobs:
-        """Knobs whose headroom is ``1 / u - 1`` (see the module docstring)."""
-        return cls(quantile=quantile, headroom=1.0 / target_utilisation - 1.0, **rest)
 
     def hold_steps(self, step_seconds: int) -> int:
         return max(0, round(self.hold_minutes * 60 / step_seconds))
@@ -233,19 +233,55 @@ def rejected(
 # ------------------------------------------------------------------------------------------- state as JSON
 
 
-def state_to_json(state: RuleState) -> dict[str, list[list[float | None]]]:
-    """The rule's state as JSON-ready lists (NaN, a level not known, as null)."""
-    return {kind: [[None if not math.isfinite(v) else float(v) for v in row] for row in np.asarray(rows)]
-            for kind, rows in sorted(state.recent_keep.items())}  # fmt: skip
+SLO_KEY = "slo"  # the SLO controller's state, beside the rule's tiers in the ledger's ``rule_state``
+
+
+@dataclass(frozen=True)
+class SloState:
+    """The SLO controller's state kept between decisions: the tracker, and the newest observed instant it
+    has counted (a decision that sees no newer observation, data coarser than the loop's cadence or a second
+    run at the same instant, does not count the same step twice)."""
+
+    tracker: TrackerState = field(default_factory=TrackerState)
+    observed_at: pd.Timestamp | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        at = None if self.observed_at is None else pd.Timestamp(self.observed_at).isoformat()
+        return {**self.tracker.to_json(), "observed_at": at}
+
+    @classmethod
+    def from_json(cls, data: Any) -> SloState | None:
+        """A state written by :meth:`to_json`; None for nothing or anything not shaped like one."""
+        if not isinstance(data, Mapping) or "theta" not in data:
+            return None
+        try:
+            at = pd.Timestamp(data["observed_at"]) if data.get("observed_at") else None
+        except (TypeError, ValueError):
+            at = None
+        return cls(TrackerState.from_json(dict(data)), at)
+
+
+def state_to_json(state: RuleState, slo: SloState | None = None) -> dict[str, Any]:
+    """The rule's state as JSON-ready lists (NaN, a level not known, as null), with the SLO controller's
+    state under :data:`SLO_KEY` when given."""
+    out: dict[str, Any] = {kind: [[None if not math.isfinite(v) else float(v) for v in row] for row in np.asarray(rows)]
+                           for kind, rows in sorted(state.recent_keep.items())}  # fmt: skip
+    if slo is not None:
+        out[SLO_KEY] = slo.to_json()
+    return out
 
 
 def state_from_json(data: Any) -> RuleState | None:
-    """A state written by :func:`state_to_json`; None for nothing or anything not shaped like one."""
+    """A state written by :func:`state_to_json` (its :data:`SLO_KEY` left out); None for nothing or anything
+    not shaped like one. A row that carries only the SLO state is a decision whose rule kept nothing: an
+    empty state."""
     if not isinstance(data, Mapping) or not data:
         return None
     recent = {}
     try:
         for kind, rows in data.items():
+            if kind == SLO_KEY:
+                continue
             arr = np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=float)
             if arr.ndim == 2:
                 recent[str(kind)] = arr
@@ -261,4 +297,14 @@ def newest_state(written: Sequence[Any]) -> RuleState | None:
         state = state_from_json(data)
         if state is not None:
             return state
+    return None
+
+
+def newest_slo_state(written: Sequence[Any]) -> SloState | None:
+    """The SLO controller's state of the newest of ``written`` that carries one (None: rows written before
+    issue 16, or none at all: the controller starts from ``θ = 0``)."""
+    for data in reversed(written):
+        slo = SloState.from_json(data.get(SLO_KEY)) if isinstance(data, Mapping) else None
+        if slo is not None:
+            return slo
     return None

@@ -7,8 +7,11 @@ what it forecast (start, step, the covered quantile and the 10/50/90 bands per
 step), what it chose (allocation, cost per hour, the plan's steps, the reasons for
 every type not used), what happened (applied, dry run, failed, with the error) and
 the predictive rule's state after the decision (``rule_state``: its recent keep
-levels, read back by the app's next decision; files written before the column
-existed read it as ``{}``).
+levels and the SLO controller's state under ``"slo"``, read back by the app's next
+decision; files written before the column existed read it as ``{}``), and the SLO
+the decision ran under (``slo``: the violation budget, the rule and its setting,
+whether the policy was tuned, the controller's scale and the realised rate so far;
+``{}`` in files written before issue 16).
 Nested values are stored as JSON text so the ledger stays one flat table that any
 Parquet reader (and pandas) can open.
 
@@ -65,7 +68,7 @@ from prescale.metrics.location import Location
 from prescale.metrics.store import utc
 from prescale.names import AppName
 
-JSON_FIELDS = ("forecast", "observed", "allocation", "plan", "reasons", "health", "rule_state")
+JSON_FIELDS = ("forecast", "observed", "allocation", "plan", "reasons", "health", "rule_state", "slo")
 SCHEMA = pa.schema(
     [("decided_at", pa.timestamp("us", tz="UTC"))]
     + [(name, pa.string()) for name in ("app", "phase", "mode", "why", "champion_version")]
@@ -102,7 +105,8 @@ class LedgerRow:
     health: dict[str, Any] = field(default_factory=dict)
     retrain_requested: bool = False
     duration_s: float = 0.0
-    rule_state: dict[str, Any] = field(default_factory=dict)  # the predictive rule's state after this decision
+    rule_state: dict[str, Any] = field(default_factory=dict)  # the rule's and the SLO controller's state after
+    slo: dict[str, Any] = field(default_factory=dict)  # budget, rule, setting, tuned, scale, realised rate
 
     def to_record(self) -> dict[str, Any]:
         """The row as stored: JSON text for nested fields, ``decided_at`` in UTC floored to the microsecond.
@@ -270,8 +274,8 @@ def _condition(start, end, mode: str | None) -> ds.Expression | None:
 
 
 def _decoded(text: Any) -> Any:
-    """A JSON field; a column the file predates (``rule_state`` before issue 14) reads as null (None or NaN
-    once pandas joins it with other files): ``{}``."""
+    """A JSON field; a column the file predates (``rule_state`` before issue 14, ``slo`` before issue 16) reads
+    as null (None or NaN once pandas joins it with other files): ``{}``."""
     return json.loads(text) if isinstance(text, str) else {}
 
 

@@ -13,22 +13,33 @@ metric times ``s`` (:func:`bind_forecast`, :func:`observed_demand`). A profile
 metric with no source has no data to forecast, and one whose source the
 champion was not trained on has no forecast: both are ``unbound``, covered at
 zero by the forecast (the rule's reactive floor raises the second kind to its
-observed demand over the target utilisation), and the decision says which and why.
+observed demand times the lift ``1 + h``), and the decision says which and why.
 
-**Knobs** (:func:`knobs_from`): the covered quantile, the headroom, the hold
-window and the margin, the same for every caller.
+**Knobs** (:func:`knobs_for`, :func:`knobs_from`): derived from the app's SLO, never set by hand. The
+policy (:class:`~prescale.slo.SloPolicy`: tuned with the champion, or its untuned start for the budget)
+gives the rule, the covered quantile ``q`` and headroom ``h`` (or the reactive target ``u``); the online
+controller's scale ``s = exp(θ)`` (``prescale.slo.controller``) multiplies the covered level, as the
+replay's ``Adaptive`` rule does:
 
-**Reactive floor and fallback** are the rule's own since issue 14 (they were
-``apply_floor`` and ``reactive_forecast`` here): ``F = o / u`` with ``o`` the last
-observed demand and ``u`` = ``orchestrate.target_utilisation``, never served less at
-the step decided; without a forecast the fastest tier covers ``F`` alone. How the
-old floor maps onto the rule's is in ``prescale/decide_inputs.py``.
+* predictive: ``D = s (1 + h) Q_q`` and ``F = s (1 + h) o``, so the rule's headroom is ``s (1 + h) - 1``;
+* reactive: no forecast; the fast tier covers ``F = o s / u`` (the target ``u / s``, at most 1), so the
+  headroom is ``max(s / u, 1) - 1``.
+
+The hold window and the margin are the replay's settings (``replay.hold_minutes``,
+``replay.consolidation_margin``), so the loop, ``prescale plan`` / ``apply`` and the backtest run one rule.
+
+**Reactive floor and fallback** are the rule's own since issue 14 (they were ``apply_floor`` and
+``reactive_forecast`` here): ``F = (1 + h) o`` with ``o`` the last observed demand, never served less at the
+step decided; without a forecast the fastest tier covers ``F`` alone. How the old floor maps onto the
+rule's is in ``prescale/decide_inputs.py``.
 
 :func:`summarise_forecast` keeps the bands of the champion's forecast on the
 ledger row, which monitoring later compares with what happened.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -37,17 +48,24 @@ from prescale.catalog import AppProfile
 from prescale.decide_inputs import Knobs
 from prescale.forecast import Forecast
 from prescale.settings import Settings
+from prescale.slo.policy import SloPolicy
 
 
-def knobs_from(settings: Settings) -> Knobs:
-    """The predictive rule's knobs, the same for every caller (the loop, ``prescale plan`` and ``apply``):
-    the covered quantile ``search.covered_quantile``, the headroom ``1 / u - 1`` of
-    ``orchestrate.target_utilisation`` (the floor's and the fallback's ``u``; ``prescale.decide_inputs``),
-    and the replay's hold window and consolidation margin (``replay.hold_minutes``,
-    ``replay.consolidation_margin``), so the loop runs the rule the backtest scores."""
-    return Knobs.from_utilisation(settings.search.covered_quantile, settings.orchestrate.target_utilisation,
-                                  hold_minutes=settings.replay.hold_minutes,
-                                  margin=settings.replay.consolidation_margin)  # fmt: skip
+def knobs_for(policy: SloPolicy, scale: float = 1.0, *, hold_minutes: float, margin: float) -> Knobs:
+    """The rule's knobs from the SLO ``policy`` and the controller's ``scale`` ``s`` (see the module docstring):
+    the policy's quantile, and the headroom ``s (1 + h) - 1`` (predictive) or ``max(s / u, 1) - 1`` (reactive)."""
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"the controller's scale must be a positive number, got {scale}")
+    lift = max(scale / policy.reactive_target, 1.0) if policy.rule == "reactive" else scale * (1.0 + policy.headroom)
+    return Knobs(quantile=policy.quantile, headroom=lift - 1.0, hold_minutes=hold_minutes, margin=margin)
+
+
+def knobs_from(settings: Settings, policy: SloPolicy, scale: float = 1.0) -> Knobs:
+    """:func:`knobs_for` with the replay's hold window and consolidation margin (``replay.hold_minutes``,
+    ``replay.consolidation_margin``): the same for every caller (the loop, ``prescale plan`` and ``apply``),
+    so the loop runs the rule the backtest scores."""
+    return knobs_for(policy, scale, hold_minutes=settings.replay.hold_minutes,
+                     margin=settings.replay.consolidation_margin)  # fmt: skip
 
 
 def sources(profile: AppProfile) -> dict[str, tuple[str, float]]:

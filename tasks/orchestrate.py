@@ -1,22 +1,26 @@
 """Prefect tasks of the orchestrate loop: thin I/O steps around the pure decision of ``prescale.cycle``.
 
 Per app, ``gather`` reads everything a decision needs into a ``prescale.cycle.Gathered`` (recent rows, the
-phase report, the ledger's recent predictive decisions for monitoring and the rule's state after the app's
-newest decision, the champion's forecaster: registry I/O, cached per process by ``ChampionLoader`` and
-refreshed when the alias moves; :func:`forget_champions` empties that cache) and ``plan-app`` hands it,
-with the app's ``prescale.cycle.ClusterView`` from ``observe-cluster``, to ``prescale.cycle.plan_app``:
-the predictive rule (``prescale.decision.decide``, the rule the replay scores and ``prescale plan`` /
-``apply`` run) on the input ``prescale.decide_inputs.assemble`` builds, then the make-before-break plan and
-the ledger row, with no I/O. ``apply_plans`` then carries the plans out one app after another through the
-one cluster backend (the simulated cluster keeps one state file; Kubernetes sees one writer), and
-``record`` appends one ledger row per app, with the rule's new state in ``rule_state``. A failure of one
-app becomes that app's row (``outcome="failed"`` with the error): it never stops the others.
+phase report, the ledger's recent predictive decisions for monitoring, the rule's and the SLO controller's
+state after the app's newest decision, the app's SLO budget (``slo.violation_budget`` of its profile, over
+which ``Settings.slo.budget_for`` puts the settings' overrides), the champion's forecaster and the SLO
+policy tuned with it (``ChampionLoader.policy``; a loader without it, or no policy, means untuned):
+registry I/O, cached per process by ``ChampionLoader`` and refreshed when the alias moves;
+:func:`forget_champions` empties that cache) and ``plan-app`` hands it, with the app's
+``prescale.cycle.ClusterView`` from ``observe-cluster``, to ``prescale.cycle.plan_app``: the SLO policy's
+rule and knobs, steered by its controller (``prescale.decision.decide``, the rule the replay scores and
+``prescale plan`` / ``apply`` run) on the input ``prescale.decide_inputs.assemble`` builds, then the
+make-before-break plan and the ledger row, with no I/O. ``apply_plans`` then carries the plans out one app
+after another through the one cluster backend (the simulated cluster keeps one state file; Kubernetes sees
+one writer), and ``record`` appends one ledger row per app, with the rule's and the controller's new state
+in ``rule_state`` (so a restarted worker steers on). A failure of one app becomes that app's row
+(``outcome="failed"`` with the error): it never stops the others.
 
 Training and serving read the same metrics: ``gather`` asks the store for the profile's source metrics and
 every input of the champion, which may be more (a mapping that stores two metrics trains on both). Every
 champion failure (missing, outside its error budget (``prescale.monitoring.champion_health``), failing to
 load or forecast) means no forecast, so the rule's reactive fallback (the fastest tier covers observed
-demand over the target utilisation), a ``why`` saying so, and ``retrain_requested`` on the row, which the
+demand times the policy's lift), a ``why`` saying so, and ``retrain_requested`` on the row, which the
 flow turns into one retraining request per cycle.
 """
 
@@ -35,17 +39,18 @@ from prescale import cycle
 from prescale.catalog import check_profile, load_catalog, resolve_profile
 from prescale.cluster import guardrails_from, open_cluster
 from prescale.cycle import ClusterView, Decided, Gathered
-from prescale.decide_inputs import newest_state
+from prescale.decide_inputs import SloState, newest_slo_state, newest_state
 from prescale.decision import RuleState
 from prescale.ledger import Ledger
 from prescale.metrics.store import MetricsStore
 from prescale.monitoring import Health, champion_health, judged_decisions
 from prescale.names import AppName
-from prescale.orchestrate import knobs_from, sources
+from prescale.orchestrate import sources
 from prescale.phase_reports import load_report
 from prescale.phases import DEFAULT_PHASE
 from prescale.replay.covers import shared_covers
 from prescale.settings import Settings
+from prescale.slo.policy import SloPolicy
 from tasks.ingest import IO_RETRIES, IO_RETRY_DELAYS
 
 _LOADERS: dict[str, ChampionLoader] = {}
@@ -78,7 +83,8 @@ def gather(app: str, now: pd.Timestamp, settings: Settings) -> Gathered:
     report = load_report(settings.forecast.phase_reports, app)  # written by training (tasks/train.py)
     wanted = {source for source, _ in sources(profile).values()} | set(report.metrics if report else ())
     rows = _read(app, now, sorted(wanted), settings)
-    gathered = Gathered(app=app, now=now, profile=profile, rows=rows, phase=DEFAULT_PHASE, read=frozenset(wanted))
+    gathered = Gathered(app=app, now=now, profile=profile, rows=rows, phase=DEFAULT_PHASE, read=frozenset(wanted),
+                        budget=settings.slo.budget_for(app, profile.slo.violation_budget))  # fmt: skip
     if rows.empty:
         gathered.error = f"no metrics for {app!r} in the {settings.orchestrate.lookback_hours:g} h before {now}"
         return gathered
@@ -86,19 +92,43 @@ def gather(app: str, now: pd.Timestamp, settings: Settings) -> Gathered:
     if age > pd.Timedelta(hours=settings.orchestrate.max_staleness_hours):
         gathered.error = f"newest metric of {app!r} is {age} old (limit {settings.orchestrate.max_staleness_hours} h)"
         return gathered
-    gathered.rule_state = rule_state(app, now, settings)
+    gathered.rule_state, gathered.slo_state = previous_state(app, now, settings)
     gathered.phase = serving_phase(rows, report)
     gathered.health = _health(gathered, settings)
     _forecast(gathered, settings)
+    gathered.slo_policy = _slo_policy(gathered, settings)
     return gathered
 
 
-def rule_state(app: str, now: pd.Timestamp, settings: Settings, *, rows: int = 3) -> RuleState | None:
-    """The rule's state after the app's newest decision before ``now`` that carries one (the ledger's
-    ``rule_state``; a decision that was never taken carries none, so the few newest rows are looked at)."""
+def previous_state(app: str, now: pd.Timestamp, settings: Settings, *,
+                   rows: int = 3) -> tuple[RuleState | None, SloState | None]:  # fmt: skip
+    """The rule's and the SLO controller's state after the app's newest decision before ``now`` that carries
+    one (the ledger's ``rule_state``; a decision that was never taken carries none, so the few newest rows
+    are looked at)."""
     cfg = settings.orchestrate
     recent = Ledger(cfg.ledger).read(app, start=now - pd.Timedelta(hours=cfg.lookback_hours), end=now, last=rows)
-    return newest_state(recent["rule_state"].tolist() if "rule_state" in recent else [])
+    written = recent["rule_state"].tolist() if "rule_state" in recent else []
+    return newest_state(written), newest_slo_state(written)
+
+
+def _slo_policy(gathered: Gathered, settings: Settings) -> SloPolicy | None:
+    """The SLO policy tuned with the champion (``ChampionLoader.policy``), or None: untuned.
+
+    None too when the loader has no such method, there is no champion, or the registry fails to answer: the
+    untuned start is a safe policy, and a failing registry must not stop the decision (``why`` says so). A
+    champion set aside by monitoring keeps its policy: the rule's fallback then covers the policy's floor."""
+    loader = champion_loader(settings.registry.tracking_uri)
+    policy_of = getattr(loader, "policy", None)
+    if policy_of is None:
+        return None
+    try:
+        policy = policy_of(gathered.app, gathered.phase)
+    except LookupError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - the untuned policy decides instead
+        gathered.why += f"; tuned SLO policy unreadable ({type(exc).__name__}: {exc}): untuned start"
+        return None
+    return policy if isinstance(policy, SloPolicy) else None
 
 
 def _read(app: str, now: pd.Timestamp, metrics: list[str], settings: Settings) -> pd.DataFrame:
@@ -176,11 +206,14 @@ def _inference_threads(threads: int) -> None:
 
 @task(name="plan-app", cache_policy=NONE)
 def plan_app(gathered: Gathered, view: ClusterView, settings: Settings) -> Decided:
-    """``prescale.cycle.plan_app`` with the catalog, knobs, guardrails and cover cache of ``settings``; the
-    row's ``duration_s`` is this step's time. Pure given its inputs (the cover cache only saves time)."""
+    """``prescale.cycle.plan_app`` with the catalog, hold window and margin (``replay.hold_minutes``,
+    ``replay.consolidation_margin``), guardrails and cover cache of ``settings`` (the quantile and headroom
+    come from the app's SLO policy); the row's ``duration_s`` is this step's time. Pure given its inputs (the
+    cover cache only saves time)."""
     started = time.perf_counter()
     decided = cycle.plan_app(gathered, view, catalog=load_catalog(settings.search.catalog),
-                             knobs=knobs_from(settings), guardrails=guardrails_from(settings.cluster),
+                             hold_minutes=settings.replay.hold_minutes, margin=settings.replay.consolidation_margin,
+                             guardrails=guardrails_from(settings.cluster),
                              covers=shared_covers(settings.replay.cover_resolution))  # fmt: skip
     if decided.plan is not None:
         decided.row.duration_s = time.perf_counter() - started

@@ -4,8 +4,9 @@ Composition root for one decision carried out, in order: the app name (an ``AppN
 catalog and the app's profile -> demand (``--demand FILE``, or the profile's example ramp, checked as in
 ``prescale plan``; all of the user's input is checked before the cluster is opened) -> the cluster
 (``cluster.backend``: the simulated one under PRESCALE_HOME by default, or Kubernetes) -> ``observe()`` ->
-the predictive rule on what the app holds, booting nodes with their expected arrival
-(``cli.commands.rule.decide_once``: the orchestrate loop's rule and knobs) -> ``make_plan`` with the
+the app's SLO policy (``--slo-policy FILE``, else the untuned start for its violation budget) and its
+rule on what the app holds, booting nodes with their expected arrival (``cli.commands.rule.decide_once``:
+the orchestrate loop's rule, knobs from the SLO policy) -> ``make_plan`` with the
 guardrails from ``ClusterSettings`` -> with ``--dry-run`` stop here and show the plan (the same code
 without the apply); otherwise ``cluster.apply(plan)`` and show each step's outcome.
 
@@ -33,7 +34,7 @@ from cli.commands.common import (
     settings_for_command,
 )
 from cli.commands.demand import DEMAND_HELP, check_reach, example_forecast, read_demand
-from cli.commands.rule import decide_once
+from cli.commands.rule import SLO_POLICY_HELP, SloPolicyError, decide_once, read_policy
 from prescale.allocation import AllocationError
 from prescale.catalog import CatalogError, check_profile, load_catalog, resolve_profile
 from prescale.cluster import (
@@ -58,12 +59,14 @@ def register(app: typer.Typer) -> None:
         app_name: str = typer.Option(..., "--app", help="App to decide for and provision."),
         profile: str | None = typer.Option(None, "--profile", help="Use this profile (infra/apps/NAME.yaml)."),
         demand: Path | None = typer.Option(None, "--demand", help=DEMAND_HELP),
+        slo_policy: Path | None = typer.Option(None, "--slo-policy", help=SLO_POLICY_HELP),
         dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan; change nothing."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (allocation, plan, report)."),
     ) -> None:
-        """Decide the app's nodes for its demand with the predictive rule and move it there make-before-break.
+        """Decide the app's nodes for its demand with its SLO policy and move it there make-before-break.
 
-        The rule is the one the every-minute loop and `prescale plan` run, on what the cluster holds now.
+        The rule and knobs are the ones the every-minute loop and `prescale plan` run, derived from the app's
+        SLO (without --slo-policy: the untuned policy for its violation budget), on what the cluster holds now.
 
         New capacity is provisioned and the app started there before old capacity is drained; a step not done
         within the rollout deadline is rolled back. Backend and guardrails: PRESCALE_CLUSTER__* (simulated by
@@ -74,7 +77,8 @@ def register(app: typer.Typer) -> None:
 
         def body() -> None:
             try:
-                result = decide_and_apply(app_name, profile=profile, demand=demand, dry_run=dry_run)
+                result = decide_and_apply(app_name, profile=profile, demand=demand, dry_run=dry_run,
+                                          slo_policy=slo_policy)  # fmt: skip
             except ClusterUnavailable as exc:  # not bad input: the cluster's API is down; exit 1 below
                 outcome["unavailable"] = exc
                 return
@@ -86,7 +90,8 @@ def register(app: typer.Typer) -> None:
 
         run_guarded(
             body, as_json=as_json,
-            user_errors=(CatalogError, ForecastError, AllocationError, FleetError, PlanError, ClusterError),
+            user_errors=(CatalogError, ForecastError, AllocationError, FleetError, PlanError, ClusterError,
+                         SloPolicyError),
         )
         if "unavailable" in outcome:
             error = outcome["unavailable"]
@@ -102,7 +107,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def decide_and_apply(app: str, *, profile: str | None, demand: Path | None, dry_run: bool) -> dict[str, Any]:
+def decide_and_apply(app: str, *, profile: str | None, demand: Path | None, dry_run: bool,
+                     slo_policy: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """The command's work, returned for printing: the rule's target, the plan and (unless dry) the report."""
     app = AppName(app, what="--app")
     settings = settings_for_command()
@@ -111,11 +117,12 @@ def decide_and_apply(app: str, *, profile: str | None, demand: Path | None, dry_
     check_profile(prof, catalog)
     forecast, source = _demand(prof, demand)
     check_reach(forecast, catalog, prof, source=f"demand file {demand}" if demand else "the example demand")
+    policy = read_policy(slo_policy)
     cluster = open_cluster(settings.cluster, catalog, now=time.time())
     state = cluster.observe()
     holdings = state.holdings(app)
     running = {t: h.nodes for t, h in holdings.items() if h.nodes}
-    ruled = decide_once(catalog, prof, forecast, Held.of(holdings), settings)
+    ruled = decide_once(catalog, prof, forecast, Held.of(holdings), settings, policy)
     plan = make_plan(
         app,
         holdings,
@@ -134,6 +141,7 @@ def decide_and_apply(app: str, *, profile: str | None, demand: Path | None, dry_
         "current": running,
         "allocation": ruled.nodes,
         "cost_per_hour": round(ruled.cost_per_hour, 4),
+        "slo": ruled.to_dict()["slo"],
         "covered": ruled.covered,
         "rejected": ruled.rejected,
         "reasons": ruled.reasons,

@@ -1,9 +1,11 @@
-"""`prescale plan --app APP`: one decision of the predictive rule, shown and not applied (a dry run).
+"""`prescale plan --app APP`: one decision of the app's SLO policy, shown and not applied (a dry run).
 
 Composition root for the decision: reads the catalog and the app profile (``SearchSettings.catalog`` and
-``.profiles``), the demand (a file, or the profile's example), the running nodes (``--current``), and
-decides with the rule every caller runs (``cli.commands.rule.decide_once``: the orchestrate loop's
-assembly and ``prescale.decision.decide``, knobs from the same settings), at the demand's first step.
+``.profiles``), the demand (a file, or the profile's example), the running nodes (``--current``), the SLO
+policy (``--slo-policy FILE``, else the untuned start for the app's violation budget), and decides with
+the rule every caller runs (``cli.commands.rule.decide_once``: the orchestrate loop's assembly and
+``prescale.decision.decide``, knobs from the SLO policy as the loop takes them), at the demand's first
+step. ``covered`` says whether the plan meets the SLO (``cli/commands/rule.py``).
 
 Demand comes from ``--demand FILE`` or, without it, from the profile's ``example_demand``: a median that
 ramps linearly from ``base`` to ``peak`` over ``steps`` steps, with normal quantiles ``spread`` wide
@@ -30,7 +32,7 @@ from rich.table import Table
 
 from cli.commands.common import UserError, console, emit_json, run_guarded, settings_for_command
 from cli.commands.demand import DEMAND_HELP, check_reach, example_forecast, read_demand
-from cli.commands.rule import Ruled, decide_once
+from cli.commands.rule import SLO_POLICY_HELP, Ruled, SloPolicyError, decide_once, read_policy
 from prescale.allocation import Allocation, AllocationError, SolverSettings, allocate
 from prescale.catalog import AppProfile, Catalog, CatalogError, check_profile, load_catalog, resolve_profile
 from prescale.decide_inputs import Held
@@ -73,18 +75,21 @@ def register(app: typer.Typer) -> None:
         seed: int | None = typer.Option(
             None, "--seed", help="With --pareto: seed of the reference search.", min=0, max=2**32 - 1
         ),
+        slo_policy: Path | None = typer.Option(None, "--slo-policy", help=SLO_POLICY_HELP),
         multi_objective: bool = typer.Option(
             False, "--pareto", help="Also show the reference expected-cost search (allocate) and its cost/risk "
             "Pareto front, beside the rule's decision; never applied."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object (allocation, cost_per_hour...)."),
     ) -> None:
-        """Decide an app's node counts per resource type for its demand with the predictive rule (no changes).
+        """Decide an app's node counts per resource type for its demand with its SLO policy (no changes).
 
-        The same rule the every-minute loop, `prescale apply` and the replay run: slow tiers (bare metal,
+        The same rule the every-minute loop, `prescale apply` and the replay run, with knobs derived from the
+        app's SLO (slo.violation_budget of the profile, or the settings' override): slow tiers (bare metal,
         FPGAs, GPUs) hold bands sized by their break-even, the fastest tier fills the rest by readiness.
-        Prints the target nodes, their cost per hour, whether they cover the demand the rule decides for now,
-        the rule's reasons and a reason for every type not used. Without --demand: the profile's example
-        demand. --pareto adds the reference expected-cost search for comparison. Exit code 2 on bad input.
+        Prints the target nodes, their cost per hour, whether they meet the SLO (cover its covered demand
+        over the steps the rule decides now), the rule's reasons and a reason for every type not used.
+        Without --demand: the profile's example demand; without --slo-policy: the untuned policy for the
+        budget. --pareto adds the reference expected-cost search for comparison. Exit code 2 on bad input.
         """
 
         def body() -> None:
@@ -101,7 +106,7 @@ def register(app: typer.Typer) -> None:
             forecast, running, source = _inputs(prof, demand, current, step_seconds=step_seconds, spread=spread)
             check_reach(forecast, catalog, prof, source=f"demand file {demand}" if demand else "the example demand")
             _known(running, catalog)
-            ruled = decide_once(catalog, prof, forecast, Held(ready=running), settings)
+            ruled = decide_once(catalog, prof, forecast, Held(ready=running), settings, read_policy(slo_policy))
             payload = {**ruled.to_dict(), "profile": profile or app_name, "demand": source, "current": running}
             reference = None
             if multi_objective:
@@ -114,7 +119,8 @@ def register(app: typer.Typer) -> None:
             else:
                 print_plan(ruled, catalog, source, running, reference)
 
-        run_guarded(body, as_json=as_json, user_errors=(CatalogError, ForecastError, AllocationError, FleetError))
+        run_guarded(body, as_json=as_json,
+                    user_errors=(CatalogError, ForecastError, AllocationError, FleetError, SloPolicyError))
 
 
 def _known(running: dict[str, int], catalog: Catalog) -> None:
@@ -154,7 +160,10 @@ def print_plan(
     ruled: Ruled, catalog: Catalog, source: str, running: dict[str, int], reference: Allocation | None = None
 ) -> None:
     fleet = ruled.assembled.fleet
-    console.print(f"[bold]{fleet.app}[/]: the predictive rule on {source} demand ({fleet.step_seconds} s steps)")
+    policy = ruled.policy
+    console.print(f"[bold]{fleet.app}[/]: the {policy.rule} rule ({policy.setting}; "
+                  f"{'tuned' if policy.tuned else 'untuned'} for a violation budget of {policy.violation_budget:.2%})"
+                  f" on {source} demand ({fleet.step_seconds} s steps)", highlight=False)  # fmt: skip
     table = Table(title="target", show_footer=True)
     table.add_column("type", footer="total")
     table.add_column("kind")
@@ -165,9 +174,10 @@ def print_plan(
         rtype, n = catalog[name], ruled.nodes.get(name, 0)
         table.add_row(name, rtype.kind, str(n), str(running.get(name, 0)), f"{n * rtype.price.on_demand:,.2f}")
     console.print(table)
-    colour, status = ("green", "covered") if ruled.covered else ("yellow", "not covered")
+    colour, status = ("green", "meets the SLO") if ruled.covered else ("yellow", "does not meet the SLO")
     steps = ruled.assembled.inp.fleet.fast.ready + ruled.assembled.inp.hold + 1
-    console.print(f"[{colour}]{status}[/]: the demand of the next {steps} step(s), once the target's nodes serve",
+    console.print(f"[{colour}]{status}[/]: the covered demand (1 + h) Q_q of the next {steps} step(s), once the "
+                  "target's nodes serve",
                   highlight=False)
     for reason in ruled.reasons:
         console.print(f"- {reason}", highlight=False)

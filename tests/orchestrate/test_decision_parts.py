@@ -145,7 +145,7 @@ def test_a_profile_metric_the_champion_does_not_forecast_is_named_in_the_ledger_
     row = planned(gathered, ClusterView({}, {}), load_settings()).row
 
     assert row.mode == "predictive" and row.outcome == "planned" and not row.retrain_requested
-    assert row.why.startswith("champion v3")
+    assert row.why.startswith("predictive rule (untuned") and "; champion v3" in row.why
     for text in named:
         assert text in row.why
     for text in not_named:

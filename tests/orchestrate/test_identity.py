@@ -6,7 +6,9 @@ both take part), with the same forecasts on both sides (a noisy perfect forecast
 
 * **orchestrate**: at each instant, the task ``tasks.orchestrate.plan_app`` (its real assembly, the real rule,
   ``make_plan``) on what a real :class:`SimulatedCluster` observes for the app, with the rule's state read
-  back from the ledger the way ``gather`` reads it (``rule_state``) after the previous row was appended;
+  back from the ledger the way ``gather`` reads it (``rule_state``) after the previous row was appended,
+  under a tuned SLO policy whose controller stands still (gain 0: the scale stays 1, so the knobs are the
+  policy's own; the controller's steering is tested in ``test_slo_loop.py``);
   the cluster then carries the plan out (make-before-break, through the executor) and its clock moves on
   to the next instant;
 * **replay**: :class:`prescale.replay.policies.Predictive` on the replay's :class:`Executor`, its
@@ -50,11 +52,14 @@ from prescale.replay.engine import ReplayConfig, context
 from prescale.replay.policies import Predictive
 from prescale.replay.simulate import Executor
 from prescale.settings import load_settings
+from prescale.slo import SloPolicy
 
 REPO = Path(__file__).resolve().parents[2]
 APP, STEP, STEPS, HORIZON = "nasa", 60, 45, 15
 QUANTILES = (0.1, 0.5, 0.9)
 FIRST = 2 * 24 * 60 + 10 * 60  # 10:00 on the third day: traffic rising
+# The pre-issue-16 knobs (q 0.9, utilisation 0.8), as a tuned policy at the profile's budget, controller still.
+POLICY = SloPolicy(violation_budget=0.005, quantile=0.9, headroom=0.25, gain=0.0, tuned=True)
 
 
 def _type(name: str, kind: str, *, price: float, lead: float) -> dict:
@@ -87,7 +92,7 @@ def _forecasts(values: np.ndarray) -> np.ndarray:
 
 def _orchestrate(ts, values, forecasts, settings) -> list[dict[str, int]]:
     """The loop's plan-app task at each instant on a simulated cluster; returns each ledger row's allocation."""
-    from tasks.orchestrate import plan_app, rule_state
+    from tasks.orchestrate import plan_app, previous_state
 
     cluster = SimulatedCluster(settings_catalog(settings), pod_start_seconds=0.0, start=ts[1].timestamp())
     ledger, rows, out = Ledger(settings.orchestrate.ledger), [], []
@@ -98,9 +103,10 @@ def _orchestrate(ts, values, forecasts, settings) -> list[dict[str, int]]:
         cluster.advance_to(now.timestamp())
         state = cluster.observe()
         forecast = Forecast(now, STEP, ["app.load"], list(QUANTILES), forecasts[t])
+        rule_state, slo_state = previous_state(APP, now, settings)
         gathered = Gathered(app=APP, now=now, profile=PROFILE, rows=stored[stored["ts"] < now], phase="default",
-                            forecast=forecast, champion_version="1", why="champion v1",
-                            rule_state=rule_state(APP, now, settings))  # fmt: skip
+                            forecast=forecast, champion_version="1", why="champion v1", rule_state=rule_state,
+                            slo_policy=POLICY, slo_state=slo_state)  # fmt: skip
         decided = plan_app.fn(gathered, ClusterView.of(state, APP), settings)
         assert decided.row.mode == "predictive" and not decided.plan.blocked, decided.row.why
         ledger.append([decided.row])
@@ -108,7 +114,8 @@ def _orchestrate(ts, values, forecasts, settings) -> list[dict[str, int]]:
         rows.append(decided.row)
         report = cluster.apply(decided.plan)
         assert report.ok, report.detail
-    assert any(row.rule_state for row in rows), "the slow tier's state went through the ledger"
+    assert any(set(row.rule_state) - {"slo"} for row in rows), "the slow tier's state went through the ledger"
+    assert rows[-1].slo["steps"] == STEPS and rows[-1].slo["scale"] == 1.0, "the controller counted, and stood still"
     return out
 
 
@@ -130,7 +137,7 @@ def _replay(ts, values, forecasts, settings) -> list[dict[str, int]]:
                           consolidation_margin=settings.replay.consolidation_margin,
                           cover_resolution=settings.replay.cover_resolution)  # fmt: skip
     ctx = context(inp, fleet, config)
-    q, h = settings.search.covered_quantile, 1.0 / settings.orchestrate.target_utilisation - 1.0
+    q, h = POLICY.quantile, POLICY.headroom
     observed = values[:STEPS, None]  # o[t]: the minute before step t
     rule = Predictive(ctx, covered=inp.covered(q) * (1 + h), floor=observed * (1 + h), quantile=q, headroom=h,
                       hold=config.hold_steps(STEP))  # fmt: skip
