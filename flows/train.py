@@ -4,13 +4,17 @@ For each app (all apps in the store, or the ones asked for: valid names only,
 ``prescale.names.AppName``, else the run fails before anything is read):
 load the last ``history_days`` of rows -> the demand panel and its phases (stable
 ids against the previous report) -> per (app, phase), mapped: train and score
-every candidate -> publish to MLflow (runs, a new version, the champion decision)
--> one table artifact of the scores and a markdown summary of the decisions and
+every candidate -> tune the SLO policy on the held-out tail (the app's profile, its
+budget from ``settings.slo.budget_for``) -> publish to MLflow (runs, a new version,
+the tuned policy, the champion decision) -> one table artifact of the scores and a markdown summary of the decisions and
 the phases found.
 
 Nothing that goes wrong for one app or phase stops the others: too little
 history, a constant or gappy series, a phase too short, even an unexpected
-error, each ends as a row with ``skipped`` and the reason.
+error, each ends as a row with ``skipped`` and the reason. Nor does the SLO
+tuning fail a training: an app without a profile, a tail too short or an error
+in the search is logged, and the version is published without a policy (the
+loop then starts from ``SloPolicy.untuned``).
 
 With the default runner, tasks run one at a time (one thread): a training uses
 the machine's cores through torch threads, and SQLite (the embedded MLflow)
@@ -31,17 +35,20 @@ from models.phase_panels import AppPhases
 from models.train import TrainConfig
 from prescale.names import app_names
 from prescale.settings import load_settings
+from prescale.slo.policy import SloPolicy
 from tasks.train import (
     PhaseOutcome,
     checkpoints_folder,
     label_phases,
     list_apps,
     load_history,
+    load_slo_profile,
     publish_artifact,
     publish_phase,
     read_phase_report,
     skipped_outcome,
     train_phase,
+    tune_slo,
     write_phase_report,
 )
 
@@ -108,19 +115,43 @@ def _train_and_publish(jobs: list[tuple[AppPhases, str]], config: TrainConfig, *
     results = _settled(train_phase.map(apps, phases, panels, unmapped(config),
                                        checkpoints=unmapped(checkpoints)))
     outcomes: list[PhaseOutcome] = []
+    profiles: dict[str, Any] = {}
     for (owner, phase), result in zip(jobs, results, strict=True):
         if isinstance(result, BaseException):
             outcomes.append(skipped_outcome(owner.app, phase, f"training failed: {type(result).__name__}: {result}"))
             continue
+        slo = _tuned(owner.app, phase, result, profiles, settings=settings)
         # one at a time, whatever the runner: the registry's alias decisions must not interleave
         done = _settled([publish_phase.submit(
             result, owner.app, phase, config, tracking_uri=settings.registry.tracking_uri,
             artifact_root=str(settings.registry.artifacts), margin=settings.forecast.promotion_margin,
-            phase_report=owner.report,
+            phase_report=owner.report, slo=slo,
         )])[0]
         outcomes.append(done if not isinstance(done, BaseException)
                         else skipped_outcome(owner.app, phase, f"publishing failed: {type(done).__name__}: {done}"))
     return outcomes
+
+
+def _tuned(app: str, phase: str, result, profiles: dict[str, Any], *, settings) -> SloPolicy | None:
+    """The SLO policy tuned on ``result`` (None, logged, when it cannot be: see the module docstring)."""
+    if result.skipped or result.best is None:
+        return None
+    if app not in profiles:  # one read per app, shared by its phases
+        profiles[app] = _settled([load_slo_profile.submit(app, str(settings.search.catalog),
+                                                          str(settings.search.profiles))])[0]
+    loaded = profiles[app]
+    if isinstance(loaded, BaseException | str):
+        if isinstance(loaded, BaseException):
+            get_run_logger().warning("%s/%s: no SLO tuning, reading the profile failed: %s", app, phase, loaded)
+        return None
+    catalog, profile = loaded
+    budget = settings.slo.budget_for(app, profile.slo.violation_budget)
+    tuned = _settled([tune_slo.submit(app, phase, result, profile, catalog, budget)])[0]
+    if isinstance(tuned, BaseException):
+        get_run_logger().warning("%s/%s: SLO tuning failed, publishing without a policy: %s: %s", app, phase,
+                                 type(tuned).__name__, tuned)
+        return None
+    return tuned
 
 
 def _settled(futures) -> list[Any]:

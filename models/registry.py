@@ -20,13 +20,21 @@ What one training of (app, phase) leaves in MLflow:
   the version's description (and, as JSON, its tag ``prescale.decision``), readable
   in the MLflow UI.
 
+With a tuned SLO policy (``prescale.slo``: the before-use search on the training's held-out tail,
+``tasks.train.tune_slo``), the version also carries it: on the run that logged the model,
+``slo/policy.json`` (:meth:`SloPolicy.to_json`), ``slo/study.json`` (the search's summary, the reasons, the
+skill and every trial of the frontier) and ``slo/frontier.png`` (cost against violation share, the budget,
+the chosen point); on the version, the tags ``slo.violation_budget``, ``slo.rule`` and ``slo.setting``.
+:meth:`Registry.load_policy` reads it back (None for a version without one).
+
 Retries are safe: a version carries the tag ``prescale.session`` (data
 fingerprint + configuration + candidate), and publishing the same session again
 returns the version already registered instead of a second one.
 
 :class:`ChampionLoader` returns the champion's :class:`~models.forecaster.Forecaster`
 by (app, phase), cached; it asks the registry at most every ``refresh_seconds``
-where the alias points and reloads only when it moved.
+where the alias points and reloads only when it moved; :meth:`ChampionLoader.policy` gives the champion's SLO
+policy the same way.
 """
 
 from __future__ import annotations
@@ -54,16 +62,20 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from models.forecaster import Forecaster
-from models.plots import forecast_png
+from models.plots import forecast_png, frontier_png
 from models.promotion import CHALLENGER, CHAMPION, Verdict, describe, judge
 from models.scoring import Scores
 from models.series import fingerprint
 from models.train import PanelResult, TrainConfig, rescore
 from prescale.forecast import Forecast
+from prescale.slo.policy import SloPolicy
 
 SESSION_TAG = "prescale.session"
 INPUTS_TAG = "prescale.inputs"  # JSON list of the stored metrics the version reads (Forecaster.inputs)
 FORECASTER_ARTIFACT = "forecaster"
+SLO_FOLDER = "slo"  # artifacts of the tuned SLO policy, on the run that logged the model version
+SLO_POLICY_ARTIFACT = f"{SLO_FOLDER}/policy.json"
+SLO_BUDGET_TAG, SLO_RULE_TAG, SLO_SETTING_TAG = "slo.violation_budget", "slo.rule", "slo.setting"
 
 
 def slug(text: str) -> str:
@@ -176,8 +188,13 @@ class Registry:
         config: TrainConfig,
         margin: float,
         phase_report: dict[str, Any] | None = None,
+        slo: SloPolicy | None = None,
     ) -> Published:
-        """Log every candidate, register the best, decide the aliases. Idempotent per session."""
+        """Log every candidate, register the best, decide the aliases, attach ``slo``. Idempotent per session.
+
+        Publishing a session again returns its version; a policy given then is attached when the version has
+        none or one for another budget (a retry after a failure in between, or a changed budget).
+        """
         if result.best is None or result.split is None:
             raise ValueError(f"{app}/{phase} has no trained candidate to publish ({result.skipped})")
         self.activate()
@@ -185,6 +202,8 @@ class Registry:
         session = session_id(result, config)
         existing = self._session_version(name, session)
         if existing is not None:
+            if slo is not None and existing.tags.get(SLO_BUDGET_TAG) != _budget_tag(slo):
+                self.log_policy(name, str(existing.version), slo, title=f"{app}/{phase}")
             return self._published_from_tags(existing, app=app, phase=phase)
         experiment = self.experiment_id(app)
         window = training_window(result)
@@ -193,6 +212,8 @@ class Registry:
         best = result.candidates[result.best]
         mv = self._register(name, model_uris[result.best], session=session, candidate=best.name, window=window,
                             scores=best.scores, inputs=best.forecaster.inputs)
+        if slo is not None:
+            self.log_policy(name, str(mv.version), slo, title=f"{app}/{phase}")
         current_version, current = self._current_champion(name, result, config, window)
         verdict = judge(best.scores, current, margin=margin)
         notes = self._notes(current_version, name, window)
@@ -276,6 +297,36 @@ class Registry:
             input_example=example,
             pip_requirements=_requirements(),
         )
+
+    # -- the SLO policy ------------------------------------------------------------------------------
+    def log_policy(self, name: str, version: str, policy: SloPolicy, *, title: str) -> None:
+        """``policy`` on the run that logged ``name`` v``version`` (artifacts) and on the version (tags)."""
+        run_id = self.client.get_model_version(name, version).run_id
+        study = {"tuning": policy.tuning, "reasons": list(policy.reasons), "skill": policy.skill,
+                 "frontier": [p.model_dump() for p in policy.frontier]}
+        png = frontier_png(policy, title=f"{title} v{version}: SLO tuning, {policy.rule} {policy.setting} at "
+                                         f"budget {policy.violation_budget:.2%}")
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            (folder / "policy.json").write_text(policy.to_json())
+            (folder / "study.json").write_text(json.dumps(study, indent=1, default=str))
+            (folder / "frontier.png").write_bytes(png)
+            for file in ("policy.json", "study.json", "frontier.png"):
+                self.client.log_artifact(run_id, str(folder / file), artifact_path=SLO_FOLDER)
+        # tags last: they say the artifacts are complete
+        for key, value in ((SLO_BUDGET_TAG, _budget_tag(policy)), (SLO_RULE_TAG, policy.rule),
+                           (SLO_SETTING_TAG, policy.setting)):
+            self.client.set_model_version_tag(name, version, key, value)
+
+    def load_policy(self, name: str, version: str) -> SloPolicy | None:
+        """The SLO policy logged with ``name`` v``version``; None when it has none (its tags say so)."""
+        self.activate()
+        mv = self.client.get_model_version(name, version)
+        if SLO_RULE_TAG not in mv.tags:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client.download_artifacts(mv.run_id, SLO_POLICY_ARTIFACT, tmp)
+            return SloPolicy.from_json(Path(path).read_text())
 
     # -- registration and aliases -------------------------------------------------------------
     def _register(self, name: str, model_uri: str, *, session: str, candidate: str, window: dict[str, str],
@@ -369,9 +420,11 @@ class ChampionLoader:
         self.refresh_seconds = refresh_seconds
         self.clock = clock
         self._cache: dict[tuple[str, str], tuple[str, Forecaster]] = {}
+        self._policies: dict[tuple[str, str], tuple[str, SloPolicy | None]] = {}
         self._versions: dict[tuple[str, str], tuple[str, float]] = {}  # the alias's answer and when it was asked
         self._lock = threading.RLock()
         self.loads = 0
+        self.policy_loads = 0
 
     def champion_version(self, app: str, phase: str) -> str | None:
         """The version the champion alias names (None: no champion), asked at most once per refresh window."""
@@ -400,6 +453,26 @@ class ChampionLoader:
             self._cache[key] = (version, forecaster)
             return forecaster
 
+    def policy(self, app: str, phase: str) -> SloPolicy | None:
+        """The champion's tuned SLO policy; None without a champion or when it was published without one.
+
+        Cached by the champion's version, so it follows the alias as :meth:`get` does (and is read once per
+        version). The caller applies its budget (``SloPolicy.for_budget``): settings may override the
+        profile's since the training.
+        """
+        key = (app, phase)
+        with self._lock:
+            version = self.champion_version(app, phase)
+            if version is None:
+                return None
+            cached = self._policies.get(key)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            policy = self.registry.load_policy(model_name(app, phase), version)
+            self.policy_loads += 1
+            self._policies[key] = (version, policy)
+            return policy
+
     def version(self, app: str, phase: str) -> str | None:
         cached = self._cache.get((app, phase))
         return cached[0] if cached else None
@@ -420,6 +493,10 @@ def training_window(result: PanelResult) -> dict[str, str]:
         "validation_end": _iso(index[split.val_stop - 1]), "test_start": _iso(index[split.val_stop]),
         "test_end": _iso(index[-1]), "test_windows": str(len(split.test_origins)),
     }
+
+
+def _budget_tag(policy: SloPolicy) -> str:
+    return f"{policy.violation_budget:g}"
 
 
 def _iso(ts: pd.Timestamp) -> str:

@@ -14,7 +14,12 @@ rather than an exception, so one bad app never fails the whole flow:
 - ``train-phase``: every candidate on one (app, phase) (compute, no retries: the
   same data would fail the same way); the LSTM's checkpoints go to
   ``<home>/tmp/checkpoints`` (:func:`checkpoints_folder`) and are removed after;
-- ``publish-phase`` (retried): runs, model version, champion decision in MLflow;
+- ``load-slo-profile`` (retried): the app's profile and the catalog, or why there is none;
+- ``tune-slo``: the before-use SLO tuning (``prescale.slo.tuning.tune``) on the training's held-out tail
+  with the best candidate's out-of-sample forecasts (``models.slo_stretch``) -> the tuned ``SloPolicy``, or
+  None with the reason logged (compute, no retries: the search is seeded, the same stretch fails the same
+  way; an unexpected error is the flow's to log, and the version is then published without a policy);
+- ``publish-phase`` (retried): runs, model version, champion decision in MLflow, and the tuned policy;
 - ``publish-train-artifact``: the scores table as a Prefect artifact.
 
 Large inputs (frames, panels, trained models) go between tasks in memory, so the
@@ -36,10 +41,14 @@ from prefect.cache_policies import NONE
 from models.phase_panels import AppPhases, split_phases
 from models.registry import Registry
 from models.series import Panel
+from models.slo_stretch import stretch_input
 from models.train import PanelResult, TrainConfig, train_panels
+from prescale.catalog import AppProfile, Catalog, CatalogError, load_catalog, resolve_profile
 from prescale.metrics.store import MetricsStore
 from prescale.names import AppName, app_names
 from prescale.phase_reports import read_report, write_report
+from prescale.slo.policy import SloPolicy
+from prescale.slo.tuning import tune
 
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [1, 5, 15]
@@ -61,6 +70,7 @@ class PhaseOutcome:
     skipped: str | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
     train_seconds: dict[str, float] = field(default_factory=dict)
+    slo: dict[str, Any] | None = None  # the tuned SLO policy's summary, None when untuned
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,18 +141,53 @@ def train_phase(app: str, phase: str, panel: Panel, config: TrainConfig, *,
     return result
 
 
+@task(name="load-slo-profile", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
+def load_slo_profile(app: str, catalog_path: str, profiles_dir: str) -> tuple[Catalog, AppProfile] | str:
+    """The catalog and the app's profile (``<profiles>/<app>.yaml``), or why the SLO cannot be tuned."""
+    try:
+        return load_catalog(catalog_path), resolve_profile(app, profiles_dir)
+    except CatalogError as exc:
+        get_run_logger().warning("%s: no SLO tuning, the profile cannot be read: %s", app, exc)
+        return f"no profile: {exc}"
+
+
+@task(name="tune-slo", cache_policy=NONE)
+def tune_slo(
+    app: str, phase: str, result: PanelResult, profile: AppProfile, catalog: Catalog, budget: float, *,
+    trials: int = 20, reactive_trials: int = 8, timeout_seconds: float = 50.0,
+    min_scored_minutes: float = 1440.0,
+) -> SloPolicy | None:
+    """The SLO policy tuned on ``result``'s held-out tail at ``budget``; None (the reason logged) when the tail
+    cannot be replayed (``models.slo_stretch``)."""
+    logger = get_run_logger()
+    built = stretch_input(result, profile, catalog, min_scored_minutes=min_scored_minutes)
+    if isinstance(built, str):
+        logger.warning("%s/%s: no SLO tuning: %s", app, phase, built)
+        return None
+    inp, fleet = built
+    tuned = tune(inp, fleet, budget, trials=trials, reactive_trials=reactive_trials,
+                 timeout_seconds=timeout_seconds)
+    policy = tuned.policy
+    logger.info("%s/%s: SLO %.2f%% -> %s %s (%s trials, %.1f s on %s steps): %s", app, phase,
+                100 * budget, policy.rule, policy.setting, policy.tuning.get("trials"),
+                policy.tuning.get("seconds", 0.0), policy.tuning.get("steps"), "; ".join(policy.reasons))
+    return policy
+
+
 @task(name="publish-phase", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
 def publish_phase(
     result: PanelResult, app: str, phase: str, config: TrainConfig, *, tracking_uri: str, artifact_root: str,
-    margin: float, phase_report: dict[str, Any] | None = None,
+    margin: float, phase_report: dict[str, Any] | None = None, slo: SloPolicy | None = None,
 ) -> PhaseOutcome:
-    """Log and register in MLflow; a skipped panel becomes a skipped outcome (nothing logged)."""
+    """Log and register in MLflow (with ``slo``, the tuned policy, when given); a skipped panel becomes a
+    skipped outcome (nothing logged)."""
     outcome = outcome_of(result, app, phase)
     if result.skipped or result.best is None:
         return outcome
     registry = Registry(tracking_uri, artifact_root=Path(artifact_root))
     published = registry.publish(result, app=app, phase=phase, config=config, margin=margin,
-                                 phase_report=phase_report)
+                                 phase_report=phase_report, slo=slo)
+    outcome.slo = slo.summary() if slo is not None else None
     outcome.version = published.version
     outcome.promoted = published.promoted
     outcome.reason = published.reason
@@ -205,7 +250,9 @@ def publish_artifact(outcomes: list[PhaseOutcome], phase_reports: dict[str, Any]
             lines.append(f"- **{o.app}/{o.phase}** skipped: {o.skipped}")
         else:
             verdict = "promoted" if o.promoted else "not promoted"
-            lines.append(f"- **{o.app}/{o.phase}** best `{o.best}` v{o.version}, {verdict}: {o.reason}")
+            slo = (f"; SLO {o.slo['violation_budget']:.2%}: {o.slo['rule']} `{o.slo['setting']}`" if o.slo
+                   else "; SLO untuned (the flow's log says why)")
+            lines.append(f"- **{o.app}/{o.phase}** best `{o.best}` v{o.version}, {verdict}: {o.reason}{slo}")
     lines += ["", "## Phases", ""]
     for app, report in phase_reports.items():
         if report:
