@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
+from prefect.utilities.annotations import quote
 
 from flows.runners import task_runner
 from models.phase_panels import AppPhases
@@ -146,7 +147,8 @@ def _tuned(app: str, phase: str, result, profiles: dict[str, Any], *, settings) 
         return None
     catalog, profile = loaded
     budget = settings.slo.budget_for(app, profile.slo.violation_budget)
-    tuned = _settled([tune_slo.submit(app, phase, result, profile, catalog, budget)])[0]
+    # quoted: Prefect neither walks them for futures nor rebuilds them (a Catalog iterates its types, not fields)
+    tuned = _settled([tune_slo.submit(app, phase, quote(result), quote(profile), quote(catalog), budget)])[0]
     if isinstance(tuned, BaseException):
         get_run_logger().warning("%s/%s: SLO tuning failed, publishing without a policy: %s: %s", app, phase,
                                  type(tuned).__name__, tuned)
