@@ -122,7 +122,9 @@ def test_the_readme_example_ingest_then_train_then_a_cycle_decides_predictively(
     (row,) = orchestrate(apps=["web"], at=str(at), dry_run=True)
     recorded = Ledger(load_settings().orchestrate.ledger).read("web").iloc[-1]
     assert recorded["mode"] == row["mode"] == "predictive", row["why"]
-    assert recorded["why"].startswith(f"champion v{model['champion_version']}"), recorded["why"]
+    assert recorded["why"].startswith("predictive rule (") and \
+        f"; champion v{model['champion_version']} (" in recorded["why"], recorded["why"]
+    assert recorded["slo"]["violation_budget"] == 0.005 and recorded["slo"]["steps"] == 1, recorded["slo"]
     assert not recorded["retrain_requested"] and row["outcome"] == "dry-run"
 
     # without the phase report (or with one listing fewer metrics than an older champion reads), the champion's
