@@ -1,7 +1,8 @@
 """The replay benchmark's ex-ante mode: prescale as a user runs it, tuned on history, against reactive.
 
 Per trace, the forecaster is trained on the history before a *tuning stretch* (``TUNE_DAYS`` before the
-replay window: 2 days at one-minute steps, 7 at five) and forecasts the stretch and the window out of sample.
+replay window: 2 days at one-minute steps, 7 at five, at most half the history) and forecasts the stretch and
+the window out of sample.
 Per (trace, profile, budget): the before-use search (``prescale.slo.tuning.tune``) runs on the stretch alone;
 the policy it returns (the rule the skill gate chose, its knobs) runs once over the window with its online
 controller, starting from the state the tuning replay ended in (``Adaptive``). Nothing of prescale's is
@@ -38,7 +39,9 @@ TUNE_DAYS = {60: 2.0, 300: 7.0}  # by step seconds
 def trace_inputs(trace, catalog, args, forecasts_for, trace_panel):
     """The trace's panel, the replay window, the tuning stretch's window and the out-of-sample forecasts."""
     panel, window = trace_panel(trace, catalog)
-    tune_steps = round(TUNE_DAYS.get(panel.step_seconds, 2.0) * 86_400 / panel.step_seconds)
+    # at most half the history: the forecaster trains on the rest (Alibaba's trace has under six days of it)
+    tune_steps = min(round(TUNE_DAYS.get(panel.step_seconds, 2.0) * 86_400 / panel.step_seconds),
+                     window.replay_start // 2)
     start = window.replay_start - tune_steps
     ext = Window(window.rows, start, start + window.warmup, window.horizon, window.step_seconds)
     fc, candidate, *_ = forecasts_for(trace, panel, ext, candidate=args.forecaster, preset=args.preset)
