@@ -115,10 +115,34 @@ def print_replays(replays: list[dict]) -> None:
     console.print("budget: the share of minutes capacity may fall short, the tightest of 0.5%, 1%, 2%, 5%, 10% "
                   "that both predictive and reactive meet; vs react: how much cheaper predictive is (negative: "
                   "dearer); vs oracle: how much dearer than hindsight", highlight=False)
+    print_ex_ante(replays)
     for rep in replays:
         if "files" in rep:
             folder = rep["files"]["report"].rsplit("/", 1)[0]
             console.print(f"  {rep['app']}: plots and report.json in {folder}", highlight=False)
+
+
+def print_ex_ante(replays: list[dict]) -> None:
+    """One row per app: its SLO, the policy tuned before the window, and what it did there against reactive."""
+    rows = [r for r in replays if r.get("ex_ante")]
+    if not rows:
+        return
+    table = Table(title="prescale at each app's SLO, ex ante (tuned before the window, one run over it)",
+                  box=box.SIMPLE)
+    for column in ("app", "SLO", "rule", "short", "USD", "reactive same", "vs", "reactive 80%", "vs 80%"):
+        table.add_column(column, justify="left" if column in ("app", "rule") else "right", no_wrap=column == "app")
+    for rep in rows:
+        ahead, slo = rep["ex_ante"], rep.get("slo", {})
+        ours, default = ahead["predictive"], ahead.get("reactive_default") or {}
+        table.add_row(rep["app"], f"{slo.get('violation_budget', 0):.1%}", ahead["policy"]["rule"],
+                      f"{ours['violation_share']:.2%}", _usd(ours["cost"]), _usd(ahead["reactive_at_same_violations"]),
+                      _signed(ahead.get("vs_reactive_same")),
+                      f"{_usd(default.get('cost'))} ({default.get('violation_share', 0):.1%})",
+                      _signed(ahead.get("vs_reactive_default")))
+    console.print(table)
+    console.print("SLO: the share of minutes capacity may fall short (the profile's slo.violation_budget); short: "
+                  "the share it fell short; reactive same: reactive's cost at that share (its best setting, found "
+                  "with hindsight); reactive 80%: the HPA default, with the share it fell short", highlight=False)
 
 
 def _usd(value) -> str:

@@ -54,7 +54,8 @@ def test_ingest_flow_fails_fast_on_unusable_input(prefect_harness, prescale_home
     assert not load_settings().store.root.exists() or not list(load_settings().store.root.rglob("*.parquet"))
 
 
-def test_demo_flow_ingests_the_bundled_traces(prefect_harness, prescale_home):
+def test_demo_flow_ingests_the_bundled_traces(prefect_harness, prescale_home, capsys):
+    from cli.commands.demo import print_summary
     from flows.demo import demo
 
     result = demo(quick=True)
@@ -80,6 +81,15 @@ def test_demo_flow_ingests_the_bundled_traces(prefect_harness, prescale_home):
         for costs in rep["budget_costs"].values():  # nothing beats that bound at zero violations
             assert costs["0"] is None or costs["0"] >= bound * (1 - 1e-6)
         assert all(Path(f).stat().st_size > 0 for f in rep["files"].values())
+        # the app's SLO, and its policy tuned before the window then run once over it (ex ante)
+        assert rep["slo"]["violation_budget"] == 0.005
+        ahead = rep["ex_ante"]
+        assert ahead["policy"]["tuned"] and ahead["tuning"]["end"] < rep["window"]["start"]
+        assert ahead["predictive"]["cost"] > 0 and ahead["reactive_default"]["cost"] > 0
+    capsys.readouterr()
+    print_summary(result)
+    shown = capsys.readouterr().out
+    assert "ex ante" in shown and all(app in shown for app in apps)
 
 
 def test_ingest_flow_compacts_partitions_that_piled_up(prefect_harness, prescale_home, monkeypatch, tmp_path):
