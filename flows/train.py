@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.utilities.annotations import quote
 
 from flows.runners import task_runner
 from models.phase_panels import AppPhases
@@ -43,7 +42,6 @@ from tasks.train import (
     label_phases,
     list_apps,
     load_history,
-    load_slo_profile,
     publish_artifact,
     publish_phase,
     read_phase_report,
@@ -115,13 +113,17 @@ def _train_and_publish(jobs: list[tuple[AppPhases, str]], config: TrainConfig, *
     checkpoints = checkpoints_folder(settings.home)
     results = _settled(train_phase.map(apps, phases, panels, unmapped(config),
                                        checkpoints=unmapped(checkpoints)))
+    # every tuning submitted at once (in parallel on Dask), each awaited before its publication
+    tunings = [None if isinstance(result, BaseException) else tune_slo.submit(
+        owner.app, phase, result, catalog_path=str(settings.search.catalog),
+        profiles_dir=str(settings.search.profiles), slo=settings.slo,
+    ) for (owner, phase), result in zip(jobs, results, strict=True)]
     outcomes: list[PhaseOutcome] = []
-    profiles: dict[str, Any] = {}
-    for (owner, phase), result in zip(jobs, results, strict=True):
+    for (owner, phase), result, tuning in zip(jobs, results, tunings, strict=True):
         if isinstance(result, BaseException):
             outcomes.append(skipped_outcome(owner.app, phase, f"training failed: {type(result).__name__}: {result}"))
             continue
-        slo = _tuned(owner.app, phase, result, profiles, settings=settings)
+        slo = _policy(owner.app, phase, tuning)
         # one at a time, whatever the runner: the registry's alias decisions must not interleave
         done = _settled([publish_phase.submit(
             result, owner.app, phase, config, tracking_uri=settings.registry.tracking_uri,
@@ -133,27 +135,14 @@ def _train_and_publish(jobs: list[tuple[AppPhases, str]], config: TrainConfig, *
     return outcomes
 
 
-def _tuned(app: str, phase: str, result, profiles: dict[str, Any], *, settings) -> SloPolicy | None:
-    """The SLO policy tuned on ``result`` (None, logged, when it cannot be: see the module docstring)."""
-    if result.skipped or result.best is None:
-        return None
-    if app not in profiles:  # one read per app, shared by its phases
-        profiles[app] = _settled([load_slo_profile.submit(app, str(settings.search.catalog),
-                                                          str(settings.search.profiles))])[0]
-    loaded = profiles[app]
-    if isinstance(loaded, BaseException | str):
-        if isinstance(loaded, BaseException):
-            get_run_logger().warning("%s/%s: no SLO tuning, reading the profile failed: %s", app, phase, loaded)
-        return None
-    catalog, profile = loaded
-    budget = settings.slo.budget_for(app, profile.slo.violation_budget)
-    # quoted: Prefect neither walks them for futures nor rebuilds them (a Catalog iterates its types, not fields)
-    tuned = _settled([tune_slo.submit(app, phase, quote(result), quote(profile), quote(catalog), budget)])[0]
-    if isinstance(tuned, BaseException):
+def _policy(app: str, phase: str, tuning) -> SloPolicy | None:
+    """The tuned policy, or None when there is none (the task logged why) or the tuning failed (logged here)."""
+    policy = _settled([tuning])[0]
+    if isinstance(policy, BaseException):
         get_run_logger().warning("%s/%s: SLO tuning failed, publishing without a policy: %s: %s", app, phase,
-                                 type(tuned).__name__, tuned)
+                                 type(policy).__name__, policy)
         return None
-    return tuned
+    return policy
 
 
 def _settled(futures) -> list[Any]:

@@ -14,11 +14,14 @@ rather than an exception, so one bad app never fails the whole flow:
 - ``train-phase``: every candidate on one (app, phase) (compute, no retries: the
   same data would fail the same way); the LSTM's checkpoints go to
   ``<home>/tmp/checkpoints`` (:func:`checkpoints_folder`) and are removed after;
-- ``load-slo-profile`` (retried): the app's profile and the catalog, or why there is none;
-- ``tune-slo``: the before-use SLO tuning (``prescale.slo.tuning.tune``) on the training's held-out tail
-  with the best candidate's out-of-sample forecasts (``models.slo_stretch``) -> the tuned ``SloPolicy``, or
-  None with the reason logged (compute, no retries: the search is seeded, the same stretch fails the same
-  way; an unexpected error is the flow's to log, and the version is then published without a policy);
+- ``tune-slo``: the app's profile and the catalog read from their paths, the budget
+  (``SloSettings.budget_for``: settings over the profile), then the before-use SLO tuning
+  (``prescale.slo.tuning.tune``) on the training's held-out tail with the best candidate's out-of-sample
+  forecasts (``models.slo_stretch``) -> the tuned ``SloPolicy``, or None with the reason logged (no profile,
+  a tail too short). No retries: the search is seeded, so the same stretch fails the same way; an
+  unexpected error is the flow's to log, and the version is then published without a policy. It takes
+  paths, not a ``Catalog``: Prefect's Dask runner rebuilds pydantic parameters from their iteration, and a
+  ``Catalog`` iterates its types;
 - ``publish-phase`` (retried): runs, model version, champion decision in MLflow, and the tuned policy;
 - ``publish-train-artifact``: the scores table as a Prefect artifact.
 
@@ -43,10 +46,11 @@ from models.registry import Registry
 from models.series import Panel
 from models.slo_stretch import stretch_input
 from models.train import PanelResult, TrainConfig, train_panels
-from prescale.catalog import AppProfile, Catalog, CatalogError, load_catalog, resolve_profile
+from prescale.catalog import CatalogError, load_catalog, resolve_profile
 from prescale.metrics.store import MetricsStore
 from prescale.names import AppName, app_names
 from prescale.phase_reports import read_report, write_report
+from prescale.settings import SloSettings
 from prescale.slo.policy import SloPolicy
 from prescale.slo.tuning import tune
 
@@ -141,25 +145,23 @@ def train_phase(app: str, phase: str, panel: Panel, config: TrainConfig, *,
     return result
 
 
-@task(name="load-slo-profile", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
-def load_slo_profile(app: str, catalog_path: str, profiles_dir: str) -> tuple[Catalog, AppProfile] | str:
-    """The catalog and the app's profile (``<profiles>/<app>.yaml``), or why the SLO cannot be tuned."""
-    try:
-        return load_catalog(catalog_path), resolve_profile(app, profiles_dir)
-    except CatalogError as exc:
-        get_run_logger().warning("%s: no SLO tuning, the profile cannot be read: %s", app, exc)
-        return f"no profile: {exc}"
-
-
 @task(name="tune-slo", cache_policy=NONE)
 def tune_slo(
-    app: str, phase: str, result: PanelResult, profile: AppProfile, catalog: Catalog, budget: float, *,
+    app: str, phase: str, result: PanelResult, *, catalog_path: str, profiles_dir: str, slo: SloSettings,
     trials: int = 20, reactive_trials: int = 8, timeout_seconds: float = 50.0,
     min_scored_minutes: float = 1440.0,
 ) -> SloPolicy | None:
-    """The SLO policy tuned on ``result``'s held-out tail at ``budget``; None (the reason logged) when the tail
-    cannot be replayed (``models.slo_stretch``)."""
+    """The SLO policy tuned on ``result``'s held-out tail at the app's budget (``slo.budget_for``: settings over
+    its profile's); None, the reason logged, without a profile or when the tail cannot be replayed."""
     logger = get_run_logger()
+    if result.skipped or result.best is None:
+        return None
+    try:
+        catalog, profile = load_catalog(catalog_path), resolve_profile(app, profiles_dir)
+    except CatalogError as exc:
+        logger.warning("%s/%s: no SLO tuning, the profile cannot be read: %s", app, phase, exc)
+        return None
+    budget = slo.budget_for(app, profile.slo.violation_budget)
     built = stretch_input(result, profile, catalog, min_scored_minutes=min_scored_minutes)
     if isinstance(built, str):
         logger.warning("%s/%s: no SLO tuning: %s", app, phase, built)
