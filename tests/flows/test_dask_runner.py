@@ -25,7 +25,7 @@ def _fill(home, monkeypatch) -> pd.Timestamp:
     store = MetricsStore(load_settings().store.root)
     web = daily_frame(3.0, seed=7, metrics=("app.requests_per_s",), start=START) * 20
     _store_app(store, "web", web)
-    _store_app(store, "analytics", daily_frame(3.0, seed=8, metrics=("cpu_cores",), start=START))
+    _store_app(store, "analytics", daily_frame(3.0, seed=8, metrics=("app.scan_gbps",), start=START))
     _store_app(store, "inference", daily_frame(3.0, seed=9, metrics=("app.requests_per_s",), start=START) * 5)
     return web.index[-1] + pd.Timedelta(minutes=5)
 

@@ -28,7 +28,7 @@ def trained_web(prefect_harness, prescale_home, monkeypatch):
     store = MetricsStore(load_settings().store.root)
     web = daily_frame(3.0, seed=7, metrics=("app.requests_per_s",), start=START) * 20
     _store_app(store, "web", web)
-    _store_app(store, "analytics", daily_frame(3.0, seed=8, metrics=("cpu_cores",), start=START))
+    _store_app(store, "analytics", daily_frame(3.0, seed=8, metrics=("app.scan_gbps",), start=START))
     report = train_forecasters(apps=["web"], preset="small")
     assert report.models[0].champion, report.to_dict()
     from tasks.orchestrate import forget_champions
