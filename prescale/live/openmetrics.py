@@ -29,11 +29,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from prescale.live.player import LiveTraces
+from prescale.live.player import FLAGS, LiveTraces
 
 GAUGE = "prescale_live_value"
 HELP = "The bundled demo traces played as live demand (prescale.live), one series per app and metric."
-FLAGS = ("value_missing", "value_unparsed", "excluded")
 
 
 def exposition(rows: pd.DataFrame) -> str:

@@ -57,10 +57,11 @@ import pandas as pd
 from prescale.demo import DEFAULT_MANIFEST, load_manifest
 from prescale.metrics.sources.file import FileSource
 from prescale.metrics.store import batch_id_for
-from prescale.metrics.validation import MetricsInputError
+from prescale.metrics.validation import MetricsInputError, normalise
 
 WEEK_NS = 7 * 86_400 * 10**9
 DAY_NS = 86_400 * 10**9
+FLAGS = ("value_missing", "value_unparsed", "excluded")  # the file source's per-row flags, validation's input
 
 
 @dataclass(frozen=True)
@@ -140,12 +141,12 @@ class LiveTraces:
 
     @property
     def apps(self) -> list[str]:
-        return [trace.app for trace in self._traces]
+        return [str(trace.app) for trace in self._traces]
 
     @property
     def metrics(self) -> dict[str, list[str]]:
         """Per app, the metrics its trace plays, sorted."""
-        return {trace.app: sorted(trace.loop_rows["metric"].unique()) for trace in self._traces}
+        return {str(trace.app): sorted(map(str, trace.loop_rows["metric"].unique())) for trace in self._traces}
 
     @property
     def identity(self) -> str:
@@ -195,10 +196,9 @@ class LiveTraces:
 
 def _read_trace(app: str, file: Path, mapping: Path | None) -> Trace:
     batch = FileSource(file, app=app, mapping=mapping).read()
-    rows = batch.rows.copy()
-    if rows.empty:
+    if batch.rows.empty:
         raise MetricsInputError(f"{file} (app {app!r}) has no rows to play")
-    rows["ts"] = pd.to_datetime(rows["ts"], utc=True).astype("datetime64[ns, UTC]")
+    rows = _typed(batch.rows, file, app)
     instants = np.unique(_ts_ns(rows["ts"]))
     if len(instants) < 2:
         raise MetricsInputError(f"{file} (app {app!r}) holds a single instant: a trace needs two to have a step")
@@ -211,6 +211,36 @@ def _read_trace(app: str, file: Path, mapping: Path | None) -> Trace:
     loop_rows = in_loop.iloc[order].reset_index(drop=True)
     offsets = _ts_ns(loop_rows["ts"]) - (end_ns - loop_ns)
     return Trace(app, file, rows, step_ns, first_ns, end_ns, loop_ns, offsets, loop_rows, batch.batch_id)
+
+
+def _typed(raw: pd.DataFrame, file: Path, app: str) -> pd.DataFrame:
+    """The file source's rows with ``ts`` as instants, ``value`` as floats and every flag column present.
+
+    A typed (clean) file comes that way already; a dirty one is read as text, so its instants are
+    parsed as validation parses them, and a value that is not a number becomes NaN flagged
+    ``value_unparsed`` (an empty one ``value_missing``): validation still quarantines them with their
+    reasons, and no text reaches the wire. A row without an instant cannot be played at any time.
+    """
+    rows = raw.copy()
+    ts = normalise(raw[["ts"]].assign(app=app, metric="", value=0.0))[0]["ts"]
+    if ts.isna().any():
+        bad = raw["ts"][ts.isna().to_numpy()]
+        raise MetricsInputError(
+            f"{file} (app {app!r}) has {len(bad)} row(s) without a readable instant (first: {bad.iloc[0]!r}): "
+            "a trace to play needs every row's time, as ISO 8601 with a UTC offset or epoch seconds"
+        )
+    rows["ts"] = ts.to_numpy()
+    for flag in FLAGS:
+        rows[flag] = rows[flag].fillna(False).astype(bool) if flag in rows.columns else False
+    if not pd.api.types.is_float_dtype(rows["value"].dtype):
+        text = rows["value"].astype("string").str.strip()
+        value = pd.to_numeric(text, errors="coerce").astype("float64")
+        empty = (text.isna() | (text == "")).to_numpy(dtype=bool, na_value=True)
+        nan_literal = text.str.lower().isin(["nan", "-nan", "+nan"]).to_numpy(dtype=bool, na_value=False)
+        rows["value"] = value
+        rows["value_missing"] |= empty
+        rows["value_unparsed"] |= value.isna().to_numpy() & ~empty & ~nan_literal
+    return rows
 
 
 def _most_common(gaps: np.ndarray) -> int:

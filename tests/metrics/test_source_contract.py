@@ -69,7 +69,23 @@ def _prometheus(tmp_path: Path, request: pytest.FixtureRequest) -> Staged:
     return Staged({"config": str(config)}, 2 * 31, {"config": str(absent)}, str(absent), settings)
 
 
-STAGERS: dict[str, Callable[[Path, pytest.FixtureRequest], Staged]] = {"file": _file, "prometheus": _prometheus}
+def _replay(tmp_path: Path, request: pytest.FixtureRequest) -> Staged:
+    """A one-day trace at 1-minute steps (it loops daily, so WINDOW plays its 01:30 to 02:00): 30 rows, 6 bad."""
+    day = pd.date_range("2021-01-01", periods=1440, freq="1min", tz="UTC")
+    values = ["-1" if m % 10 == 3 else "NaN" if m % 10 == 7 else str(m) for m in range(len(day))]
+    lines = [f"{ts.isoformat()},web,cpu_cores,{value}" for ts, value in zip(day, values, strict=True)]
+    (tmp_path / "day.csv").write_text("ts,app,metric,value\n" + "\n".join(lines) + "\n")
+    (tmp_path / "demo.yaml").write_text("apps:\n  - app: web\n    file: day.csv\n")
+    absent = tmp_path / "absent.yaml"
+    settings = load_settings(home=tmp_path)
+    return Staged({"manifest": str(tmp_path / "demo.yaml")}, 30, {"manifest": str(absent)}, str(absent), settings)
+
+
+STAGERS: dict[str, Callable[[Path, pytest.FixtureRequest], Staged]] = {
+    "file": _file,
+    "prometheus": _prometheus,
+    "replay": _replay,
+}
 WINDOW = Window.last(30, end=ANCHOR + timedelta(hours=2))  # 31 one-minute steps, both ends included
 
 

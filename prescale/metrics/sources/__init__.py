@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from prescale.metrics.sources.base import RawBatch, Source, Window
 from prescale.metrics.sources.file import FileSource
 from prescale.metrics.sources.prometheus import PrometheusSource
+from prescale.metrics.sources.replay import ReplaySource
 from prescale.metrics.validation import MetricsInputError
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ def register(source: type[Source]) -> type[Source]:
 
 register(FileSource)
 register(PrometheusSource)
+register(ReplaySource)
 
 
 def build_source(name: str, options: Mapping[str, Any], settings: Settings) -> Source:
