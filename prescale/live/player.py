@@ -1,10 +1,12 @@
 """The bundled traces played as live demand: a real instant maps to a trace instant, and its rows come out shifted.
 
 :meth:`LiveTraces.from_manifest` reads every entry of a demo manifest (``data/demo.yaml``) once,
-through the file source and the entry's column mapping, so the rows are exactly what
-:class:`~prescale.metrics.sources.file.FileSource` returns (canonical columns, flags and all); an
-entry that cannot be played (a missing file, a missing time column, an unreadable file, no rows, a
-single instant) raises :class:`~prescale.metrics.validation.MetricsInputError` naming the file.
+through the file source and the entry's column mapping, so the rows are what
+:class:`~prescale.metrics.sources.file.FileSource` returns (canonical columns and the per-row flags
+validation reads), typed: ``ts`` as instants, ``value`` as floats (a dirty file's text that is not a
+number becomes NaN flagged ``value_unparsed``). An entry that cannot be played (a missing file, a
+missing time column, an unreadable file, no rows, a row without an instant, a single instant)
+raises :class:`~prescale.metrics.validation.MetricsInputError` naming the file.
 After that nothing touches the disk: :meth:`~LiveTraces.rows` and :meth:`~LiveTraces.at` are pure
 functions of their arguments, the traces and ``(speed, epoch)``, so every process playing the same
 manifest with the same ``(speed, epoch)`` sees the same demand at the same instant (the exporter,
@@ -96,7 +98,6 @@ class Trace:
 
     app: str
     file: Path
-    rows: pd.DataFrame  # FileSource's rows, ts as datetime64[ns, UTC]
     step_ns: int
     first_ns: int
     end_ns: int  # last instant + step
@@ -210,7 +211,7 @@ def _read_trace(app: str, file: Path, mapping: Path | None) -> Trace:
     order = np.argsort(_ts_ns(in_loop["ts"]), kind="stable")
     loop_rows = in_loop.iloc[order].reset_index(drop=True)
     offsets = _ts_ns(loop_rows["ts"]) - (end_ns - loop_ns)
-    return Trace(app, file, rows, step_ns, first_ns, end_ns, loop_ns, offsets, loop_rows, batch.batch_id)
+    return Trace(app, file, step_ns, first_ns, end_ns, loop_ns, offsets, loop_rows, batch.batch_id)
 
 
 def _typed(raw: pd.DataFrame, file: Path, app: str) -> pd.DataFrame:

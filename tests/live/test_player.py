@@ -166,6 +166,12 @@ def test_the_demo_traces_play_with_their_own_steps_quickly():
         ),
         pytest.param("ts,requests\n", "timestamp:\n  column: ts\n", "no rows", id="header-only"),
         pytest.param(
+            "ts,metric,value\nyesterday,cpu_cores,1\n2021-01-01T00:05:00Z,cpu_cores,2\n",
+            None,
+            r"1 row\(s\) without a readable instant \(first: 'yesterday'\)",
+            id="row-without-instant",
+        ),
+        pytest.param(
             "ts,requests\n2021-01-01T00:00:00Z,3\n", "timestamp:\n  column: ts\n", "single instant", id="one-instant"
         ),
     ],
