@@ -64,7 +64,7 @@ def orchestrate(apps: list[str] | None = None, at: str | None = None, dry_run: b
         get_run_logger().info(request_retraining(
             retrain, settings.orchestrate.retrain_deployment,
             cooldown_minutes=settings.orchestrate.retrain_cooldown_minutes))
-    publish_artifact(decided)
+    publish_artifact(decided, settings)
     return [d.row.to_record() for d in decided]
 
 

@@ -18,7 +18,10 @@ What one training of (app, phase) leaves in MLflow:
   held-out windows; the verdict (``promotion.judge``) applied to the aliases
   ``champion``/``challenger`` and written, with every candidate's scores, into
   the version's description (and, as JSON, its tag ``prescale.decision``), readable
-  in the MLflow UI.
+  in the MLflow UI. The description ends with the pictures (:func:`pictures`): the version's
+  ``forecast.png`` and, with a policy, ``slo/frontier.png``, as Markdown images the MLflow UI loads from
+  its own ``get-artifact`` endpoint, so the version page shows them (checked in MLflow 3's UI, both
+  with proxied artifacts and a local artifact root).
 
 With a tuned SLO policy (``prescale.slo``: the before-use search on the training's held-out tail,
 ``tasks.train.tune_slo``), the version also carries it: on the run that logged the model,
@@ -53,6 +56,7 @@ from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import mlflow
 import mlflow.pyfunc
@@ -75,6 +79,8 @@ INPUTS_TAG = "prescale.inputs"  # JSON list of the stored metrics the version re
 FORECASTER_ARTIFACT = "forecaster"
 SLO_FOLDER = "slo"  # artifacts of the tuned SLO policy, on the run that logged the model version
 SLO_POLICY_ARTIFACT = f"{SLO_FOLDER}/policy.json"
+SLO_FRONTIER_ARTIFACT = f"{SLO_FOLDER}/frontier.png"
+FORECAST_ARTIFACT = "forecast.png"  # on every candidate's run, so on every version's
 SLO_BUDGET_TAG, SLO_RULE_TAG, SLO_SETTING_TAG = "slo.violation_budget", "slo.rule", "slo.setting"
 
 
@@ -219,7 +225,7 @@ class Registry:
         notes = self._notes(current_version, name, window)
         self._apply(name, mv.version, verdict, current_version)
         text = describe(verdict, candidate=best.name, scores=result.scores(), champion_version=current_version,
-                        window=window, notes=notes)
+                        window=window, notes=notes) + pictures(mv.run_id, frontier=slo is not None)
         self.client.update_model_version(name, mv.version, description=text)
         self.client.set_model_version_tag(name, mv.version, "prescale.decision", json.dumps(asdict(verdict)))
         champion = str(mv.version) if verdict.promote else current_version
@@ -270,7 +276,7 @@ class Registry:
                   f"{candidate.scores.mase:.3f}",
         )
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "forecast.png"
+            path = Path(tmp) / FORECAST_ARTIFACT
             path.write_bytes(png)
             mlflow.log_artifact(str(path))
             return self._log_model(result, candidate.forecaster, Path(tmp)) if with_model else None
@@ -313,10 +319,19 @@ class Registry:
             (folder / "frontier.png").write_bytes(png)
             for file in ("policy.json", "study.json", "frontier.png"):
                 self.client.log_artifact(run_id, str(folder / file), artifact_path=SLO_FOLDER)
+        self._show_frontier(name, version, run_id)
         # tags last: they say the artifacts are complete
         for key, value in ((SLO_BUDGET_TAG, _budget_tag(policy)), (SLO_RULE_TAG, policy.rule),
                            (SLO_SETTING_TAG, policy.setting)):
             self.client.set_model_version_tag(name, version, key, value)
+
+    def _show_frontier(self, name: str, version: str, run_id: str) -> None:
+        """Add the frontier's picture to a version described without it (a policy attached after publishing);
+        a version being published gets it with its description."""
+        description = self.client.get_model_version(name, version).description or ""
+        if description and SLO_FRONTIER_ARTIFACT not in description:
+            self.client.update_model_version(name, version, description=description + _image(
+                "SLO tuning: cost against violation share", run_id, SLO_FRONTIER_ARTIFACT))
 
     def load_policy(self, name: str, version: str) -> SloPolicy | None:
         """The SLO policy logged with ``name`` v``version``; None when it has none (its tags say so)."""
@@ -493,6 +508,22 @@ def training_window(result: PanelResult) -> dict[str, str]:
         "validation_end": _iso(index[split.val_stop - 1]), "test_start": _iso(index[split.val_stop]),
         "test_end": _iso(index[-1]), "test_windows": str(len(split.test_origins)),
     }
+
+
+def pictures(run_id: str, *, frontier: bool) -> str:
+    """The end of a version's description: its plots as Markdown images.
+
+    The URL is the MLflow UI's ``get-artifact?path=...&run_uuid=...``, relative (no leading slash), so it
+    resolves against wherever the UI is served (a ``--static-prefix`` included) and works whether the server
+    proxies the artifacts or reads them from its own artifact root."""
+    text = "\n\n### Pictures" + _image("Held-out forecast against actuals (last horizon step, calibrated bands)",
+                                          run_id, FORECAST_ARTIFACT)
+    return text + (_image("SLO tuning: cost against violation share", run_id, SLO_FRONTIER_ARTIFACT) if frontier
+                   else "")
+
+
+def _image(caption: str, run_id: str, path: str) -> str:
+    return f"\n\n{caption}:\n\n![{caption}](get-artifact?path={quote(path, safe='')}&run_uuid={run_id})"
 
 
 def _budget_tag(policy: SloPolicy) -> str:

@@ -248,9 +248,10 @@ def unbound_note(unbound: tuple[str, ...], profile: AppProfile) -> str:
     return note
 
 
-def cycle_table(decided: list[Decided]) -> str:
+def cycle_table(decided: list[Decided], *, picture: str | None = None, note: str = "") -> str:
     """The cycle as a Markdown table: one line per app (phase, mode, the SLO's budget, rule and setting and
-    the realised violation rate so far, allocation, cost, outcome, why)."""
+    the realised violation rate so far, allocation, cost, outcome, why); then ``note`` and, when given,
+    ``picture`` (an image URI: the task layer's drawing of the recent decisions) as a Markdown image."""
     lines = ["# Orchestrate cycle", "",
              "| app | phase | mode | SLO budget | rule (setting) | realised | allocation | $/h | outcome | why |",
              "|---|---|---|---:|---|---:|---|---:|---|---|"]  # fmt: skip
@@ -264,4 +265,8 @@ def cycle_table(decided: list[Decided]) -> str:
         realised = f"{rate:.2%} of {slo.get('steps', 0)}" if rate is not None else "-"
         lines.append(f"| {d.app} | {d.row.phase} | {d.row.mode} | {budget} | {rule} | {realised} | {alloc} | "
                      f"{d.row.cost_per_hour:.2f} | {d.row.outcome} | {why} |")  # fmt: skip
+    if note:
+        lines += ["", note]
+    if picture:
+        lines += ["", "## Recent decisions", "", f"![observed demand against decided capacity]({picture})"]
     return "\n".join(lines) + "\n"

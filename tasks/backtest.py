@@ -10,7 +10,16 @@
 - ``ex-ante``: the SLO policy tuned on the stretch, run once over the window with its controller, against
   reactive's sweep at the same realised violations and at the HPA default (``prescale.slo.exante``);
 - ``write-backtest-report`` (retried): the PNGs and ``report.json`` under the output folder;
-- ``publish-backtest-artifact``: the results table (``prescale.replay.report``) as a markdown artifact.
+- ``publish-backtest-artifact`` (retried): the results table (``prescale.replay.report``) as a markdown
+  artifact, with the four plots embedded as small PNGs (``models.plots.shrink_png``: at most
+  :data:`EMBED_MAX_BYTES` each: 10-43 KB for the bundled demo's apps, 100-135 KB of Markdown per artifact
+  after base64); the full-size files stay under the output folder, named in the artifact.
+
+  Why embedded rather than linked: Prefect's UI (v1 and v2 of Prefect 3) renders a Markdown image from a
+  ``data:`` URI, and a plot on the worker's disk has no URL a browser can reach. An image artifact
+  (``create_image_artifact``) needs such a URL (an MLflow server's ``get-artifact``, say), which an
+  embedded run without servers does not have; a backtest is run on demand, so one artifact of a few hundred
+  KB per run costs Prefect's database little.
 
 Progress: every finished run calls the functions in :data:`progress_listeners` (``prescale backtest``
 adds its progress bar there) and is logged. Large objects travel between tasks in memory
@@ -31,6 +40,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
 from models.history import Prepared, build_input, build_stretch, forecast_config, historical_forecasts, prepare
+from models.plots import data_uri, shrink_png
 from prescale.catalog import AppProfile, Catalog, load_catalog, resolve_profile
 from prescale.metrics.store import MetricsStore
 from prescale.replay import BacktestResult, Fleet, PolicyResult, ReplayConfig, ReplayInput, replay_policy
@@ -42,6 +52,8 @@ from prescale.slo.exante import ex_ante
 
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [1, 5, 15]
+EMBED_MAX_BYTES = 45_000  # per embedded plot (before base64, which adds a third)
+PLOTS = ("demand", "capacity", "frontier", "cumulative_cost")  # embedded in this order
 progress_listeners: list[Callable[[int, int, str], None]] = []
 
 
@@ -139,5 +151,17 @@ def write_report(result: BacktestResult, folder: str) -> dict[str, str]:
 
 @task(name="publish-backtest-artifact", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
 def publish_artifact(summary: dict[str, Any], files: dict[str, str]) -> None:
-    create_markdown_artifact(key="backtest-results", markdown=markdown(summary, files),
-                             description="Policies compared at equal violation budgets (prescale backtest).")
+    """The results table with the plots of ``files`` embedded (see the module docstring)."""
+    images = embedded_plots(files)
+    text = markdown(summary, files, images)
+    get_run_logger().info("backtest artifact: %s KB of Markdown, %d plots embedded", f"{len(text) / 1000:.0f}",
+                          len(images))
+    create_markdown_artifact(key="backtest-results", markdown=text,
+                             description="Policies compared at equal violation budgets, with the plots "
+                                         "(prescale backtest).")
+
+
+def embedded_plots(files: dict[str, str], *, max_bytes: int = EMBED_MAX_BYTES) -> dict[str, str]:
+    """name -> ``data:`` URI of each plot of :data:`PLOTS` in ``files`` (shrunk to ``max_bytes``)."""
+    return {name: data_uri(shrink_png(Path(files[name]).read_bytes(), max_bytes=max_bytes))
+            for name in PLOTS if name in files}

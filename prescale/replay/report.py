@@ -1,16 +1,27 @@
 """The backtest's results table in Markdown, from the ``prescale backtest --json`` object.
 
 One row per policy (its headline setting and scores, its cost at each violation budget), then how
-predictive compares at equal budgets. Pure text: the task layer publishes it as a Prefect artifact.
+predictive compares at equal budgets, the SLO's ex-ante run, then the pictures: each given image (a URI,
+``data:image/png;base64,...`` from the task layer, which reads and shrinks the PNGs) under a caption, and
+the full-size files' paths. Pure text: the task layer publishes it as a Prefect artifact.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+CAPTIONS = {
+    "demand": "Demand and the forecast band over the scored window",
+    "capacity": "Capacity by kind under each policy's headline setting, against demand",
+    "frontier": "Cost against violations: each policy's frontier",
+    "cumulative_cost": "Cumulative cost of each policy's headline setting",
+}
 
-def markdown(summary: dict[str, Any], files: dict[str, str] | None = None) -> str:
-    """The results table: headline scores and the cost at each violation budget, per policy."""
+
+def markdown(summary: dict[str, Any], files: dict[str, str] | None = None,
+             images: dict[str, str] | None = None) -> str:
+    """The results table: headline scores and the cost at each violation budget, per policy; then ``images``
+    (name -> image URI, in the order given) and the ``files``' paths."""
     window = summary["window"]
     budgets = list(next(iter(summary["budget_costs"].values()), {}).keys())
     lines = [
@@ -32,8 +43,13 @@ def markdown(summary: dict[str, Any], files: dict[str, str] | None = None) -> st
         lines.append(f"- budget {budget}: {_pct(c.get('vs_reactive'))} cheaper than reactive, "
                      f"{_pct(c.get('vs_static'))} cheaper than static, {_pct(c.get('over_oracle'))} above the oracle")
     lines += ["", *slo_lines(summary)]
+    if images:
+        lines += ["", "## Pictures", ""]
+        for name, uri in images.items():
+            lines += [f"**{CAPTIONS.get(name, name)}**", "", f"![{name}]({uri})", ""]
     if files:
-        lines += ["", "Files: " + ", ".join(f"`{path}`" for path in files.values())]
+        lines += ["", "Full-size files (on the machine that ran the backtest): "
+                  + ", ".join(f"`{path}`" for path in files.values())]
     return "\n".join(lines)
 
 
