@@ -57,12 +57,17 @@ def write_openmetrics(traces: LiveTraces, start: datetime, end: datetime, path: 
 
 
 def query(app: str, metric: str) -> str:
-    """The PromQL of one (app, metric).
+    """The PromQL of one (app, metric): the scraped series where there is one, else the backfilled history.
 
-    ``max`` keeps the answer one series when a restarted exporter briefly leaves the old target's
-    series behind (same values, another ``instance`` label); ``sum`` would double them.
+    A backfilled history (:func:`write_openmetrics` through promtool) has no ``instance`` label; a
+    scraped series always has one. For the lookback (5 min) after the backfill ends both exist, and
+    the backfill's last sample is older than the scrape's: ``or`` keeps the left side wherever it has
+    a value, so the scrape wins, and the history answers where nothing was scraped. ``max`` makes
+    each side one series (a restarted exporter's old target lingers for the lookback too); ``sum``
+    would add the copies up.
     """
-    return f"max({GAUGE}{{app={_quoted(app)},metric={_quoted(metric)}}})"
+    labels = f"app={_quoted(app)},metric={_quoted(metric)}"
+    return f'max({GAUGE}{{{labels},instance!=""}}) or max({GAUGE}{{{labels}}})'
 
 
 def prometheus_queries(traces: LiveTraces) -> dict:

@@ -71,5 +71,6 @@ def test_the_queries_file_selects_every_played_series_and_loads_as_prometheus_co
     assert config.model_dump() == prometheus_queries(demo)
     assert {app: sorted(queries) for app, queries in config.apps.items()} == demo.metrics
     assert config.apps["web"]["app.requests_per_s"] == (
-        'max(prescale_live_value{app="web",metric="app.requests_per_s"})'
+        'max(prescale_live_value{app="web",metric="app.requests_per_s",instance!=""})'
+        ' or max(prescale_live_value{app="web",metric="app.requests_per_s"})'
     )
