@@ -250,11 +250,15 @@ def unbound_note(unbound: tuple[str, ...], profile: AppProfile) -> str:
 
 def cycle_table(decided: list[Decided], *, picture: str | None = None, note: str = "") -> str:
     """The cycle as a Markdown table: one line per app (phase, mode, the SLO's budget, rule and setting and
-    the realised violation rate so far, allocation, cost, outcome, why); then ``note`` and, when given,
-    ``picture`` (an image URI: the task layer's drawing of the recent decisions) as a Markdown image."""
-    lines = ["# Orchestrate cycle", "",
-             "| app | phase | mode | SLO budget | rule (setting) | realised | allocation | $/h | outcome | why |",
-             "|---|---|---|---:|---|---:|---|---:|---|---|"]  # fmt: skip
+    the realised violation rate so far, allocation, cost, outcome, why). Above it, ``note`` and, when given,
+    ``picture`` (an image URI: the task layer's drawing of the recent decisions), so the page opens on them."""
+    lines = ["# Orchestrate cycle", ""]
+    if note:
+        lines += [note, ""]
+    if picture:
+        lines += [f"![observed demand against decided capacity]({picture})", ""]
+    lines += ["| app | phase | mode | SLO budget | rule (setting) | realised | allocation | $/h | outcome | why |",
+              "|---|---|---|---:|---|---:|---|---:|---|---|"]  # fmt: skip
     for d in decided:
         alloc = ", ".join(f"{n}x {t}" for t, n in sorted(d.row.allocation.items())) or "-"
         why = (d.row.why + (f" ({d.row.error})" if d.row.error else "")).replace("|", "/")
@@ -265,8 +269,4 @@ def cycle_table(decided: list[Decided], *, picture: str | None = None, note: str
         realised = f"{rate:.2%} of {slo.get('steps', 0)}" if rate is not None else "-"
         lines.append(f"| {d.app} | {d.row.phase} | {d.row.mode} | {budget} | {rule} | {realised} | {alloc} | "
                      f"{d.row.cost_per_hour:.2f} | {d.row.outcome} | {why} |")  # fmt: skip
-    if note:
-        lines += ["", note]
-    if picture:
-        lines += ["", "## Recent decisions", "", f"![observed demand against decided capacity]({picture})"]
     return "\n".join(lines) + "\n"

@@ -328,14 +328,15 @@ def publish_artifact(decided: list[Decided], settings: Settings | None = None) -
     picture, note = None, ""
     if settings is not None and now is not None:
         last = pd.Timestamp(now).floor(f"{PICTURE_EVERY_MINUTES}min")
-        note = (f"Observed demand against decided capacity over the last {PICTURE_HOURS:g} h, per app: drawn into "
-                f"this artifact every {PICTURE_EVERY_MINUTES} minutes; the newest is the run at "
-                f"{last:%Y-%m-%d %H:%M} UTC.")
+        what = f"Observed demand against decided capacity over the last {PICTURE_HOURS:g} h, per app"
         if last == pd.Timestamp(now).floor("min"):
             try:
                 picture = recent_picture(decided, pd.Timestamp(now), settings)
             except Exception as exc:  # noqa: BLE001 - the table matters more than the picture
                 get_run_logger().warning("no picture of the recent decisions: %s: %s", type(exc).__name__, exc)
+        note = (f"{what} (redrawn every {PICTURE_EVERY_MINUTES} minutes):" if picture else
+                f"{what}: drawn every {PICTURE_EVERY_MINUTES} minutes; the newest is in the run at "
+                f"{last:%Y-%m-%d %H:%M} UTC.")
     create_markdown_artifact(key="orchestrate-cycle", markdown=cycle.cycle_table(decided, picture=picture, note=note),
                              description="One decision per app")  # fmt: skip
 

@@ -105,11 +105,12 @@ def test_the_cycle_artifact_embeds_the_recent_decisions_every_tenth_minute(prefe
     on_the_tenth = _publish([Decided("web", rows[-1])], settings)  # decided at 12:10
     [png] = _embedded(on_the_tenth).values()
     assert png[:8] == PNG and len(png) <= PICTURE_MAX_BYTES
-    assert "## Recent decisions" in on_the_tenth and "| web |" in on_the_tenth
+    assert "(redrawn every 10 minutes):" in on_the_tenth and "| web |" in on_the_tenth
+    assert on_the_tenth.index("data:image/png") < on_the_tenth.index("| web |")  # the picture above the table
 
     later = rows[-1].__class__(**{**rows[-1].__dict__, "decided_at": rows[-1].decided_at + pd.Timedelta(minutes=3)})
     between = _publish([Decided("web", later)], settings)  # 12:13: no picture, the way to the newest one
-    assert _embedded(between) == {} and "the newest is the run at 2026-03-02 12:10 UTC" in between
+    assert _embedded(between) == {} and "the newest is in the run at 2026-03-02 12:10 UTC" in between
 
 
 def test_demand_and_capacity_read_back_from_the_ledger(web_ledger):
