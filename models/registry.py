@@ -522,8 +522,27 @@ def pictures(run_id: str, *, frontier: bool) -> str:
                    else "")
 
 
+def version_links(tracking_uri: str, name: str, version: str, run_id: str, *, frontier: bool) -> dict[str, str]:
+    """Absolute URLs a browser can open, when the tracking URI is an MLflow server (http/https; else none):
+    ``page`` (the version's page in the MLflow UI), ``forecast`` and, with ``frontier``, ``frontier`` (the
+    PNGs, from the server's ``get-artifact``). For other pages to show, e.g. a Prefect artifact."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return {}
+    base = tracking_uri.rstrip("/")
+    links = {"page": f"{base}/#/models/{name}/versions/{version}",
+             "forecast": f"{base}/{_artifact_url(run_id, FORECAST_ARTIFACT)}"}
+    if frontier:
+        links["frontier"] = f"{base}/{_artifact_url(run_id, SLO_FRONTIER_ARTIFACT)}"
+    return links
+
+
+def _artifact_url(run_id: str, path: str) -> str:
+    """The MLflow UI's relative URL of a run's artifact."""
+    return f"get-artifact?path={quote(path, safe='')}&run_uuid={run_id}"
+
+
 def _image(caption: str, run_id: str, path: str) -> str:
-    return f"\n\n{caption}:\n\n![{caption}](get-artifact?path={quote(path, safe='')}&run_uuid={run_id})"
+    return f"\n\n{caption}:\n\n![{caption}]({_artifact_url(run_id, path)})"
 
 
 def _budget_tag(policy: SloPolicy) -> str:

@@ -23,7 +23,10 @@ rather than an exception, so one bad app never fails the whole flow:
   paths, not a ``Catalog``: Prefect's Dask runner rebuilds pydantic parameters from their iteration, and a
   ``Catalog`` iterates its types;
 - ``publish-phase`` (retried): runs, model version, champion decision in MLflow, and the tuned policy;
-- ``publish-train-artifact``: the scores table as a Prefect artifact.
+- ``publish-train-artifact``: the scores table as a Prefect artifact, and a summary of the decisions that,
+  when the registry is an MLflow server (``make serve``), links each version's page and shows its forecast
+  plot and SLO frontier, loaded by the browser from the server (``models.registry.version_links``); with the
+  embedded registry (SQLite, no server) there is no URL to show, and the summary says where to look.
 
 Large inputs (frames, panels, trained models) go between tasks in memory, so the
 tasks use ``cache_policy=NONE``: hashing them would cost more than it saves.
@@ -42,7 +45,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from models.phase_panels import AppPhases, split_phases
-from models.registry import Registry
+from models.registry import Registry, version_links
 from models.series import Panel
 from models.slo_stretch import stretch_input
 from models.train import PanelResult, TrainConfig, train_panels
@@ -75,6 +78,7 @@ class PhaseOutcome:
     unavailable: dict[str, str] = field(default_factory=dict)
     train_seconds: dict[str, float] = field(default_factory=dict)
     slo: dict[str, Any] | None = None  # the tuned SLO policy's summary, None when untuned
+    links: dict[str, str] = field(default_factory=dict)  # the version's page and plots on an MLflow server
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -195,6 +199,10 @@ def publish_phase(
     outcome.reason = published.reason
     outcome.champion_version = published.champion_version
     outcome.champion = published.candidate if published.promoted else _candidate_of(registry, published)
+    run_id = published.run_ids.get(published.candidate) or published.run_ids.get("model")
+    if run_id:
+        outcome.links = version_links(tracking_uri, published.model, published.version, run_id,
+                                      frontier=slo is not None)
     get_run_logger().info("%s v%s (%s): %s", published.model, published.version, published.alias, published.reason)
     return outcome
 
@@ -246,6 +254,13 @@ def _r(value: Any) -> Any:
 def publish_artifact(outcomes: list[PhaseOutcome], phase_reports: dict[str, Any]) -> None:
     create_table_artifact(key="train-scores", table=score_rows(outcomes),
                           description="Held-out scores per app, phase and candidate (MASE ranks; skips say why).")
+    create_markdown_artifact(key="train-summary", markdown=summary_markdown(outcomes, phase_reports),
+                             description="What training decided.")
+
+
+def summary_markdown(outcomes: list[PhaseOutcome], phase_reports: dict[str, Any]) -> str:
+    """The decisions per (app, phase), each with its MLflow version page and plots when it has links, then
+    the phases found."""
     lines = ["# Training", ""]
     for o in outcomes:
         if o.skipped:
@@ -255,10 +270,24 @@ def publish_artifact(outcomes: list[PhaseOutcome], phase_reports: dict[str, Any]
             slo = (f"; SLO {o.slo['violation_budget']:.2%}: {o.slo['rule']} `{o.slo['setting']}`" if o.slo
                    else "; SLO untuned (the flow's log says why)")
             lines.append(f"- **{o.app}/{o.phase}** best `{o.best}` v{o.version}, {verdict}: {o.reason}{slo}")
+            lines += _pictures(o)
+    if not any(o.links for o in outcomes):
+        lines += ["", "Each version's forecast plot (`forecast.png`) and SLO frontier (`slo/frontier.png`) are on "
+                      "its MLflow run, and shown on its page in the MLflow UI."]
     lines += ["", "## Phases", ""]
     for app, report in phase_reports.items():
         if report:
             found = ", ".join(f"{p['id']} ({p['rows']} rows, {p['runs']} runs)" for p in report["phases"])
             lines.append(f"- **{app}** ({report['method']}): {found}. {report['reason']}")
-    create_markdown_artifact(key="train-summary", markdown="\n".join(lines), description="What training decided.")
+    return "\n".join(lines)
 
+
+def _pictures(outcome: PhaseOutcome) -> list[str]:
+    links = outcome.links
+    if not links:
+        return []
+    out = [f"  [MLflow: {outcome.app}/{outcome.phase} v{outcome.version}]({links['page']})", ""]
+    for name, caption in (("forecast", "held-out forecast against actuals"), ("frontier", "SLO frontier")):
+        if name in links:
+            out += [f"  ![{outcome.app}/{outcome.phase} {caption}]({links[name]})", ""]
+    return out

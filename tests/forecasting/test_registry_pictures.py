@@ -103,3 +103,27 @@ def test_a_policy_attached_later_adds_the_frontier_to_the_version_page(server, r
     assert _served(server, images["slo/frontier.png"][0])[:8] == PNG
     description = registry.client.get_model_version(model_name("pictures-later", PHASE), first.version).description
     assert description.count("slo%2Ffrontier.png") == 1
+
+
+def test_version_links_open_the_page_and_the_plots_on_the_server(server, registry, trained, policy):
+    from models.registry import version_links
+    from tasks.train import PhaseOutcome, summary_markdown
+
+    published = registry.publish(trained, app="pictures-links", phase=PHASE, config=tiny_config(), margin=0.02,
+                                 slo=policy)
+    run_id = registry.client.get_model_version(published.model, published.version).run_id
+    links = version_links(server, published.model, published.version, run_id, frontier=True)
+    assert set(links) == {"page", "forecast", "frontier"}
+    for name in ("forecast", "frontier"):
+        with urllib.request.urlopen(links[name], timeout=30) as response:
+            assert response.read()[:8] == PNG
+    with urllib.request.urlopen(links["page"], timeout=30) as response:
+        assert response.status == 200  # the UI's page (the fragment is the UI's own route)
+    assert version_links("sqlite:///x.db", published.model, published.version, run_id, frontier=True) == {}
+    outcome = PhaseOutcome(app="pictures-links", phase=PHASE, best="holt_winters", version=published.version,
+                           reason="first model", links=links)
+    text = summary_markdown([outcome], {})
+    assert f"]({links['page']})" in text and f"]({links['forecast']})" in text and f"]({links['frontier']})" in text
+    assert "shown on its page in the MLflow UI" not in summary_markdown([PhaseOutcome(app="a", phase=PHASE,
+                                                                                      links=links)], {})
+    assert "shown on its page in the MLflow UI" in summary_markdown([PhaseOutcome(app="a", phase=PHASE)], {})
