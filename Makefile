@@ -25,8 +25,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/prescale demo
 
+# the Prefect and MLflow UIs, the every-minute loop deciding on the bundled traces played as live demand
 serve: $(STAMP)
-	$(BIN)/prescale serve
+	$(BIN)/prescale serve --live
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -2,58 +2,30 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.serve.processes import free_port, interrupt, port_open, read_ready, serve_env
+
 REPO = Path(__file__).resolve().parents[2]
 PRESCALE = str(Path(sys.executable).parent / "prescale")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture
 def served(tmp_path):
-    ports = {"PRESCALE_SERVE__PREFECT_PORT": str(_free_port()), "PRESCALE_SERVE__MLFLOW_PORT": str(_free_port())}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(ports, PRESCALE_HOME=str(tmp_path / "home"))
+    ports = {"PRESCALE_SERVE__PREFECT_PORT": str(free_port()), "PRESCALE_SERVE__MLFLOW_PORT": str(free_port())}
+    env = serve_env(tmp_path / "home", **ports)
     proc = subprocess.Popen([PRESCALE, "serve", "--json"], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
-    lines = []
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("}"):
-            break
     try:
-        ready = json.loads("".join(lines)) if lines else {}
+        ready = read_ready(proc, within=300)
         yield proc, ready, {k: int(v) for k, v in ports.items()}, tmp_path / "home"
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        interrupt(proc, within=90)
 
 
 def test_serve_deploys_the_schedules_and_stops_cleanly(served):
@@ -71,4 +43,4 @@ def test_serve_deploys_the_schedules_and_stops_cleanly(served):
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=90) == 0
     for port in ports.values():
-        assert not _port_open(port), f"port {port} still open after Ctrl-C"
+        assert not port_open(port), f"port {port} still open after Ctrl-C"
