@@ -4,7 +4,9 @@ Each sub-command takes ``--json`` to print one machine-readable object. Settings
 come from the environment (``PRESCALE_*``; see ``prescale/settings.py``) and
 ``PRESCALE_HOME`` relocates all local state. Exit codes: 0 ok, 1 unexpected
 failure, 2 bad input (nothing was written): one line on stderr (or one JSON
-object), no traceback unless ``prescale -v COMMAND`` asks for it.
+object), no traceback unless ``prescale -v COMMAND`` asks for it. ``-v`` also puts the
+flows' run logs back on the console where a command sends them to ``<home>/logs/``
+(``prescale demo``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,11 @@ _NOT_COMMANDS = {"common", "demand", "rule"}
 
 @app.callback()
 def _root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="On bad input, print the traceback too."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v",
+        help="Show the flows' run logs on the console (the demo otherwise writes them to <home>/logs/), and on "
+        "bad input print the traceback too.",
+    ),
 ) -> None:
     """Predictive, heterogeneous autoscaling (see README.md)."""
     set_verbose(verbose)

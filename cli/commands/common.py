@@ -9,6 +9,9 @@ Commands that run a Prefect flow wrap the call in :func:`quiet_flow_errors`: Pre
 otherwise print the user error's traceback from the flow run's log (``Encountered exception during
 execution``) before our one line. Only the console is quieted, and only for those types: the records still
 reach Prefect's API handler (the run's logs in the UI), and a real failure is printed as before.
+
+:class:`ConsoleProgress` shows a long command's stages (``prescale.demo.Progress``): a transient spinner
+while one runs, then one line with what it did and how long it took.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import logging
 import re
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +29,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from cli.runtime import prepare_environment
 from prescale.names import InvalidNameError
@@ -64,6 +69,55 @@ def set_verbose(on: bool) -> None:
 def verbose() -> bool:
     """Whether ``prescale -v`` was given (false outside a command line)."""
     return _options["verbose"]
+
+
+class ConsoleProgress:
+    """``prescale.demo.Progress`` on a rich console: a transient spinner while a stage runs (on a terminal,
+    unless ``spinner`` is off: the logs are on the console then), and one ``✓ done (duration)`` line when it
+    ends (``✗`` when it failed). The spinner leaves ``sys.stdout`` and ``sys.stderr`` alone (rich redirects
+    them by default), so what libraries print keeps going where ``cli.runtime.logs_to_file`` sent it.
+
+    :meth:`waiting` opens a stage that the next :meth:`begin` closes (Prefect starting its server before the
+    flow's first stage, which only the flow's first step can tell)."""
+
+    def __init__(self, out: Console, *, spinner: bool = True) -> None:
+        self.out = out
+        self.spinner = spinner and out.is_terminal
+        self._live: Progress | None = None
+        self._waiting: tuple[str, float] | None = None
+
+    def waiting(self, doing: str, done: str) -> None:
+        self.begin(doing)
+        self._waiting = (done, time.perf_counter())
+
+    def begin(self, doing: str) -> None:
+        if self._waiting is not None:
+            done, started = self._waiting
+            self.end(done, time.perf_counter() - started)
+        if self.spinner:
+            self._live = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                  console=self.out, transient=True, redirect_stdout=False,
+                                  redirect_stderr=False)  # fmt: skip
+            self._live.add_task(escape(doing))
+            self._live.start()
+
+    def update(self, doing: str) -> None:
+        if self._live is not None:
+            self._live.update(self._live.task_ids[0], description=escape(doing))
+
+    def end(self, done: str, seconds: float, *, ok: bool = True) -> None:
+        self._waiting = None
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        mark = "[green]✓[/]" if ok else "[red]✗[/]"
+        self.out.print(f"{mark} {escape(done)} [dim]({duration(seconds)})[/]", highlight=False)
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``."""
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 def run_guarded(action: Callable[[], None], *, as_json: bool, user_errors: tuple[type[Exception], ...]) -> None:

@@ -1,4 +1,4 @@
-"""The `ingest-metrics` and `demo` flows against Prefect's real API server."""
+"""The `ingest-metrics` flow against Prefect's real API server (the demo flow: tests/cli/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -52,44 +52,6 @@ def test_ingest_flow_fails_fast_on_unusable_input(prefect_harness, prescale_home
     with pytest.raises(MetricsInputError, match="truncated or malformed"):
         ingest_metrics(path=str(CORPUS / "error_truncated.csv"))
     assert not load_settings().store.root.exists() or not list(load_settings().store.root.rglob("*.parquet"))
-
-
-def test_demo_flow_ingests_the_bundled_traces(prefect_harness, prescale_home, capsys):
-    from cli.commands.demo import print_summary
-    from flows.demo import demo
-
-    result = demo(quick=True)
-    apps = {"web", "analytics", "inference", "transcoder"}
-    stored = {row["app"]: row for row in result["stored"]}
-    assert set(stored) == apps
-    for rep in result["ingest"]:
-        assert rep["accepted"] + rep["quarantined"] == rep["read"] > 0
-    assert stored["web"]["rows"] == 20160
-    assert stored["web"]["metrics"] == ["app.requests_per_s"]
-    trained = {(m["app"], m["phase"]): m for m in result["train"]["models"]}
-    assert {app for app, _ in trained} == apps
-    web = next(m for (app, _), m in trained.items() if app == "web")
-    assert web["champion"] and web["scores"][web["champion"]]["mae"] > 0
-    replays = {rep["app"]: rep for rep in result["replay"]}
-    assert set(replays) == apps
-    for app, rep in replays.items():
-        assert "error" not in rep, rep
-        assert rep["profile"] == app
-        assert set(rep["budget_costs"]) == {"predictive", "reactive", "static", "oracle"}
-        bound = rep["oracle"]["lower_bound"]  # the LP bound under the oracle's zero-violation schedules
-        assert 0 < bound <= rep["budget_costs"]["oracle"]["0"]
-        for costs in rep["budget_costs"].values():  # nothing beats that bound at zero violations
-            assert costs["0"] is None or costs["0"] >= bound * (1 - 1e-6)
-        assert all(Path(f).stat().st_size > 0 for f in rep["files"].values())
-        # the app's SLO, and its policy tuned before the window then run once over it (ex ante)
-        assert rep["slo"]["violation_budget"] == 0.005
-        ahead = rep["ex_ante"]
-        assert ahead["policy"]["tuned"] and ahead["tuning"]["end"] < rep["window"]["start"]
-        assert ahead["predictive"]["cost"] > 0 and ahead["reactive_default"]["cost"] > 0
-    capsys.readouterr()
-    print_summary(result)
-    shown = capsys.readouterr().out
-    assert "ex ante" in shown and all(app in shown for app in apps)
 
 
 def test_ingest_flow_compacts_partitions_that_piled_up(prefect_harness, prescale_home, monkeypatch, tmp_path):
