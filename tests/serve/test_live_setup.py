@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,11 @@ def test_ingest_reads_prometheus_where_it_runs_and_the_replayed_traces_elsewhere
 def test_the_seed_covers_the_history_in_trace_time(live):
     assert live.seed_parameters()["lookback_minutes"] == 8 * 24 * 60
     assert live.seed_parameters()["source"] == "replay"
+    epoch = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+    faster = Live(LiveTraces.from_manifest(DEFAULT_MANIFEST, speed=60, epoch=epoch), DEFAULT_MANIFEST)
+    assert faster.seed_parameters()["lookback_minutes"] == 8 * 24  # 8 days of trace at 60 trace minutes a minute
+    assert faster.seed_parameters()["options"] == {"manifest": str(DEFAULT_MANIFEST), "speed": 60.0,
+                                                   "epoch": "2026-12-05T08:00:00+00:00"}  # fmt: skip
     with pytest.raises(ValueError, match=r"history \(0 days\)"):
         Live(live.traces, DEFAULT_MANIFEST, history_days=0)
 
