@@ -87,6 +87,16 @@ def test_each_phase_passes_the_training_checks(phases, config):
     assert {phase: check_panel(panel, config) for phase, panel in phases.panels.items()} == {"p0": None, "p1": None}
 
 
+def test_the_played_loop_keeps_its_two_phases_when_retrained(rows, config):
+    """Under `make serve` the daily retrain reads up to 30 days of the slice played in a 14-day loop: 21 of them
+    see each hour of the week three times, two of them copies, and the phases are still no daily season."""
+    looped = pd.concat([rows.assign(ts=rows["ts"] + k * pd.Timedelta(days=14)) for k in range(2)])
+    played = looped[looped["ts"] >= looped["ts"].max() - pd.Timedelta(days=21)]
+    report = PhaseReport.from_dict(split_phases(APP, played, config).report)
+    assert report.method == "detected" and report.ids == ["p0", "p1"], report.reason
+    assert report.daily_kappa < PhaseConfig().max_daily_kappa  # 0.38 out of sample; 0.79 the in-sample way
+
+
 @pytest.mark.parametrize(
     ("at", "phase"),
     [
