@@ -123,7 +123,7 @@ def prepare(
 def history_panel(panel: Panel, stop: int, days: float | None) -> Panel:
     """Rows before ``stop`` (the replay's start), at most ``days`` of them."""
     first = 0 if days is None else max(0, stop - round(days * 86_400 / panel.step_seconds))
-    return replace(panel, index=panel.index[first:stop], values=panel.values[first:stop])
+    return panel.rows(first, stop)
 
 
 def historical_forecasts(

@@ -562,8 +562,12 @@ def _flat(params: dict[str, Any]) -> dict[str, str]:
 
 
 def _input_example(result: PanelResult, forecaster: Forecaster) -> pd.DataFrame:
-    """The newest ``history_steps`` rows of the panel, as the pyfunc expects them (naive UTC ``ts``)."""
-    frame = result.panel.to_frame().iloc[-min(len(result.panel), forecaster.history_steps):]
+    """The ``history_steps`` rows up to the panel's newest observed row, as the pyfunc expects them (naive UTC
+    ``ts``). Up to the newest observed row, not the newest row: a phase's panel is missing where the app's other
+    phases run, and when one of them runs at the end, the newest rows would give no forecast to show."""
+    seen = result.panel.observed.nonzero()[0]
+    stop = int(seen[-1]) + 1 if len(seen) else len(result.panel)
+    frame = result.panel.to_frame().iloc[max(0, stop - forecaster.history_steps):stop]
     frame = frame.ffill().bfill()
     frame.index = frame.index.tz_convert("UTC").tz_localize(None)
     return frame.rename_axis("ts").reset_index()

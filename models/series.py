@@ -52,6 +52,17 @@ class Panel:
     metrics: tuple[str, ...]
     step_seconds: int
     filled: int = 0  # cells interpolated over short gaps
+    # rows that belong to this series (one phase of an app: ``where``); None: every row. The other rows are
+    # missing by design, not gaps: ``gap_share`` leaves them out, so a phase that holds 30% of an app's rows
+    # is not "70% gappy".
+    scope: np.ndarray | None = None
+
+    @property
+    def gap_share(self) -> float:
+        """The share of the rows in scope that are not observed."""
+        in_scope = np.ones(len(self), dtype=bool) if self.scope is None else self.scope
+        total = int(in_scope.sum())
+        return 1.0 - int((self.observed & in_scope).sum()) / total if total else 1.0
 
     def __len__(self) -> int:
         return len(self.index)
@@ -67,13 +78,19 @@ class Panel:
         return max(1, round(SECONDS_PER_DAY / self.step_seconds))
 
     def head(self, stop: int) -> Panel:
-        return replace(self, index=self.index[:stop], values=self.values[:stop])
+        return self.rows(0, stop)
+
+    def rows(self, first: int, stop: int) -> Panel:
+        """Rows ``first .. stop - 1``, with their scope."""
+        scope = None if self.scope is None else self.scope[first:stop]
+        return replace(self, index=self.index[first:stop], values=self.values[first:stop], scope=scope)
 
     def where(self, keep: np.ndarray) -> Panel:
-        """The same grid with the rows outside ``keep`` set missing (one phase of an app)."""
+        """The same grid with the rows outside ``keep`` set missing and out of scope (one phase of an app)."""
+        keep = np.asarray(keep, dtype=bool)
         values = self.values.copy()
         values[~keep] = np.nan
-        return replace(self, values=values)
+        return replace(self, values=values, scope=keep if self.scope is None else keep & self.scope)
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.values, index=self.index, columns=list(self.metrics))

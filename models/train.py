@@ -190,7 +190,7 @@ def check_panel(panel: Panel, config: TrainConfig) -> str | None:
         return (f"too little history: {n_obs} observed rows at {panel.step_seconds} s, need at least {need} "
                 f"(input window {inputs} + horizon {horizon} + {config.min_holdout_windows} held-out windows, "
                 f"held-out share {config.holdout_fraction}); collect more data or use a shorter input window")
-    gap_share = 1.0 - n_obs / len(panel)
+    gap_share = panel.gap_share  # of the rows in scope: one phase's panel is not gappy where the others run
     if gap_share > config.max_gap_fraction:
         return (f"too gappy: {gap_share:.0%} of the rows are missing (limit {config.max_gap_fraction:.0%}); "
                 f"check the metrics source")

@@ -78,11 +78,6 @@ def test_each_phase_has_the_rows_training_needs(phases, config):
         assert len(split.val_origins) > 0 and len(split.test_origins) >= config.min_holdout_windows
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models.train.check_panel counts the rows of the app's other phases as gaps, so a phase "
-    "holding under half the rows is 'too gappy' (idle: 70%); issue 17 part 4",
-)
 def test_each_phase_passes_the_training_checks(phases, config):
     assert {phase: check_panel(panel, config) for phase, panel in phases.panels.items()} == {"p0": None, "p1": None}
 

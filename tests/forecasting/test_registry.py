@@ -67,6 +67,15 @@ def test_first_model_is_registered_and_becomes_champion(registry, trained, app):
     assert registry.load_version(mv.name, mv.version).inputs == tuple(trained.panel.metrics)
 
 
+def test_a_phase_that_is_not_running_at_the_end_is_published(registry, trained, app):
+    """A phase's panel is missing where the app's other phases run; its input example ends at its own newest row."""
+    others = np.zeros(len(trained.panel), dtype=bool)
+    others[-60:] = True  # another phase runs the last five hours
+    phase = replace(only(trained, "persistence"), panel=trained.panel.where(~others))
+    published = registry.publish(phase, app=app, phase="p0", config=tiny_config(), margin=0.02)
+    assert published.promoted and published.champion_version == "1"
+
+
 def test_a_better_candidate_takes_the_alias_and_a_worse_one_is_refused(registry, trained, app):
     worst = worst_candidate(trained)
     first = registry.publish(only(trained, worst), app=app, phase=PHASE, config=tiny_config(), margin=0.02)

@@ -122,6 +122,18 @@ def test_nan_gaps_inside_training_are_trained_around_not_filled():
     assert not isinstance(split, str)
 
 
+def test_a_phase_is_not_gappy_where_the_other_phases_run():
+    panel = panel_from_wide(daily_frame(10.0), max_fill_steps=0)
+    phase = np.zeros(len(panel), dtype=bool)
+    phase[DAY : 3 * DAY] = phase[-2 * DAY :] = True  # 40% of the rows, the held-out tail among them
+    assert check_panel(panel.where(phase), tiny_config()) is None
+    gappy = panel.where(phase).values.copy()
+    gappy[np.flatnonzero(phase)[np.random.default_rng(0).random(phase.sum()) < 0.7]] = np.nan
+    own_gaps = panel_from_wide(pd.DataFrame(gappy, index=panel.index, columns=list(panel.metrics)), max_fill_steps=0)
+    assert "too gappy" in check_panel(own_gaps.where(phase), tiny_config())  # its own gaps still count
+    assert "too gappy" in check_panel(own_gaps, tiny_config())  # and rows merely missing are gaps
+
+
 def test_presets_are_named_and_unknown_ones_refused():
     assert TrainConfig.preset("small").hidden_dim < TrainConfig().hidden_dim
     with pytest.raises(ValueError, match="'huge'"):
