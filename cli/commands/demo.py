@@ -113,12 +113,11 @@ def print_summary(result: dict, *, log: Path | None = None, saved: Path | None =
 
 def print_data(out: Console, result: dict) -> None:
     reports = {app: rep for rep in result["ingest"] for app in rep["per_app"]}
-    data = table(f"data: the metrics store {result['store']}", ["app", "rows", "from", "days", "trace"],
-                 right={"rows", "days"}, no_wrap={"app"})  # fmt: skip
+    data = table(f"data: the metrics store {result['store']}", ["app", "rows", "from", "to", "trace"],
+                 right={"rows"}, no_wrap={"app", "from", "to"})  # fmt: skip
     for row in result["stored"]:
         rep = reports.get(row["app"], {})
-        days = (_instant(row["last"]) - _instant(row["first"])).total_seconds() / 86400
-        data.add_row(row["app"], f"{row['rows']:,}", row["first"][:10], f"{days:.1f}",
+        data.add_row(row["app"], f"{row['rows']:,}", row["first"][:10], row["last"][:10],
                      Path(rep.get("source", "-")).name)  # fmt: skip
     out.print()
     out.print(data)
@@ -274,12 +273,6 @@ def print_ex_ante(replays: list[dict], *, out: Console | None = None) -> None:
     out.print("SLO: the share of minutes capacity may fall short (the profile's slo.violation_budget); short: "
               "the share it fell short; reactive same: reactive's cost at that share (its best setting, found "
               "with hindsight); HPA 80%: reactive at the HPA default target, with the share it fell short")
-
-
-def _instant(text: str):
-    from datetime import datetime
-
-    return datetime.fromisoformat(text)
 
 
 def _demand(app: dict, loop: dict) -> str:
