@@ -196,7 +196,10 @@ class LiveTraces:
 
 
 def _read_trace(app: str, file: Path, mapping: Path | None) -> Trace:
-    batch = FileSource(file, app=app, mapping=mapping).read()
+    try:
+        batch = FileSource(file, app=app, mapping=mapping).read()
+    except MetricsInputError as exc:  # the file source's message may not name the file (a missing column)
+        raise exc if str(file) in str(exc) else MetricsInputError(f"{file} (app {app!r}): {exc}") from exc
     if batch.rows.empty:
         raise MetricsInputError(f"{file} (app {app!r}) has no rows to play")
     rows = _typed(batch.rows, file, app)

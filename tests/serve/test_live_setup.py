@@ -52,11 +52,7 @@ def _manifest(tmp_path: Path, csv_text: str) -> Path:
 @pytest.mark.parametrize(
     "csv_text, named",
     [
-        pytest.param(
-            "when,value\n1,2\n2,3\n", "trace.csv", id="no-time-column",
-            marks=pytest.mark.xfail(strict=True, reason="prescale.live passes on the file source's missing-column "
-                                    "error without the file's name (LiveTraces.from_manifest should add it)"),
-        ),  # fmt: skip
+        pytest.param("when,value\n1,2\n2,3\n", "trace.csv", id="no-time-column"),
         pytest.param(None, "gone.csv", id="missing-file"),
     ],
 )
