@@ -55,9 +55,11 @@ QUICK_TUNE_DAYS = 0.5  # the SLO policy's tuning stretch in quick mode (settings
 # The loop: orchestrate runs `LOOP_STEP_MINUTES` apart, ending now. The first run starts every app from what the
 # cluster holds (nothing, on a fresh home): it provisions; the next ones follow demand, and a champion whose
 # forecast favours another kind migrates to it make-before-break (GPU nodes boot in 5-7 min, FPGAs 10-15,
-# bare metal 20-25: each plan waits for them on the simulated cluster's virtual clock, in milliseconds).
+# bare metal 20-25: each plan waits for them on the simulated cluster's virtual clock, in milliseconds). An app
+# whose first plans are blocked (a target over a type's quota) provisions once its SLO controller has seen the
+# misses, three runs later at most so far: quick mode keeps room for that.
 LOOP_CYCLES = 10
-QUICK_LOOP_CYCLES = 4
+QUICK_LOOP_CYCLES = 6
 LOOP_STEP_MINUTES = 3
 
 
