@@ -101,10 +101,11 @@ def _values(rows: pd.DataFrame) -> list[str]:
     for flag in FLAGS:
         if flag in rows.columns:
             flagged |= rows[flag].fillna(False).to_numpy(dtype=bool)
-    return ["NaN" if bad else _number(float(value)) for value, bad in zip(rows["value"], flagged, strict=True)]
+    return ["NaN" if bad else sample_value(float(value)) for value, bad in zip(rows["value"], flagged, strict=True)]
 
 
-def _number(value: float) -> str:
+def sample_value(value: float) -> str:
+    """One sample in the text format: NaN, +Inf, -Inf, or the shortest repr that reads back exactly."""
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import httpx
 
+from prescale.live.openmetrics import sample_value
+
 ANCHOR = datetime(2024, 3, 1, tzinfo=UTC)
 HISTORY = timedelta(days=2)
 SAMPLE_SECONDS = 60
@@ -88,14 +90,6 @@ def sample_times() -> range:
     return range(ANCHOR_S, LAST_S + 1, SAMPLE_SECONDS)
 
 
-def _om_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
-
-
 def openmetrics_text(series: tuple[Series, ...] = SERIES, times: range | None = None) -> str:
     """OpenMetrics exposition of every series at every time; families stay contiguous."""
     times = sample_times() if times is None else times
@@ -104,7 +98,7 @@ def openmetrics_text(series: tuple[Series, ...] = SERIES, times: range | None = 
         lines.append(f"# TYPE {name} gauge")
         for s in (s for s in series if s.name == name):
             labels = ",".join(f'{key}="{value}"' for key, value in s.labels.items())
-            lines.extend(f"{name}{{{labels}}} {_om_value(s.value(t))} {t}" for t in times)
+            lines.extend(f"{name}{{{labels}}} {sample_value(s.value(t))} {t}" for t in times)
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
 
