@@ -9,9 +9,13 @@ validation windows), so its raw quantiles are::
     F_raw[h, m, k] = sum_c w[c, h] * F_c[h, m, k]
 
 (averaging quantiles, not samples: the result is again a set of quantiles). The
-conformal offsets ``q[h, m, j]`` of the last calibration widen the central
-intervals (``conformal.apply_offsets``), so the deployed intervals are the ones
-whose coverage the scores report.
+conformal offsets ``q[b, h, m, k]`` of the last calibration (hour-of-day bin ``b`` of
+the target row, step, metric, level) are added to each level
+(``conformal.apply_offsets``), so the deployed quantiles are the ones whose coverage
+the scores report. :meth:`Forecaster.calibrated` therefore needs the hours of day
+(UTC) of the rows it calibrates (``conformal.target_hours``); a forecaster saved
+before the per-level calibration holds central-interval offsets ``(H, M, K)`` and
+still applies them (``conformal.apply_central_offsets``).
 
 :meth:`Forecaster.forecast` takes recent history (a wide frame indexed by UTC
 time, or the store's long rows) and returns a :class:`prescale.forecast.Forecast`
@@ -37,7 +41,7 @@ import pandas as pd
 
 from models.component import Component
 from models.components import component_folder, load_component
-from models.conformal import apply_offsets, interval_pairs
+from models.conformal import apply_central_offsets, apply_offsets, target_hours
 from models.series import Panel, panel_from_long, panel_from_wide
 from prescale.forecast import Forecast
 
@@ -59,7 +63,7 @@ class Forecaster:
     quantiles: tuple[float, ...]
     components: list[Component]
     weights: np.ndarray  # (C, H)
-    offsets: np.ndarray  # (H, M, K)
+    offsets: np.ndarray  # (B, H, M, Q) per hour bin and level; (H, M, K) in a forecaster saved before them
     part: int = 0  # which series' scaling of a global component (the LSTM) this forecaster uses
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -79,15 +83,31 @@ class Forecaster:
         parts = [c.predict_at(panel, origins, part=self.part) for c in self.components]
         return _combine(parts, self.weights)
 
-    def calibrated(self, raw: np.ndarray) -> np.ndarray:
-        """Apply the stored conformal offsets to raw quantiles ``(..., H, M, Q)``."""
-        return apply_offsets(raw, self.offsets, interval_pairs(self.quantiles), median=self.quantiles.index(0.5))
+    @property
+    def calibration_bins(self) -> int:
+        """Hour-of-day bins of the offsets (1 for an old forecaster's central-interval offsets)."""
+        return int(self.offsets.shape[0]) if self.offsets.ndim == 4 else 1
+
+    def calibrated(self, raw: np.ndarray, *, hours: np.ndarray | None = None) -> np.ndarray:
+        """Apply the stored conformal offsets to raw quantiles ``(W, H, M, Q)``.
+
+        ``hours``: the hour of day (UTC) of each target row ``(W, H)``, ``index[origin] + (h + 1) * step``
+        (``conformal.target_hours``); required when the offsets have more than one hour bin.
+        """
+        if self.offsets.ndim == 3:
+            return apply_central_offsets(raw, self.offsets, self.quantiles)
+        return apply_offsets(raw, self.offsets, hours=hours, median=self.quantiles.index(0.5))
+
+    def target_hours(self, panel: Panel, origins: np.ndarray) -> np.ndarray:
+        """The hours of day of the target rows of forecasts from ``origins`` of ``panel`` ``(W, H)``."""
+        return target_hours(panel.index, origins, self.horizon, self.step_seconds)
 
     def forecast(self, history: pd.DataFrame) -> Forecast:
         """The calibrated forecast for the ``horizon`` steps after the last row of ``history``."""
         panel = self._panel(history)
         parts = [c.forecast(panel, part=self.part)[None] for c in self.components]
-        values = self.calibrated(_combine(parts, self.weights))[0]
+        hours = self.target_hours(panel, np.array([len(panel) - 1]))
+        values = self.calibrated(_combine(parts, self.weights), hours=hours)[0]
         if not np.isfinite(values).all():
             raise ForecasterInputError(
                 f"{self.candidate}: the history ending {panel.index[-1]} yields no finite forecast; "
