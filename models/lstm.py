@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import tempfile
 import threading
@@ -102,6 +103,7 @@ LOG = logging.getLogger(__name__)
 DARTS_FILE = "lstm.pt"
 STATE_FILE = "lstm.json"
 ADDED_LATER = {"lag_window": 0}  # LstmConfig fields that models saved before them lack, and what those did
+GLOBAL_FLOOR_DAYS = 2.0  # a global fit's fewest training windows per series, in days of rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,8 +131,14 @@ class LstmConfig:
     lag_window: int
 
     @classmethod
-    def from_train(cls, config: TrainConfig, step_seconds: int, *, train_rows: int | None = None) -> LstmConfig:
-        """``config``'s network at this step; the weekly lag only with two weeks of training rows or more."""
+    def from_train(cls, config: TrainConfig, step_seconds: int, *, train_rows: int | None = None,
+                   series: int = 1) -> LstmConfig:
+        """``config``'s network at this step; the weekly lag only with two weeks of training rows or more.
+
+        ``series``: how many panels the fit is global over. ``config.max_samples`` is the training windows of
+        the whole fit, so each series keeps ``max(max_samples / series, GLOBAL_FLOOR_DAYS of windows)``
+        (:func:`samples_per_series`).
+        """
         inputs, horizon = config.steps(step_seconds)
         season = max(1, round(86_400 / step_seconds))
         weekly = config.weekly_lag and train_rows is not None and train_rows >= 14 * season
@@ -138,7 +146,8 @@ class LstmConfig:
         return cls(
             input_steps=inputs, horizon=horizon, quantiles=config.quantiles, hidden_dim=config.hidden_dim,
             layers=config.layers, dropout=config.dropout, epochs=config.epochs, batch_size=config.batch_size,
-            learning_rate=config.learning_rate, patience=config.patience, max_samples=config.max_samples,
+            learning_rate=config.learning_rate, patience=config.patience,
+            max_samples=samples_per_series(config.max_samples, series=series, season=season),
             seed=config.seed, log_target=config.log_target, seasonal_lag=config.seasonal_lag, weekly_lag=weekly,
             season=season, lag_window=window,
         )
@@ -286,7 +295,7 @@ class LstmCandidate:
             hidden_dim=c.hidden_dim,
             n_rnn_layers=c.layers,
             dropout=c.dropout,
-            likelihood=QuantileRegression(list(c.quantiles)),
+            likelihood=QuantileRegression(list(likelihood_levels(c.quantiles))),
             use_reversible_instance_norm=c.reversible_norm,
             add_encoders={"custom": {"future": [day_sin, day_cos, week_sin, week_cos]}},
             batch_size=c.batch_size,
@@ -309,16 +318,7 @@ class LstmCandidate:
 
     def _series(self, panel: Panel, scaling: Scaling, start: int, stop: int) -> list:
         """Contiguous observed runs of rows ``[start, stop)`` long enough for one window, as darts series."""
-        c = self.config
-        z = scaling.forward(panel.values)
-        observed = panel.observed
-        out = []
-        for a, b in runs(observed[start:stop]):
-            if b - a >= c.input_steps + c.horizon:
-                rows = slice(start + a, start + b)
-                out.append(TimeSeries.from_times_and_values(_naive(panel.index[rows]), z[rows].astype(np.float32),
-                                                            columns=list(panel.metrics)))
-        return out
+        return observed_series(panel, scaling, start, stop, min_rows=self.config.input_steps + self.config.horizon)
 
     def lags(self) -> list[int]:
         """Rows back of the lagged-target covariates: a day (``seasonal_lag``), a week (``weekly_lag``)."""
@@ -366,7 +366,7 @@ class LstmCandidate:
                     scratch: Path | None = None) -> list[LstmCandidate]:
         """The ``lstm_members`` networks of the LSTM candidate: one configuration, seeds ``seed, seed + 1, ...``."""
         lstm_config = LstmConfig.from_train(config, parts[0].panel.step_seconds,
-                                            train_rows=min(p.train_stop for p in parts))
+                                            train_rows=min(p.train_stop for p in parts), series=len(parts))
         return [cls(replace(lstm_config, seed=lstm_config.seed + i), scratch=scratch).fit(parts)
                 for i in range(max(1, config.lstm_members))]
 
@@ -442,44 +442,7 @@ class LstmCandidate:
         return scaling.inverse(out, axis=2)
 
     def _backtest_values(self, series: list, covs: list | None) -> tuple[list[np.ndarray], list]:
-        """Every forecast of every window of ``series``: ``(H, M*Q)`` arrays and their first timestamps.
-
-        darts' optimised historical forecasts, minus the wrapping of each forecast in a ``TimeSeries``
-        (that wrapping took 3.5 ms per window: a minute for a month of one-minute data). Uses darts'
-        internal helpers; if they move, falls back to the public ``historical_forecasts``.
-        """
-        h = self.config.horizon
-        with _quiet():
-            try:
-                from darts.utils.historical_forecasts.optimized_historical_forecasts_torch import (
-                    _create_dataset_bounds,
-                )
-                from darts.utils.historical_forecasts.utils import _process_historical_forecast_input
-
-                series, past, future = _process_historical_forecast_input(
-                    model=self.model, series=series, past_covariates=None, future_covariates=covs,
-                    forecast_horizon=h,
-                )
-                bounds, _ = _create_dataset_bounds(
-                    model=self.model, series=series, past_covariates=past, future_covariates=future, start=None,
-                    start_format="value", forecast_horizon=h, stride=1, overlap_end=False, show_warnings=False,
-                )
-                dataset = self.model._build_inference_dataset(
-                    n=h, series=series, past_covariates=past, future_covariates=future, stride=1, bounds=bounds
-                )
-                values, _, starts = self.model.predict_from_dataset(
-                    n=h, dataset=dataset, predict_likelihood_parameters=True, values_only=True, verbose=False
-                )
-                return [v[..., 0] for v in values], list(starts)
-            except (ImportError, AttributeError, TypeError):  # darts moved its internals: the slow, public way
-                forecasts = self.model.historical_forecasts(
-                    series, future_covariates=covs, forecast_horizon=h, stride=1, retrain=False,
-                    last_points_only=False, predict_likelihood_parameters=True, show_warnings=False, verbose=False,
-                )
-        if series and not isinstance(forecasts[0], list):
-            forecasts = [forecasts]
-        flat = [f for per_series in forecasts for f in per_series]
-        return [f.values() for f in flat], [f.start_time() for f in flat]
+        return backtest_values(self.model, series, future=covs, horizon=self.config.horizon)
 
     def forecast(self, panel: Panel, *, part: int = 0) -> np.ndarray:
         """Quantiles ``(H, M, Q)`` for the rows after the panel's last row (which must end L observed rows)."""
@@ -519,9 +482,8 @@ class LstmCandidate:
         return self._predictor
 
     def _unpack(self, values: np.ndarray, metrics: Sequence[str]) -> np.ndarray:
-        """darts' ``(H, M*Q)`` likelihood-parameter columns (metric-major) -> ``(H, M, Q)``, sorted in q."""
-        q = len(self.config.quantiles)
-        return np.sort(values.reshape(values.shape[0], len(metrics), q), axis=-1)
+        """darts' ``(H, M*Q')`` likelihood-parameter columns (metric-major) -> ``(H, M, Q)``, sorted in q."""
+        return unpack_quantiles(values, len(metrics), self.config.quantiles)
 
     # -- persistence -----------------------------------------------------------------
     def save(self, folder: Path) -> None:
@@ -544,6 +506,93 @@ class LstmCandidate:
         candidate.epochs_trained = state["epochs_trained"]
         candidate.train_seconds = state["train_seconds"]
         return candidate
+
+
+def observed_series(panel: Panel, scaling: Scaling, start: int, stop: int, *, min_rows: int) -> list:
+    """The contiguous observed runs of rows ``[start, stop)`` at least ``min_rows`` long, scaled, as darts series."""
+    z = scaling.forward(panel.values)
+    out = []
+    for a, b in runs(panel.observed[start:stop]):
+        if b - a >= min_rows:
+            rows = slice(start + a, start + b)
+            out.append(TimeSeries.from_times_and_values(_naive(panel.index[rows]), z[rows].astype(np.float32),
+                                                        columns=list(panel.metrics)))
+    return out
+
+
+def backtest_values(model, series: list, *, future: list | None = None,
+                    horizon: int) -> tuple[list[np.ndarray], list]:
+    """Every forecast of every window of ``series`` by a fitted darts torch ``model``: ``(H, M*Q)`` arrays of
+    its likelihood parameters and their first timestamps.
+
+    darts' optimised historical forecasts, minus the wrapping of each forecast in a ``TimeSeries``
+    (that wrapping took 3.5 ms per window: a minute for a month of one-minute data). Uses darts'
+    internal helpers; if they move, falls back to the public ``historical_forecasts``.
+    """
+    h = horizon
+    covs = future
+    with _quiet():
+        try:
+            from darts.utils.historical_forecasts.optimized_historical_forecasts_torch import (
+                _create_dataset_bounds,
+            )
+            from darts.utils.historical_forecasts.utils import _process_historical_forecast_input
+
+            series, past, future = _process_historical_forecast_input(
+                model=model, series=series, past_covariates=None, future_covariates=covs,
+                forecast_horizon=h,
+            )
+            bounds, _ = _create_dataset_bounds(
+                model=model, series=series, past_covariates=past, future_covariates=future, start=None,
+                start_format="value", forecast_horizon=h, stride=1, overlap_end=False, show_warnings=False,
+            )
+            dataset = model._build_inference_dataset(
+                n=h, series=series, past_covariates=past, future_covariates=future, stride=1, bounds=bounds
+            )
+            values, _, starts = model.predict_from_dataset(
+                n=h, dataset=dataset, predict_likelihood_parameters=True, values_only=True, verbose=False
+            )
+            return [v[..., 0] for v in values], list(starts)
+        except (ImportError, AttributeError, TypeError):  # darts moved its internals: the slow, public way
+            forecasts = model.historical_forecasts(
+                series, future_covariates=covs, forecast_horizon=h, stride=1, retrain=False,
+                last_points_only=False, predict_likelihood_parameters=True, show_warnings=False, verbose=False,
+            )
+    if series and not isinstance(forecasts[0], list):
+        forecasts = [forecasts]
+    flat = [f for per_series in forecasts for f in per_series]
+    return [f.values() for f in flat], [f.start_time() for f in flat]
+
+
+def likelihood_levels(quantiles: Sequence[float]) -> tuple[float, ...]:
+    """The levels darts' ``QuantileRegression`` fits: ``quantiles``, their mirrors ``1 - tau`` and the median.
+
+    darts requires levels symmetric around 0.5 (it raises on ``(.., 0.95, 0.99, 0.995)`` without ``0.005``
+    and ``0.01``), so the network also learns the mirrored lower tail, which costs one output each and is
+    dropped by :func:`unpack_quantiles`. A symmetric ``quantiles`` (what models saved before carry) is unchanged.
+    """
+    return tuple(sorted({round(float(q), 9) for q in quantiles} | {round(1.0 - float(q), 9) for q in quantiles}
+                        | {0.5}))
+
+
+def unpack_quantiles(values: np.ndarray, metrics: int, quantiles: Sequence[float]) -> np.ndarray:
+    """darts' ``(..., M * Q')`` likelihood columns (metric-major, Q' = :func:`likelihood_levels`) ->
+    ``(..., M, Q)`` with only ``quantiles``, in their order, sorted across levels (monotone)."""
+    levels = likelihood_levels(quantiles)
+    full = np.sort(values.reshape(*values.shape[:-1], metrics, len(levels)), axis=-1)
+    return full[..., [levels.index(round(float(q), 9)) for q in quantiles]]
+
+
+def samples_per_series(max_samples: int, *, series: int, season: int) -> int:
+    """Each series' share of a fit's ``max_samples`` training windows, at least ``GLOBAL_FLOOR_DAYS`` of them.
+
+    One series keeps the whole budget; a global fit over ``n`` series splits it, so its cost stops growing
+    with ``n`` until the floor binds (a fleet of hundreds of short series still gets two days of each).
+    Measured on the 20 Azure V1 VMs (``benchmarks/forecast.py``): see the module docstring.
+    """
+    if series <= 1:
+        return max_samples
+    return max(math.ceil(max_samples / series), round(GLOBAL_FLOOR_DAYS * season))
 
 
 def lagged(values: np.ndarray, rows: np.ndarray, lags: Sequence[int], *, window: int = 0) -> np.ndarray:

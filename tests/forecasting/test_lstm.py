@@ -10,7 +10,15 @@ import pytest
 import pytorch_lightning as pl
 
 from models.component import TrainPart
-from models.lstm import LstmCandidate, LstmConfig, Scaling, lagged
+from models.lstm import (
+    LstmCandidate,
+    LstmConfig,
+    Scaling,
+    lagged,
+    likelihood_levels,
+    samples_per_series,
+    unpack_quantiles,
+)
 from tests.forecasting.conftest import DAY, STEP, daily_panel, tiny_config
 
 QS = (0.1, 0.5, 0.9)
@@ -164,3 +172,28 @@ def test_checkpoints_go_under_the_scratch_folder_and_are_removed_even_when_the_f
                                                               callbacks=[_FailAtTrainEnd(scratch, written)])
     assert any(name.startswith("best-") for name in written), "darts did checkpoint under the scratch folder"
     assert list(scratch.iterdir()) == []
+
+
+def test_asymmetric_quantiles_fit_through_their_mirrors_and_come_back_in_order():
+    levels = (0.05, 0.1, 0.5, 0.9, 0.95, 0.99, 0.995)
+    assert likelihood_levels(levels) == (0.005, 0.01, 0.05, 0.1, 0.5, 0.9, 0.95, 0.99, 0.995)
+    assert likelihood_levels((0.1, 0.5, 0.9)) == (0.1, 0.5, 0.9)  # symmetric: what older models saved
+    columns = np.arange(2 * 9, dtype=float)[::-1].reshape(1, 18)  # two metrics, nine levels each, unsorted
+    out = unpack_quantiles(columns, 2, levels)
+    assert out.shape == (1, 2, 7)
+    np.testing.assert_array_equal(out[0, 0], [11, 12, 13, 14, 15, 16, 17])  # levels 2.. of the sorted nine
+    panel = daily_panel(2.5)
+    model = LstmCandidate(_config(quantiles=levels)).fit([TrainPart(panel, 2 * DAY - 40, 2 * DAY + 20)])
+    q = model.predict_at(panel, np.arange(2 * DAY + 40, 2 * DAY + 50))
+    assert q.shape == (10, 3, 1, 7) and (np.diff(q, axis=-1) >= 0).all()
+
+
+@pytest.mark.parametrize(("series", "expected"), [
+    pytest.param(1, 20_000, id="one-series-keeps-the-budget"),
+    pytest.param(20, 1_000, id="twenty-share-it"),
+    pytest.param(200, 576, id="many-stop-at-two-days"),
+])
+def test_a_global_fit_splits_max_samples_across_its_series(series, expected):
+    assert samples_per_series(20_000, series=series, season=DAY) == expected
+    config = LstmConfig.from_train(tiny_config(max_samples=20_000), STEP, series=series)
+    assert config.max_samples == expected

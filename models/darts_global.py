@@ -1,0 +1,307 @@
+"""Optional global candidates from darts: TiDE, N-HiTS and TSMixer, each one network over every panel at once.
+
+Issue 18 asks for candidates that learn across the series of a fleet and compete with the LSTM on the same
+score. Each class here wraps one darts torch model (:class:`TideCandidate` ``tide``: ``TiDEModel``;
+:class:`NHitsCandidate` ``nhits``: ``NHiTSModel``; :class:`TsMixerCandidate` ``tsmixer``: ``TSMixerModel``)
+behind the component protocol (``component.py``). They are ``optional``: ``models.train`` fits them only when
+named in ``TrainConfig.extra_candidates``, since each costs a network's training.
+
+How data moves, the same as the LSTM's (``lstm.py``, whose helpers this module reuses):
+
+- ``train`` fits ONE model on the training rows of every part (a list of darts series, one per observed
+  run), each part min-max scaled by its own training rows (``lstm.Scaling``; ``part`` picks it back), then
+  darts' reversible instance norm per window;
+- inputs: the last ``L`` rows of every metric; calendar covariates (time of day, day of week, sine/cosine,
+  darts ``add_encoders`` so any series rebuilds them): of the target rows for TiDE and TSMixer (future
+  covariates), of the input rows for N-HiTS (past covariates only in darts). Not the LSTM's day- and
+  week-old target values: these models read the raw input window only;
+- output: the quantiles of a darts ``QuantileRegression`` likelihood (pinball loss) at
+  ``lstm.likelihood_levels(config.quantiles)`` (darts wants them symmetric), returned at ``config.quantiles``
+  in that order, sorted so they are monotone;
+- budget: ``TrainConfig.max_samples`` training windows for the whole fit, split across the series with the
+  LSTM's per-series floor (``lstm.samples_per_series``; the newest windows), up to ``epochs`` epochs,
+  early stopping on the parts' validation rows with the best epoch's weights kept; CPU, the caller's
+  torch threads, fixed seed. darts' checkpoints live in a fresh folder under ``scratch``, removed after;
+- ``predict_at`` runs every origin of a panel in one batched pass (``lstm.backtest_values``: darts'
+  historical-forecast dataset without wrapping each forecast in a ``TimeSeries``).
+
+The networks are kept small for a 2-core host (widths from ``TrainConfig.hidden_dim``); ``MODEL_KWARGS``
+in each class says how. Deliberately not here: registration (``components.py``), blends, calibration.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from darts.models import NHiTSModel, TiDEModel, TSMixerModel
+from darts.utils.likelihood_models import QuantileRegression
+from darts.utils.serialization import safe_globals
+from pytorch_lightning.callbacks import EarlyStopping
+
+from models.component import Trained, TrainPart
+from models.lstm import (
+    SAFE_GLOBALS,
+    Scaling,
+    _naive,
+    _newest,
+    _quiet,
+    _scratch_root,
+    backtest_values,
+    day_cos,
+    day_sin,
+    likelihood_levels,
+    observed_series,
+    samples_per_series,
+    unpack_quantiles,
+    week_cos,
+    week_sin,
+)
+from models.series import Panel
+
+if TYPE_CHECKING:
+    from models.train import TrainConfig
+
+DARTS_FILE = "model.pt"
+STATE_FILE = "state.json"
+CALENDAR = [day_sin, day_cos, week_sin, week_cos]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlobalConfig:
+    """One fit's shape and budget, resolved for one step from ``TrainConfig`` (no defaults of its own).
+    ``max_samples`` is per series (already split across the fit's series). Saved with the model."""
+
+    input_steps: int
+    horizon: int
+    quantiles: tuple[float, ...]
+    width: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    patience: int
+    max_samples: int
+    seed: int
+
+    @classmethod
+    def from_train(cls, config: TrainConfig, step_seconds: int, *, series: int) -> GlobalConfig:
+        inputs, horizon = config.steps(step_seconds)
+        season = max(1, round(86_400 / step_seconds))
+        return cls(input_steps=inputs, horizon=horizon, quantiles=tuple(config.quantiles), width=config.hidden_dim,
+                   epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                   patience=config.patience, seed=config.seed,
+                   max_samples=samples_per_series(config.max_samples, series=series, season=season))
+
+
+class DartsGlobal:
+    """A darts torch model fitted on every part at once (see the module docstring); subclasses name the model."""
+
+    name: ClassVar[str]
+    learned: ClassVar[bool] = True
+    optional: ClassVar[bool] = True
+    darts_class: ClassVar[type]
+    calendar: ClassVar[str]  # "future": the target rows' calendar; "past": the input rows'
+
+    def __init__(self, config: GlobalConfig, *, scratch: Path | None = None) -> None:
+        self.config = config
+        self.scratch = scratch
+        self.model = None
+        self.scalings: list[Scaling] = []
+        self.epochs_trained = 0
+        self.train_seconds = 0.0
+
+    @classmethod
+    def model_kwargs(cls, c: GlobalConfig) -> dict[str, Any]:
+        """The architecture's own arguments (sizes) for this config."""
+        raise NotImplementedError(f"{cls.__name__} must say its darts model's sizes")
+
+    # Pickled between processes (Dask workers, train -> publish): darts drops a torch model's weights when
+    # pickled, so a fitted model travels as the files `save` writes (as LstmCandidate does).
+    def __getstate__(self) -> dict:
+        if self.model is None:
+            return {"unfitted": dict(self.__dict__)}
+        with tempfile.TemporaryDirectory(prefix="pickling-", dir=_scratch_root(self.scratch)) as tmp:
+            self.save(Path(tmp))
+            return {"files": {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()},
+                    "scratch": self.scratch}
+
+    def __setstate__(self, state: dict) -> None:
+        if "unfitted" in state:
+            self.__dict__.update(state["unfitted"])
+            return
+        folder = Path(tempfile.mkdtemp(prefix="pickled-", dir=_scratch_root(state.get("scratch"))))
+        for name, data in state["files"].items():
+            (folder / name).write_bytes(data)
+        self.__dict__.update(type(self).load(folder).__dict__)
+        self.scratch = state.get("scratch")
+        checkpoint = folder / f"{DARTS_FILE}.ckpt"
+        if checkpoint.is_file():  # darts' load() leaves this unset, and save() would then write no weights
+            self.model.load_ckpt_path = str(checkpoint)
+        weakref.finalize(self, shutil.rmtree, str(folder), True)
+
+    # -- the component protocol -----------------------------------------------------------------
+    @classmethod
+    def train(cls, parts: Sequence[TrainPart], config: TrainConfig, *,
+              scratch: Path | None = None) -> list[Trained | str]:
+        """One global fit over every part; a failure skips this candidate on every part, with the reason."""
+        gc = GlobalConfig.from_train(config, parts[0].panel.step_seconds, series=len(parts))
+        try:
+            model = cls(gc, scratch=scratch).fit(parts)
+        except (ValueError, RuntimeError) as exc:
+            return [f"training failed: {exc}"] * len(parts)
+        params = {**model.params(), "epochs_trained": model.epochs_trained, "series": len(parts)}
+        return [Trained([model], params, model.train_seconds) for _ in parts]
+
+    def params(self) -> dict[str, Any]:
+        return {"model": self.darts_class.__name__,
+                **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()}}
+
+    def history_needed(self) -> int:
+        return self.config.input_steps
+
+    def fit(self, parts: Sequence[TrainPart]) -> DartsGlobal:
+        """Train on every part's training rows (the newest ``max_samples`` windows of each), early-stop on
+        their validation rows."""
+        c = self.config
+        started = time.perf_counter()
+        window = c.input_steps + c.horizon
+        self.scalings = [Scaling.fit(p.panel.values[: p.train_stop], log_target=False) for p in parts]
+        train, val = [], []
+        for part, scaling in zip(parts, self.scalings, strict=True):
+            train += _newest(observed_series(part.panel, scaling, 0, part.train_stop, min_rows=window),
+                             c.max_samples, c)
+            val += observed_series(part.panel, scaling, max(0, part.train_stop - c.input_steps), part.val_stop,
+                                   min_rows=window)
+        if not train:
+            raise ValueError(f"no stretch of training data is {window} rows long (input window {c.input_steps} "
+                             f"+ horizon {c.horizon}): give more history or a shorter input window")
+        with tempfile.TemporaryDirectory(prefix=f"{self.name}-", dir=_scratch_root(self.scratch)) as work_dir:
+            self.model = self._darts_model(with_validation=bool(val), work_dir=work_dir)
+            with _quiet():
+                self.model.fit(train, val_series=val or None, verbose=False, load_best=bool(val),
+                               dataloader_kwargs={"num_workers": 0})
+        self.epochs_trained = int(self.model.trainer.current_epoch)
+        self.train_seconds = time.perf_counter() - started
+        return self
+
+    def _darts_model(self, *, with_validation: bool, work_dir: str):
+        c = self.config
+        stopping = [EarlyStopping(monitor="val_loss", patience=c.patience, min_delta=1e-5)] if with_validation else []
+        return self.darts_class(
+            input_chunk_length=c.input_steps,
+            output_chunk_length=c.horizon,
+            likelihood=QuantileRegression(list(likelihood_levels(c.quantiles))),
+            use_reversible_instance_norm=True,
+            add_encoders={"custom": {self.calendar: CALENDAR}},
+            batch_size=c.batch_size,
+            n_epochs=c.epochs,
+            optimizer_kwargs={"lr": c.learning_rate},
+            random_state=c.seed,
+            save_checkpoints=with_validation,
+            force_reset=True,
+            model_name=f"prescale-{self.name}-{id(self)}",
+            work_dir=work_dir,
+            pl_trainer_kwargs={"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False,
+                               "logger": False, "callbacks": stopping, "deterministic": True},
+            **self.model_kwargs(c),
+        )
+
+    def predict_at(self, panel: Panel, origins: np.ndarray, *, part: int = 0) -> np.ndarray:
+        """Quantiles ``(W, H, M, Q)`` from each origin (each must start a valid window), all in one pass."""
+        c = self.config
+        scaling = self.scalings[part]
+        out = np.full((len(origins), c.horizon, len(panel.metrics), len(c.quantiles)), np.nan)
+        if len(origins) == 0:
+            return out
+        series = observed_series(panel, scaling, max(0, int(origins.min()) - c.input_steps + 1),
+                                 min(len(panel), int(origins.max()) + c.horizon + 1),
+                                 min_rows=c.input_steps + c.horizon)
+        values, starts = backtest_values(self.model, series, horizon=c.horizon)
+        position = {ts: i for i, ts in enumerate(_naive(panel.index[origins + 1]))}
+        for v, start in zip(values, starts, strict=True):
+            i = position.get(pd.Timestamp(start))
+            if i is not None:
+                out[i] = unpack_quantiles(v, len(panel.metrics), c.quantiles)
+        return scaling.inverse(out, axis=2)
+
+    def forecast(self, panel: Panel, *, part: int = 0) -> np.ndarray:
+        """Quantiles ``(H, M, Q)`` for the rows after the panel's last row (which must end L observed rows)."""
+        c = self.config
+        tail = panel.values[-c.input_steps:]
+        if len(tail) < c.input_steps or np.isnan(tail).any():
+            raise ValueError(f"{self.name} needs the last {c.input_steps} rows observed for every metric; got "
+                             f"{len(tail)} rows with {int(np.isnan(tail).any(axis=1).sum())} incomplete")
+        scaling = self.scalings[part]
+        series = observed_series(panel, scaling, len(panel) - c.input_steps, len(panel), min_rows=c.input_steps)
+        with _quiet():
+            pred = self.model.predict(c.horizon, series=series[0], predict_likelihood_parameters=True,
+                                      verbose=False, show_warnings=False)
+        return scaling.inverse(unpack_quantiles(pred.values(), len(panel.metrics), c.quantiles)[None], axis=2)[0]
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save(str(folder / DARTS_FILE))
+        state = {"name": self.name, "config": asdict(self.config), "scalings": [asdict(s) for s in self.scalings],
+                 "epochs_trained": self.epochs_trained, "train_seconds": self.train_seconds}
+        (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
+
+    @classmethod
+    def load(cls, folder: Path) -> DartsGlobal:
+        state = json.loads((folder / STATE_FILE).read_text())
+        if state.get("name") != cls.name:
+            raise ValueError(f"{folder} holds a {state.get('name')!r} model, not {cls.name!r}")
+        candidate = cls(GlobalConfig(**{**state["config"], "quantiles": tuple(state["config"]["quantiles"])}))
+        with _quiet(), safe_globals(SAFE_GLOBALS):
+            candidate.model = cls.darts_class.load(str(folder / DARTS_FILE), map_location="cpu")
+            candidate.model.trainer_params.update({"logger": False, "enable_progress_bar": False})
+        candidate.scalings = [Scaling(**s) for s in state["scalings"]]
+        candidate.epochs_trained = state["epochs_trained"]
+        candidate.train_seconds = state["train_seconds"]
+        return candidate
+
+
+class TideCandidate(DartsGlobal):
+    """darts ``TiDEModel`` (an MLP encoder-decoder with the target rows' calendar)."""
+
+    name: ClassVar[str] = "tide"
+    darts_class: ClassVar[type] = TiDEModel
+    calendar: ClassVar[str] = "future"
+
+    @classmethod
+    def model_kwargs(cls, c: GlobalConfig) -> dict[str, Any]:
+        return {"hidden_size": 2 * c.width, "num_encoder_layers": 1, "num_decoder_layers": 1,
+                "decoder_output_dim": 8, "temporal_decoder_hidden": c.width // 2, "dropout": 0.1}
+
+
+class NHitsCandidate(DartsGlobal):
+    """darts ``NHiTSModel`` (hierarchical interpolation stacks; the input rows' calendar)."""
+
+    name: ClassVar[str] = "nhits"
+    darts_class: ClassVar[type] = NHiTSModel
+    calendar: ClassVar[str] = "past"
+
+    @classmethod
+    def model_kwargs(cls, c: GlobalConfig) -> dict[str, Any]:
+        return {"num_stacks": 3, "num_blocks": 1, "num_layers": 2, "layer_widths": 4 * c.width, "dropout": 0.1}
+
+
+class TsMixerCandidate(DartsGlobal):
+    """darts ``TSMixerModel`` (time- and feature-mixing MLPs with the target rows' calendar)."""
+
+    name: ClassVar[str] = "tsmixer"
+    darts_class: ClassVar[type] = TSMixerModel
+    calendar: ClassVar[str] = "future"
+
+    @classmethod
+    def model_kwargs(cls, c: GlobalConfig) -> dict[str, Any]:
+        return {"hidden_size": c.width, "ff_size": 2 * c.width, "num_blocks": 2, "dropout": 0.1}
