@@ -132,7 +132,8 @@ def historical_forecasts(
 ) -> ForecastBatch:
     """Fit on the history only, then one forecast per replayed step from its origin (see the module docstring).
 
-    ``candidate``: ``best`` (train every candidate, keep the lowest MASE) or one baseline's name.
+    ``candidate``: ``best`` (train every candidate, keep the lowest decision score, ``models.train.rank``) or one
+    baseline's name (its raw quantiles, uncalibrated).
     ``scratch``: where the LSTM keeps its checkpoints while it fits (``tasks.train.checkpoints_folder``).
     """
     train = history_panel(panel, window.replay_start, history_days)
@@ -143,8 +144,9 @@ def historical_forecasts(
             raise ReplayError(f"cannot train a forecaster on the {len(train)} rows before the window: {result.skipped}")
         forecaster = result.candidates[result.best].forecaster
         trained = time.perf_counter()
-        values = forecaster.calibrated(forecaster.raw(panel, window.origins))
-        name, scores = result.best, {k: v.get("mase") for k, v in result.scores().items()}
+        raw = forecaster.raw(panel, window.origins)
+        values = forecaster.calibrated(raw, hours=forecaster.target_hours(panel, window.origins))
+        name, scores = result.best, {k: _rank_numbers(v) for k, v in result.scores().items()}
     else:
         if candidate not in BASELINES:
             raise ReplayError(f"unknown forecaster {candidate!r}; use 'best' or one of {sorted(BASELINES)}")
@@ -157,6 +159,11 @@ def historical_forecasts(
     predicted = time.perf_counter()
     return ForecastBatch(values[:, :, 0, :], tuple(config.quantiles), name, trained - started, predicted - trained,
                          scores)
+
+
+def _rank_numbers(scores: dict[str, Any]) -> dict[str, Any]:
+    """What a replay report shows of a candidate: its decision score and MASE."""
+    return {"decision": scores.get("decision"), "mase": scores.get("mase")}
 
 
 def forecast_config(forecast_settings: Any, window: Window, *, preset: str) -> TrainConfig:

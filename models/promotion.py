@@ -1,10 +1,13 @@
 """Whether a new model takes the ``champion`` alias: the rule, and the words that explain it.
 
-The yardstick is MASE on the held-out windows of *this* training (see
-``scoring.py``), computed for the new candidate and, re-scored on the very same
-windows with the same calibration, for the current champion. With margin ``r``:
+The yardstick is the decision score on the held-out windows of *this* training
+(``scoring.py``: the pinball loss at 0.9, 0.99 and 0.995 at the tiers' lead steps,
+over the persistence scale, lower is better), computed for the new candidate and,
+re-scored on the very same windows with the same calibration, for the current
+champion. When either has no decision score (quantiles without the tail levels),
+both are compared on MASE instead: the two numbers are never mixed. With margin ``r``:
 
-    promote  <=>  there is no comparable champion, or  MASE_new <= (1 - r) * MASE_champion
+    promote  <=>  there is no comparable champion, or  score_new <= (1 - r) * score_champion
 
 so a new version must be better by ``r`` (default 2%), not merely different: the
 alias does not flap between two equal models every day. When the new version
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.scoring import Scores
+from models.scoring import Scores, rank_key
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -36,6 +39,9 @@ class Verdict:
     new_mase: float
     champion_mase: float | None
     margin: float
+    yardstick: str = "decision score"  # or "MASE" when one side has no decision score
+    new_score: float | None = None
+    champion_score: float | None = None
 
     @property
     def alias(self) -> str:
@@ -44,19 +50,23 @@ class Verdict:
 
 def judge(new: Scores, current: Scores | str | None, *, margin: float) -> Verdict:
     """Apply the rule of the module docstring. ``current``: the champion's scores, why it is incomparable, or None."""
-    if current is None:
-        return Verdict(True, "first model for this app and phase", new.mase, None, margin)
-    if isinstance(current, str):
-        return Verdict(True, f"the current champion cannot be compared: {current}", new.mase, None, margin)
-    bar = (1.0 - margin) * current.mase
-    if new.mase <= bar:
-        gain = 1.0 - new.mase / current.mase if current.mase > 0 else 0.0
-        reason = (f"MASE {new.mase:.4f} beats the champion's {current.mase:.4f} on the same held-out windows "
-                  f"by {gain:.1%} (margin {margin:.1%})")
-        return Verdict(True, reason, new.mase, current.mase, margin)
-    reason = (f"MASE {new.mase:.4f} does not beat the champion's {current.mase:.4f} by the margin {margin:.1%} "
-              f"(needed <= {bar:.4f}) on the same held-out windows")
-    return Verdict(False, reason, new.mase, current.mase, margin)
+    if current is None or isinstance(current, str):
+        reason = ("first model for this app and phase" if current is None
+                  else f"the current champion cannot be compared: {current}")
+        return Verdict(True, reason, new.mase, None, margin, new.rank_label, new.rank_score)
+    both = new.decision is not None and current.decision is not None
+    label = "decision score" if both else "MASE"
+    mine, theirs = (new.decision, current.decision) if both else (new.mase, current.mase)
+    bar = (1.0 - margin) * theirs
+    promote = mine <= bar
+    if promote:
+        gain = 1.0 - mine / theirs if theirs > 0 else 0.0
+        reason = (f"{label} {mine:.4f} beats the champion's {theirs:.4f} on the same held-out windows "
+                  f"by {gain:.1%} (margin {margin:.1%}; MASE {new.mase:.4f} vs {current.mase:.4f})")
+    else:
+        reason = (f"{label} {mine:.4f} does not beat the champion's {theirs:.4f} by the margin {margin:.1%} "
+                  f"(needed <= {bar:.4f}) on the same held-out windows (MASE {new.mase:.4f} vs {current.mase:.4f})")
+    return Verdict(promote, reason, new.mase, current.mase, margin, label, mine, theirs)
 
 
 def describe(
@@ -79,15 +89,26 @@ def describe(
         f"held-out {window.get('test_start')} .. {window.get('test_end')}",
         *[f"- {note}" for note in notes],
         "",
-        "| candidate | MAE | MAE last step | MASE | sMAPE | cov 80 | cov 90 | cov 90 raw |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "Decision score: pinball loss at 0.9, 0.99 and 0.995 at the tiers' lead steps over the persistence scale "
+        "(lower is better; it ranks the candidates). Cov 99 / excess 99.5: at the slowest lead scored.",
+        "",
+        "| candidate | decision score | MAE | MAE last step | MASE | sMAPE | cov 80 | cov 90 | cov 90 raw "
+        "| cov 99 | excess 99.5 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, s in sorted(scores.items(), key=lambda kv: kv[1]["mase"] or 0.0):
+    for name, s in sorted(scores.items(), key=lambda kv: rank_key(kv[1])):
+        last = _slowest_lead(s)
         lines.append(
-            f"| {name} | {_f(s['mae'])} | {_f(s['mae_last'])} | {_f(s['mase'], 4)} | {_f(s['smape'], 2)} "
-            f"| {_p(s['coverage_80'])} | {_p(s['coverage_90'])} | {_p(s['coverage_90_raw'])} |"
+            f"| {name} | {_f(s.get('decision'), 4)} | {_f(s['mae'])} | {_f(s['mae_last'])} | {_f(s['mase'], 4)} "
+            f"| {_f(s['smape'], 2)} | {_p(s['coverage_80'])} | {_p(s['coverage_90'])} | {_p(s['coverage_90_raw'])} "
+            f"| {_p(last.get('coverage_0.99'))} | {_f(last.get('excess_0.995'))} |"
         )
     return "\n".join(lines)
+
+
+def _slowest_lead(s: dict) -> dict:
+    tail = s.get("tail") or {}
+    return max(tail.values(), key=lambda v: v.get("step", 0)) if tail else {}
 
 
 def _f(value: float | None, digits: int = 3) -> str:

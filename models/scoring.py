@@ -13,20 +13,40 @@ Inputs: quantile forecasts ``F[w, h, m, k]`` (window, step, metric, quantile lev
 - coverage of the central 80% (90%) interval: the share of outcomes inside
   ``[F_0.1, F_0.9]`` (``[F_0.05, F_0.95]``), for the raw and calibrated quantiles.
 
+**What the decision uses.** The policy buys a high quantile at each tier's lead
+time, so the scores also judge the upper tail there. Lead ``l`` minutes maps to
+the horizon step ``h_l = clip(ceil(l * 60 / step), 1, H)`` (1-based; leads
+``score_leads_minutes``, default 1, 5, 15). Per lead, averaged over metrics
+(``tail``): the pinball loss at ``TAIL_TAUS = (0.9, 0.99, 0.995)``, the calibrated
+coverage ``share(y <= F_tau)`` and the mean excess ``mean(F_tau - y)`` (what the
+bound buys above demand, in the series' units) at that step. The **decision
+score** (lower is better) is::
+
+    decision = mean over metrics m, tau in TAIL_TAUS, distinct lead steps h_l of  pinball_tau(h_l) / S_m
+
+scale-free like MASE (None when a tail level is missing from the quantiles).
+``hourly``: the calibrated coverage at 0.9 and 0.99 of the outcomes whose target
+row falls in each UTC hour (all steps), given the target rows' hours.
+
 A candidate's headline scores average the metrics (MAE and pinball in each
-metric's own unit, which is only meaningful for one metric; MASE is the
-cross-metric yardstick and the one candidates are ranked by: for one metric it
-ranks exactly like MAE).
+metric's own unit, which is only meaningful for one metric; MASE and the decision
+score are the cross-metric yardsticks). Candidates are ranked, and champions
+promoted, by the decision score (MASE when it is None); MAE and MASE stay reported.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 INTERVALS: dict[str, tuple[float, float]] = {"80": (0.1, 0.9), "90": (0.05, 0.95)}
+TAIL_TAUS: tuple[float, ...] = (0.9, 0.99, 0.995)
+EXCESS_TAUS: tuple[float, ...] = (0.99, 0.995)
+HOURLY_TAUS: tuple[float, ...] = (0.9, 0.99)
+LEADS_MINUTES: tuple[float, ...] = (1.0, 5.0, 15.0)
 
 
 @dataclass(frozen=True)
@@ -44,12 +64,24 @@ class Scores:
     coverage_90_raw: float | None
     windows: int
     per_metric: dict[str, dict[str, float]] = field(default_factory=dict)
+    decision: float | None = None
+    tail: dict[str, dict[str, float]] = field(default_factory=dict)
+    hourly: dict[str, list[float | None]] = field(default_factory=dict)
+
+    @property
+    def rank_score(self) -> float:
+        """What ranking and promotion compare: the decision score, or MASE without one (lower is better)."""
+        return self.mase if self.decision is None else self.decision
+
+    @property
+    def rank_label(self) -> str:
+        return "MASE" if self.decision is None else "decision score"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def headline(self) -> dict[str, float | None]:
-        """The keys of the CLI contract plus the rest, rounded for display."""
+        """The keys of the CLI contract plus the rest (the per-metric detail left out), rounded for display."""
         return {k: _round(v) for k, v in self.to_dict().items() if k != "per_metric"}
 
     @staticmethod
@@ -58,7 +90,23 @@ class Scores:
 
 
 def _round(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round(v) for v in value]
     return round(float(value), 6) if isinstance(value, float | np.floating) else value
+
+
+def rank_key(headline: dict[str, Any]) -> tuple[float, float]:
+    """Display order of candidates' headline scores: the decision score (candidates without one last), then MASE."""
+    decision = headline.get("decision")
+    return (float("inf") if decision is None else decision, headline.get("mase") or 0.0)
+
+
+def lead_steps(leads_minutes: tuple[float, ...], step_seconds: int, horizon: int) -> dict[str, int]:
+    """Lead label (``"1m"``, ``"5m"``, ``"15m"``) -> its 1-based horizon step ``clip(ceil(l * 60 / step), 1, H)``."""
+    return {f"{lead:g}m": int(min(max(math.ceil(lead * 60.0 / step_seconds - 1e-9), 1), horizon))
+            for lead in leads_minutes}
 
 
 def persistence_scale(train: np.ndarray) -> np.ndarray:
@@ -94,8 +142,15 @@ def score(
     scale: np.ndarray,
     metrics: tuple[str, ...],
     raw: np.ndarray | None = None,
+    step_seconds: int | None = None,
+    leads_minutes: tuple[float, ...] = LEADS_MINUTES,
+    hours: np.ndarray | None = None,
 ) -> Scores:
-    """Score calibrated quantiles ``forecast`` (and the ``raw`` ones, for raw coverage) against ``actual``."""
+    """Score calibrated quantiles ``forecast`` (and the ``raw`` ones, for raw coverage) against ``actual``.
+
+    ``step_seconds`` maps the leads to steps (without it ``tail`` is empty and the decision score averages every
+    step); ``hours`` ``(W, H)``: the target rows' hours of day, for ``hourly`` (without them it is empty).
+    """
     if forecast.shape[:3] != actual.shape:
         raise ValueError(f"forecast windows {forecast.shape[:3]} do not match the outcomes {actual.shape}")
     if len(actual) == 0:
@@ -110,6 +165,9 @@ def score(
         smape_terms = np.where(denom > 0, 2.0 * error / denom, 0.0)
     smape = 100.0 * smape_terms.mean(axis=(0, 1))
     loss = pinball(forecast, actual, quantiles)
+    horizon = actual.shape[1]
+    leads = {} if step_seconds is None else lead_steps(leads_minutes, step_seconds, horizon)
+    steps = sorted(set(leads.values())) or list(range(1, horizon + 1))
     per_metric = {
         name: {"mae": float(mae[m]), "mae_last": float(mae_last[m]), "mase": float(mae[m] / scale[m]),
                "smape": float(smape[m]), "pinball": float(loss[m])}
@@ -127,4 +185,50 @@ def score(
         coverage_90_raw=coverage(raw, actual, quantiles, "90"),
         windows=int(len(actual)),
         per_metric=per_metric,
+        decision=decision_score(forecast, actual, quantiles=quantiles, scale=scale, steps=steps),
+        tail={label: _tail_at(forecast, actual, quantiles, step) for label, step in leads.items()},
+        hourly={} if hours is None else hourly_coverage(forecast, actual, quantiles, hours),
     )
+
+
+def decision_score(forecast: np.ndarray, actual: np.ndarray, *, quantiles: tuple[float, ...], scale: np.ndarray,
+                   steps: list[int]) -> float | None:
+    """Mean over metrics, ``TAIL_TAUS`` and the 1-based ``steps`` of ``pinball_tau / S_m``; None without a level."""
+    if any(tau not in quantiles for tau in TAIL_TAUS):
+        return None
+    cols = [quantiles.index(tau) for tau in TAIL_TAUS]
+    at = [h - 1 for h in steps]
+    loss = pinball(forecast[:, at][..., cols], actual[:, at], TAIL_TAUS) / scale  # (M,)
+    return float(loss.mean())
+
+
+def _tail_at(forecast: np.ndarray, actual: np.ndarray, quantiles: tuple[float, ...], step: int) -> dict[str, float]:
+    """One lead's step: pinball, coverage and (for ``EXCESS_TAUS``) mean excess of the tail levels present."""
+    y = actual[:, step - 1]  # (W, M)
+    out: dict[str, float] = {"step": step}
+    for tau in TAIL_TAUS:
+        if tau not in quantiles:
+            continue
+        f = forecast[:, step - 1, :, quantiles.index(tau)]
+        diff = y - f
+        out[f"pinball_{tau:g}"] = float(np.maximum(tau * diff, (tau - 1.0) * diff).mean())
+        out[f"coverage_{tau:g}"] = float((y <= f).mean())
+        if tau in EXCESS_TAUS:
+            out[f"excess_{tau:g}"] = float((f - y).mean())
+    return out
+
+
+def hourly_coverage(forecast: np.ndarray, actual: np.ndarray, quantiles: tuple[float, ...],
+                    hours: np.ndarray) -> dict[str, list[float | None]]:
+    """Per UTC hour of the target row, the share of outcomes ``y <= F_tau`` (None for an hour without one)."""
+    hours = np.asarray(hours)
+    if hours.shape != actual.shape[:2]:
+        raise ValueError(f"hours have shape {hours.shape}, the outcomes' windows and steps are {actual.shape[:2]}")
+    out: dict[str, list[float | None]] = {}
+    for tau in HOURLY_TAUS:
+        if tau not in quantiles:
+            continue
+        hit = actual <= forecast[..., quantiles.index(tau)]  # (W, H, M)
+        out[f"{tau:g}"] = [float(hit[hours == hour].mean()) if (hours == hour).any() else None
+                           for hour in range(24)]
+    return out

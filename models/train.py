@@ -23,12 +23,16 @@ quantiles, seeds ``seed, seed + 1, ...``, which cuts the seed-to-seed spread of 
 blend ``c+<b>`` with the simple candidate ``b`` that did best on validation, with
 per-step weights ``w_h`` in {0, 0.05, .., 1} minimising the validation MASE of
 ``w_h f_c + (1 - w_h) f_b``. A component that cannot train on a panel says why
-(``unavailable``). Each candidate's raw quantiles are calibrated (``conformal.py``),
-then scored (``scoring.py``).
+(``unavailable``). A component marked ``optional = True`` (a costly extra) trains only
+when its name is in ``extra_candidates``. Each candidate's raw quantiles are calibrated
+(``conformal.py``: per level, horizon step and hour-of-day bin of the target row,
+``calibration_bins``), then scored (``scoring.py``).
 
-**Ranking.** The best candidate has the lowest MASE on the tail (ties: the
-simpler one, components in their registration order, baselines before the LSTM,
-then blends). A baseline winning is an honest result.
+**Ranking.** The best candidate has the lowest decision score on the tail (pinball
+loss at 0.9/0.99/0.995 at the lead steps ``score_leads_minutes``, over the persistence
+scale; MASE for a candidate without those levels). Ties: the simpler one, components
+in their registration order, baselines before the LSTM, then blends. A baseline
+winning is an honest result.
 
 Bad input never raises out of :func:`train_panels`: a panel that cannot be
 trained (too short, constant, too gappy) comes back with ``skipped`` set to the
@@ -53,7 +57,7 @@ import torch
 
 from models.component import Trained, TrainPart
 from models.components import COMPONENTS
-from models.conformal import calibrate
+from models.conformal import calibrate, target_hours
 from models.forecaster import Forecaster
 from models.scoring import Scores, persistence_scale, score
 from models.series import Panel, runs, valid_origins, windows
@@ -78,7 +82,7 @@ class TrainConfig:
     horizon_minutes: float = 15.0
     input_minutes: float = 240.0
     max_input_steps: int = 64
-    quantiles: tuple[float, ...] = (0.05, 0.1, 0.5, 0.9, 0.95)
+    quantiles: tuple[float, ...] = (0.05, 0.1, 0.5, 0.9, 0.95, 0.99, 0.995)
     holdout_fraction: float = 0.2
     validation_fraction: float = 0.1
     min_holdout_windows: int = 12
@@ -99,6 +103,9 @@ class TrainConfig:
     baseline_fit_days: float = 14.0
     ensemble: bool = True
     conformal_lr: float = 0.1
+    calibration_bins: int = 24  # hour-of-day Mondrian bins of the calibration (1: none); a divisor of 24
+    score_leads_minutes: tuple[float, ...] = (1.0, 5.0, 15.0)  # the tiers' lead times the decision score judges
+    extra_candidates: tuple[str, ...] = ()  # optional components (``optional = True``) to train as well
     seed: int = 0
     lstm_members: int = 3
     threads: int = 1
@@ -114,6 +121,9 @@ class TrainConfig:
         fields = {k: getattr(forecast, k) for k in TrainConfig.__dataclass_fields__ if hasattr(forecast, k)}
         if "quantiles" in fields:
             fields["quantiles"] = tuple(sorted(float(q) for q in fields["quantiles"]))
+        for name in ("score_leads_minutes", "extra_candidates"):
+            if name in fields:
+                fields[name] = tuple(fields[name])
         name = preset or getattr(forecast, "preset", "default")
         return replace(TrainConfig(**fields), **PRESETS[_known(name)])
 
@@ -262,6 +272,8 @@ def train_panels(
     parts = [TrainPart(r.panel, s.train_stop, s.val_stop) for r, s in usable]
     trained = {}
     for name, component in COMPONENTS.items():
+        if getattr(component, "optional", False) and name not in config.extra_candidates:
+            continue
         say(f"{name}: training on {len(parts)} series")
         trained[name] = component.train(parts, config, scratch=scratch)
     for i, (result, split) in enumerate(usable):
@@ -289,6 +301,8 @@ def _evaluate_panel(
     scale = persistence_scale(panel.values[: split.train_stop])
     actual_val = windows(panel.values, split.val_origins, horizon)
     actual_test = windows(panel.values, split.test_origins, horizon)
+    hours_val = target_hours(panel.index, split.val_origins, horizon, panel.step_seconds)
+    hours_test = target_hours(panel.index, split.test_origins, horizon, panel.step_seconds)
     raws: dict[str, _Raw] = {}
     for name, fitted in trained.items():
         if isinstance(fitted, str):
@@ -299,9 +313,11 @@ def _evaluate_panel(
         raws.update(_blends(raws, result, actual_val, scale, median=config.quantiles.index(0.5)))
     for name, raw in raws.items():
         cal = calibrate(raw_val=raw.val, actual_val=actual_val, raw_test=raw.test, actual_test=actual_test,
-                        origins_test=split.test_origins, quantiles=config.quantiles, lr=config.conformal_lr)
+                        origins_test=split.test_origins, quantiles=config.quantiles, lr=config.conformal_lr,
+                        bins=config.calibration_bins, hours_val=hours_val, hours_test=hours_test)
         scores = score(cal.quantiles, actual_test, quantiles=config.quantiles, scale=scale,
-                       metrics=panel.metrics, raw=raw.test)
+                       metrics=panel.metrics, raw=raw.test, step_seconds=panel.step_seconds,
+                       leads_minutes=config.score_leads_minutes, hours=hours_test)
         forecaster = Forecaster(
             candidate=name, metrics=panel.metrics, step_seconds=panel.step_seconds, horizon=horizon,
             quantiles=config.quantiles, components=raw.components, weights=raw.weights, offsets=cal.offsets,
@@ -374,11 +390,12 @@ def _blend(
 
 
 def rank(candidates: dict[str, CandidateResult]) -> str | None:
-    """The lowest MASE; ties go to the simpler candidate (components in their registration order, then blends)."""
+    """The lowest decision score (``Scores.rank_score``: MASE for a candidate without one); ties go to the
+    simpler candidate (components in their registration order, then blends)."""
     if not candidates:
         return None
     order = {name: i for i, name in enumerate(COMPONENTS)}
-    return min(candidates, key=lambda n: (round(candidates[n].scores.mase, 12), order.get(n, len(order)), n))
+    return min(candidates, key=lambda n: (round(candidates[n].scores.rank_score, 12), order.get(n, len(order)), n))
 
 
 def rescore(
@@ -406,10 +423,14 @@ def rescore(
     ok_test = np.isfinite(raw_test).all(axis=(1, 2, 3))
     if ok_test.sum() < config.min_holdout_windows:
         return f"it produced a forecast for only {int(ok_test.sum())} of {len(ok_test)} held-out windows"
+    hours_val = forecaster.target_hours(panel, split.val_origins)[ok_val]
+    hours_test = forecaster.target_hours(panel, split.test_origins)[ok_test]
     cal = calibrate(raw_val=raw_val[ok_val], actual_val=actual_val[ok_val], raw_test=raw_test[ok_test],
                     actual_test=actual_test[ok_test], origins_test=split.test_origins[ok_test],
-                    quantiles=config.quantiles, lr=config.conformal_lr)
+                    quantiles=config.quantiles, lr=config.conformal_lr, bins=config.calibration_bins,
+                    hours_val=hours_val, hours_test=hours_test)
     scale = persistence_scale(panel.values[: split.train_stop])
     return score(cal.quantiles, actual_test[ok_test], quantiles=config.quantiles, scale=scale,
-                 metrics=panel.metrics, raw=raw_test[ok_test])
+                 metrics=panel.metrics, raw=raw_test[ok_test], step_seconds=panel.step_seconds,
+                 leads_minutes=config.score_leads_minutes, hours=hours_test)
 

@@ -256,7 +256,10 @@ class ForecastSettings(BaseModel):
     horizon_minutes: float = Field(default=15.0, gt=0, description="How far ahead to forecast (production horizon).")
     input_minutes: float = Field(default=240.0, gt=0, description="History the LSTM sees per forecast.")
     max_input_steps: int = Field(default=64, ge=2, description="Cap on the LSTM input window in rows.")
-    quantiles: list[float] = Field(default=[0.05, 0.1, 0.5, 0.9, 0.95], description="Forecast quantile levels.")
+    quantiles: list[float] = Field(
+        default=[0.05, 0.1, 0.5, 0.9, 0.95, 0.99, 0.995],
+        description="Forecast quantile levels (with 0.5; 0.9, 0.99 and 0.995 for the decision score).",
+    )
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.5, description="Share of history held out for scoring.")
     epochs: int = Field(default=30, ge=1, description="Most LSTM epochs (early stopping usually ends sooner).")
     max_samples: int = Field(default=20_000, ge=100, description="Most training windows per series (the newest).")
@@ -265,7 +268,12 @@ class ForecastSettings(BaseModel):
     lag_window_minutes: float = Field(default=30.0, ge=0, description="The day- and week-ago covariates are the "
                                       "mean of the observed rows within this many minutes of the lagged instant.")
     conformal_lr: float = Field(default=0.1, gt=0, description="Step of the online interval calibration.")
-    promotion_margin: float = Field(default=0.02, ge=0, lt=1, description="Relative MASE gain a new champion needs.")
+    calibration_bins: int = Field(default=24, ge=1, le=24, description="Hour-of-day bins of the calibration "
+                                  "(the target row's UTC hour; 1 = one width at every hour); a divisor of 24.")
+    score_leads_minutes: list[float] = Field(default=[1.0, 5.0, 15.0], min_length=1, description="Lead times "
+                                             "(minutes) at which the decision score judges the upper quantiles.")
+    promotion_margin: float = Field(default=0.02, ge=0, lt=1, description="Relative gain in the decision score "
+                                    "(MASE when a side has none) a new champion needs.")
     history_days: float = Field(default=30.0, gt=0, description="Days of history read from the store per training.")
     min_phase_minutes: float = Field(default=240.0, gt=0, description="Shortest phase run; shorter runs are merged.")
     threads: int = Field(default=1, ge=1, description="torch threads per training and per orchestrate forecast "

@@ -155,6 +155,6 @@ def test_the_champion_forecasts_through_pyfunc_and_directly(registry, trained, a
     assert len(out) == forecaster.horizon * len(forecaster.metrics) * len(forecaster.quantiles)
     forecast = forecaster.forecast(history)
     assert forecast.start == history.index[-1] + pd.Timedelta(seconds=300)
-    assert forecast.values.shape == (3, 1, 5)
+    assert forecast.values.shape == (3, 1, 7)  # 0.05 .. 0.995
     assert (np.diff(forecast.values, axis=-1) >= 0).all()
     assert forecast.quantile(0.5)[0, 0] == pytest.approx(forecast.values[0, 0, 2])

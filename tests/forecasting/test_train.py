@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from models.baselines import Persistence
 from models.components import is_learned
+from models.conformal import target_hours
 from models.lstm import LstmCandidate, LstmConfig
 from models.series import panel_from_wide
 from models.train import TrainConfig, check_panel, rank, rescore, split_panel, train_panels
@@ -27,9 +31,23 @@ def test_every_candidate_is_scored_on_the_same_windows(trained):
         assert 0 <= s.coverage_80 <= s.coverage_90 <= 1
 
 
-def test_the_best_has_the_lowest_mase(trained):
+def test_the_best_has_the_lowest_decision_score(trained):
     best = trained.best
-    assert trained.candidates[best].scores.mase == min(c.scores.mase for c in trained.candidates.values())
+    decisions = {n: c.scores.decision for n, c in trained.candidates.items()}
+    assert None not in decisions.values()  # the default quantiles reach 0.995
+    assert decisions[best] == min(decisions.values())
+
+
+def test_every_candidate_is_calibrated_per_hour_bin_and_scored_at_each_lead(trained):
+    config = tiny_config()
+    assert config.quantiles == (0.05, 0.1, 0.5, 0.9, 0.95, 0.99, 0.995)
+    for name, c in trained.candidates.items():
+        assert c.forecaster.offsets.shape == (config.calibration_bins, 3, 1, len(config.quantiles)), name
+        assert c.test_quantiles.shape[-1] == len(config.quantiles)
+        assert {lead: v["step"] for lead, v in c.scores.tail.items()} == {"1m": 1, "5m": 1, "15m": 3}
+        hours = set(target_hours(trained.panel.index, trained.split.test_origins, 3, 300).ravel().tolist())
+        assert len(hours) < 24  # a tail under a day: the hours it does not reach have no coverage
+        assert {h for h, v in enumerate(c.scores.hourly["0.99"]) if v is not None} == hours
 
 
 def test_holt_winters_beats_persistence_on_a_daily_sine(trained):
@@ -48,8 +66,11 @@ def test_ranking_breaks_ties_towards_the_simpler_candidate(trained):
     lstm_scores = tied["lstm"].scores
     from dataclasses import replace
 
-    tied["ses"] = replace(tied["ses"], scores=replace(tied["ses"].scores, mase=lstm_scores.mase))
+    tied["ses"] = replace(tied["ses"], scores=replace(tied["ses"].scores, decision=lstm_scores.decision))
     assert rank(tied) == "ses"
+    tied["ses"] = replace(tied["ses"], scores=replace(tied["ses"].scores, decision=lstm_scores.decision + 1e-3,
+                                                      mase=lstm_scores.mase / 2))
+    assert rank(tied) == "lstm"  # a better MASE does not outrank a better decision score
     assert is_learned("lstm+ses") and is_learned("lstm") and not is_learned("ses")
 
 
@@ -57,6 +78,8 @@ def test_rescoring_the_winner_reproduces_its_scores(trained):
     best = trained.candidates[trained.best]
     again = rescore(best.forecaster, trained, tiny_config())
     assert again.mase == pytest.approx(best.scores.mase, rel=1e-6)
+    assert again.decision == pytest.approx(best.scores.decision, rel=1e-6)
+    assert again.hourly == best.scores.hourly
 
 
 def test_rescoring_refuses_a_forecaster_of_other_metrics(trained):
@@ -169,3 +192,27 @@ def test_several_lstm_networks_are_averaged_and_deployed_together(tmp_path):
     again = Forecaster.load(lstm.save(tmp_path / "lstm"))
     history = pd.DataFrame(panel.values, index=panel.index, columns=list(panel.metrics))
     np.testing.assert_allclose(again.forecast(history).values, lstm.forecast(history).values, rtol=1e-5)
+
+
+class _Extra(Persistence):
+    """A costly extra stand-in: trained only when asked for."""
+
+    name: ClassVar[str] = "extra"
+    optional: ClassVar[bool] = True
+
+
+@pytest.mark.parametrize(("extra", "trained_extra"), [pytest.param((), False, id="not-asked-for"),
+                                                      pytest.param(("extra",), True, id="asked-for")])
+def test_an_optional_component_trains_only_when_asked_for(monkeypatch, extra, trained_extra):
+    monkeypatch.setattr("models.train.COMPONENTS", {"persistence": Persistence, "extra": _Extra})
+    result = train_panels([("svc", daily_panel(4.0))], tiny_config(extra_candidates=extra))[0]
+    assert ("extra" in result.candidates) is trained_extra
+    assert "persistence" in result.candidates  # a component without the attribute always trains
+
+
+def test_settings_carry_the_calibration_and_score_fields():
+    from prescale.settings import ForecastSettings
+
+    config = TrainConfig.from_settings(ForecastSettings(calibration_bins=6, score_leads_minutes=[2.0, 10.0]))
+    assert config.calibration_bins == 6 and config.score_leads_minutes == (2.0, 10.0)
+    assert config.quantiles == TrainConfig().quantiles and 0.995 in config.quantiles
