@@ -5,10 +5,10 @@ What one training of (app, phase) leaves in MLflow:
 - experiment ``prescale-<app>``; a parent run ``train-<phase>`` with the phase
   report and the split, and one child run per candidate with its parameters,
   the training/validation/held-out windows, the data fingerprint, its scores
-  (``mae``, ``mae_last``, ``mase``, ``smape``, ``pinball``, raw and calibrated
-  ``coverage_80/90``, ``train_seconds``) and ``forecast.png`` (forecast against
-  actuals with the calibrated bands); the best candidate's run (every run's with
-  ``log_all_models``) also holds the model as an MLflow pyfunc
+  (``decision``: the decision score that ranks; ``mae``, ``mae_last``, ``mase``, ``smape``, ``pinball``,
+  raw and calibrated ``coverage_80/90``, ``train_seconds``; the lead-time tail and the hourly coverage in
+  ``scores.json``) and ``forecast.png`` (forecast against actuals with the calibrated bands); the best
+  candidate's run (every run's with ``log_all_models``) also holds the model as an MLflow pyfunc
   (:class:`PyfuncForecaster`: the darts files and JSON state as artifacts, a
   signature and an input example). Logging a model costs about a second each,
   so by default only the one that is registered is logged;
@@ -90,6 +90,11 @@ def slug(text: str) -> str:
     if not cleaned:
         raise ValueError(f"{text!r} has no letters or digits to name a model with")
     return cleaned
+
+
+def _headline(scores: Scores) -> str:
+    decision = "" if scores.decision is None else f"decision score {scores.decision:.3f}, "
+    return f"{decision}MASE {scores.mase:.3f}"
 
 
 def model_name(app: str, phase: str) -> str:
@@ -266,14 +271,15 @@ class Registry:
         numbers["train_seconds"] = candidate.train_seconds
         for metric, values in candidate.scores.per_metric.items():
             numbers.update({f"{slug(metric)}.{k}": v for k, v in values.items()})
+        for lead, values in candidate.scores.tail.items():  # the upper tail at each tier's lead time
+            numbers.update({f"lead_{lead}.{k}": v for k, v in values.items() if k != "step"})
         mlflow.log_metrics(numbers)
         mlflow.log_dict(candidate.scores.to_dict(), "scores.json")
         split = result.split
         png = forecast_png(
             index=result.panel.index, origins=split.test_origins, actual=result.actual(),
             quantiles=candidate.test_quantiles, levels=candidate.forecaster.quantiles, metrics=result.panel.metrics,
-            title=f"{candidate.name}: last-step forecast vs actual (calibrated bands), MASE "
-                  f"{candidate.scores.mase:.3f}",
+            title=f"{candidate.name}: last-step forecast vs actual (calibrated bands), {_headline(candidate.scores)}",
         )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / FORECAST_ARTIFACT
@@ -351,6 +357,7 @@ class Registry:
                 name, description="prescale forecaster; each version's description holds its training's decision"
             )
         tags = {SESSION_TAG: session, "prescale.candidate": candidate, "prescale.mase": f"{scores.mase:.6f}",
+                **({} if scores.decision is None else {"prescale.decision_score": f"{scores.decision:.6f}"}),
                 INPUTS_TAG: json.dumps(list(inputs)), **{f"prescale.{k}": v for k, v in window.items()}}
         return mlflow.register_model(model_uri, name, tags=tags)
 

@@ -74,6 +74,7 @@ def stretch_input(
         step_seconds=step, start=warm, forecast=forecast, quantiles=tuple(best.forecaster.quantiles),
         history_peak=np.nan_to_num(peak, nan=0.0),
         source={"stretch": "held-out tail", "forecaster": best.name, "mase": round(best.scores.mase, 6),
+                "decision": None if best.scores.decision is None else round(best.scores.decision, 6),
                 "origins": len(origins),
                 "demand": {profile.metric_names[j]: {"metric": panel.metrics[column], "scale": scale}
                            for j, (column, scale) in bound.items()}},

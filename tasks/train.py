@@ -46,6 +46,7 @@ from prefect.cache_policies import NONE
 
 from models.phase_panels import AppPhases, split_phases
 from models.registry import Registry, version_links
+from models.scoring import rank_key
 from models.series import Panel
 from models.slo_stretch import stretch_input
 from models.train import PanelResult, TrainConfig, train_panels
@@ -145,7 +146,9 @@ def train_phase(app: str, phase: str, panel: Panel, config: TrainConfig, *,
     if result.skipped:
         logger.warning("%s/%s skipped: %s", app, phase, result.skipped)
     else:
-        logger.info("%s/%s: best %s (MASE %.4f)", app, phase, result.best, result.candidates[result.best].scores.mase)
+        best = result.candidates[result.best].scores
+        logger.info("%s/%s: best %s (decision score %s, MASE %.4f)", app, phase, result.best,
+                    "-" if best.decision is None else f"{best.decision:.4f}", best.mase)
     return result
 
 
@@ -233,14 +236,14 @@ def score_rows(outcomes: list[PhaseOutcome]) -> list[dict[str, Any]]:
     rows = []
     for o in outcomes:
         if o.skipped:
-            rows.append({"app": o.app, "phase": o.phase, "candidate": "-", "mae": None, "mae_last": None,
-                         "mase": None, "smape": None, "coverage_80": None, "coverage_90": None,
+            rows.append({"app": o.app, "phase": o.phase, "candidate": "-", "decision": None, "mae": None,
+                         "mae_last": None, "mase": None, "smape": None, "coverage_80": None, "coverage_90": None,
                          "coverage_90_raw": None, "status": f"skipped: {o.skipped}"})
             continue
-        for name, s in sorted(o.scores.items(), key=lambda kv: kv[1]["mase"]):
+        for name, s in sorted(o.scores.items(), key=lambda kv: rank_key(kv[1])):
             status = "champion" if name == o.champion else ("best of this run" if name == o.best else "")
             rows.append({"app": o.app, "phase": o.phase, "candidate": name,
-                         **{k: _r(s.get(k)) for k in ("mae", "mae_last", "mase", "smape", "coverage_80",
+                         **{k: _r(s.get(k)) for k in ("decision", "mae", "mae_last", "mase", "smape", "coverage_80",
                                                       "coverage_90", "coverage_90_raw")},
                          "status": status})
     return rows
@@ -253,7 +256,8 @@ def _r(value: Any) -> Any:
 @task(name="publish-train-artifact", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, cache_policy=NONE)
 def publish_artifact(outcomes: list[PhaseOutcome], phase_reports: dict[str, Any]) -> None:
     create_table_artifact(key="train-scores", table=score_rows(outcomes),
-                          description="Held-out scores per app, phase and candidate (MASE ranks; skips say why).")
+                          description="Held-out scores per app, phase and candidate (the decision score ranks: "
+                          "pinball at 0.9/0.99/0.995 at the tiers' leads, scaled; skips say why).")
     create_markdown_artifact(key="train-summary", markdown=summary_markdown(outcomes, phase_reports),
                              description="What training decided.")
 
