@@ -13,7 +13,8 @@ The orchestrate tasks (``tasks/orchestrate.py``) fetch; this module decides. Per
   newest observed minute was under-provisioned (its demand per profile metric above the serving capacity
   of the app's *ready* nodes) and gives the scale ``s``; the knobs follow (``prescale.orchestrate.knobs_for``).
   Then the champion's forecast bound to the profile's metrics (:func:`demand_of`; none under the policy's
-  ``reactive`` rule, which decides on observed demand alone: the rule's fallback), the rule's input
+  ``reactive`` rule, which decides on observed demand alone: the decision's reactive rule, HPA-like, whose
+  recent recommendations travel in ``rule_state`` as the predictive rule's keep levels do), the rule's input
   (``prescale.decide_inputs.assemble``), the rule (``prescale.decision.decide``), the make-before-break
   plan (``prescale.cluster.make_plan``) and the :class:`~prescale.ledger.LedgerRow` saying what was decided
   and why (``why`` starts with the policy's rule and reason; ``slo`` carries the budget, rule, setting,

@@ -18,7 +18,11 @@ that into a :class:`~prescale.decision.DecisionInput` exactly as the replay woul
   ``k = ceil(s / step)`` steps from now, clamped to ``1 .. R`` (``R`` the slowest ready offset: a node not
   ready now serves from the next step at the earliest, and none later than a fresh order would); a node of
   a type the fleet does not hold (incompatible, or quota 0) is not part of the decision: its target is 0;
-* **hold** ``b = round(hold_minutes * 60 / step)`` (as ``ReplayConfig.hold_steps``), and the margin.
+* **hold** ``b = round(hold_minutes * 60 / step)`` (as ``ReplayConfig.hold_steps``), and the margin;
+* **the rule**: under ``Knobs.rule == "reactive"`` any forecast is set aside (``covered`` None, the step the
+  data's) and the input carries the HPA's :class:`~prescale.decision.ReactiveRule` at that step (5-minute
+  scale-down stabilisation, 10% tolerance, every compatible type), exactly as the replay's ``Adaptive``
+  builds it; the rule's recent recommendations come back through the state.
 
 **The reactive floor and the fallback, mapped.** The loop used to raise every quantile of the forecast to
 ``o / u`` when ``o`` broke above the forecast's top band (``apply_floor``, in ``prescale.orchestrate`` before
@@ -32,7 +36,8 @@ level is at least ``F``), which is the floor; and a missing forecast makes the f
 raises the step being decided (and the keep levels), not every step of the horizon; capacity for later
 steps follows the forecast, and the next decision raises again if demand stays above it.
 
-Also here: the :class:`~prescale.decision.RuleState` as JSON (the ledger keeps it between minutes, and
+Also here: the :class:`~prescale.decision.RuleState` as JSON (the reactive rule's recommendations under
+``"reactive"``; the ledger keeps it between minutes, and
 :func:`newest_state` finds the last one written) with the SLO controller's :class:`SloState` under the key
 ``"slo"`` (:func:`newest_slo_state`; rows written before issue 16 have none: the controller starts afresh), the
 target as node counts per type name, and the rejected types with a reason (``prescale plan --json``).
@@ -51,7 +56,7 @@ import pandas as pd
 
 from prescale.catalog import AppProfile, Catalog
 from prescale.cluster.plan import Holding as ClusterHolding
-from prescale.decision import Covers, Decision, DecisionInput, RuleState
+from prescale.decision import Covers, Decision, DecisionInput, ReactiveRule, RuleState
 from prescale.fleet import Fleet, build_fleet
 from prescale.forecast import Forecast, ForecastError
 from prescale.holding import Holding
@@ -60,7 +65,8 @@ from prescale.slo.controller import TrackerState
 
 @dataclass(frozen=True)
 class Knobs:
-    """The rule's knobs: covered quantile ``q``, headroom ``h``, hold window (minutes), consolidation margin.
+    """The rule's knobs: covered quantile ``q``, headroom ``h``, hold window (minutes), consolidation margin,
+    and which rule decides (``reactive``: the decision's reactive rule on ``F = (1 + h) o``, no forecast).
 
     ``h`` may be negative (down to -1, not included): the SLO controller's scale below 1 covers less than the
     quantile itself (``prescale.orchestrate.knobs_for``)."""
@@ -69,6 +75,7 @@ class Knobs:
     headroom: float
     hold_minutes: float = 5.0
     margin: float = 0.1
+    rule: str = "predictive"
 
     def __post_init__(self) -> None:
         if not 0 < self.quantile < 1 or not self.headroom > -1 or self.hold_minutes < 0 or self.margin < 0:
@@ -76,6 +83,8 @@ class Knobs:
                 f"knobs out of range: quantile {self.quantile} must be in (0, 1), headroom {self.headroom} "
                 f"above -1; hold_minutes {self.hold_minutes} and margin {self.margin} must be >= 0"
             )
+        if self.rule not in ("predictive", "reactive"):
+            raise ValueError(f"the rule must be 'predictive' or 'reactive', got {self.rule!r}")
 
     def hold_steps(self, step_seconds: int) -> int:
         return max(0, round(self.hold_minutes * 60 / step_seconds))
@@ -133,6 +142,9 @@ def assemble(
     fallback_step_seconds: int = 60,
 ) -> Assembled:
     """The :class:`DecisionInput` at ``now`` (see the module docstring)."""
+    reactive = knobs.rule == "reactive"
+    if reactive:
+        forecast = None  # the reactive rule decides on observed demand alone
     step = forecast.step_seconds if forecast is not None else int(fallback_step_seconds)
     fleet = build_fleet(catalog, profile, step_seconds=step)
     notes: list[str] = []
@@ -155,7 +167,8 @@ def assemble(
     if foreign:
         notes.append(f"held type(s) {foreign} not usable by {profile.name!r}: released")
     inp = DecisionInput(fleet, covers(fleet), holding, covered=covered, floor=floor, hold=knobs.hold_steps(step),
-                        margin=knobs.margin, state=fitted_state(state, fleet))  # fmt: skip
+                        margin=knobs.margin, state=fitted_state(state, fleet),
+                        reactive=ReactiveRule.hpa(step) if reactive else None)  # fmt: skip
     return Assembled(inp, tuple(notes), ahead)
 
 
@@ -194,7 +207,10 @@ def fitted_state(state: RuleState | None, fleet: Fleet) -> RuleState:
         rows = np.asarray(rows, dtype=float)
         if kind in ready and ready[kind] > 0 and rows.ndim == 2 and rows.shape[1] == m:
             kept[kind] = rows[-ready[kind] :]
-    return RuleState(kept)
+    recs = None if state.recent_recs is None else np.asarray(state.recent_recs, dtype=float)
+    if recs is not None and (recs.ndim != 2 or recs.shape[1] != m):
+        recs = None  # the reactive rule's recommendations of another set of metrics: start afresh
+    return RuleState(kept, recs)  # the reactive rule keeps only as many as its window needs
 
 
 # ------------------------------------------------------------------------------------------- reading back
@@ -234,6 +250,7 @@ def rejected(
 
 
 SLO_KEY = "slo"  # the SLO controller's state, beside the rule's tiers in the ledger's ``rule_state``
+REACTIVE_KEY = "reactive"  # the reactive rule's recent recommendations (no tier kind is named so)
 
 
 @dataclass(frozen=True)
@@ -264,11 +281,16 @@ class SloState:
 def state_to_json(state: RuleState, slo: SloState | None = None) -> dict[str, Any]:
     """The rule's state as JSON-ready lists (NaN, a level not known, as null), with the SLO controller's
     state under :data:`SLO_KEY` when given."""
-    out: dict[str, Any] = {kind: [[None if not math.isfinite(v) else float(v) for v in row] for row in np.asarray(rows)]
-                           for kind, rows in sorted(state.recent_keep.items())}  # fmt: skip
+    out: dict[str, Any] = {kind: _rows_json(rows) for kind, rows in sorted(state.recent_keep.items())}
+    if state.recent_recs is not None:
+        out[REACTIVE_KEY] = _rows_json(state.recent_recs)
     if slo is not None:
         out[SLO_KEY] = slo.to_json()
     return out
+
+
+def _rows_json(rows: np.ndarray) -> list[list[float | None]]:
+    return [[None if not math.isfinite(v) else float(v) for v in row] for row in np.asarray(rows, dtype=float)]
 
 
 def state_from_json(data: Any) -> RuleState | None:
@@ -277,17 +299,19 @@ def state_from_json(data: Any) -> RuleState | None:
     empty state."""
     if not isinstance(data, Mapping) or not data:
         return None
-    recent = {}
+    recent, recs = {}, None
     try:
         for kind, rows in data.items():
             if kind == SLO_KEY:
                 continue
             arr = np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=float)
-            if arr.ndim == 2:
+            if kind == REACTIVE_KEY:
+                recs = arr if arr.ndim == 2 else None
+            elif arr.ndim == 2:
                 recent[str(kind)] = arr
     except (TypeError, ValueError):
         return None
-    return RuleState(recent)
+    return RuleState(recent, recs)
 
 
 def newest_state(written: Sequence[Any]) -> RuleState | None:

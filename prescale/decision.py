@@ -1,4 +1,4 @@
-r"""The predictive rule as one pure decision: from what is known at a decision to a plan of actions.
+r"""The scaling rule as one pure decision (predictive, or reactive): from what is known to a plan of actions.
 
 **Contract.** :func:`decide` takes a frozen :class:`DecisionInput` (the app's types as a
 :class:`~prescale.fleet.Fleet`, a cover solver, what is held and what is booting as a
@@ -11,10 +11,11 @@ state. It reads no clock, no setting, no file and no global; it mutates nothing 
 caller's: the replay's executor applies the actions in order (``prescale.replay.policies.Predictive``); a
 dry run simply does not. The caller threads ``Decision.state`` into the next decision's input.
 
-**Callers** (the one predictive rule in the code base): the replay's ``Predictive``
-(``prescale.replay.policies``), the orchestrate task (``tasks/orchestrate.py``: its state kept between
-minutes in the ledger's ``rule_state``), and ``prescale plan`` / ``apply`` (``cli/commands/rule.py``);
-the live ones build their input with ``prescale.decide_inputs.assemble``.
+**Callers** (the one predictive rule and the one reactive rule in the code base): the replay's
+``Predictive``, ``Reactive`` and ``Adaptive`` (``prescale.replay.policies``), the orchestrate task
+(``tasks/orchestrate.py``: its state kept between minutes in the ledger's ``rule_state``), and
+``prescale plan`` / ``apply`` (``cli/commands/rule.py``); the live ones build their input with
+``prescale.decide_inputs.assemble``.
 
 Only the cover solver remembers anything: ``covers.cover(level, subset)`` is a pure function of its
 arguments (the replay's ``CoverCache`` memoises the allocation's exact MILP on a grid of levels), so caching
@@ -70,7 +71,32 @@ nodes of the types ``S`` serving ``l``; ``b`` the hold window (steps). The calle
   let go now cannot be replaced before ``r_f``; keeping only ``D[t, 0]`` let a swap open a gap at the next
   steps, measured 22 violation minutes in a week of NASA at one-minute steps even with a perfect forecast).
   A step whose forecast is missing (``covered`` None, or any value not finite) leaves the slow tiers alone
-  and covers the floor alone with the fast tier: ``fallback``.
+  and covers the floor alone with the fast tier: ``fallback``. That is a *transient* answer (a gap in the
+  forecast, a stale champion): it keeps the slow bands for the forecast to come back to, so it never lets a
+  slow node go, and it is not a rule to run standing.
+
+**The reactive rule** (``DecisionInput.reactive`` set, :class:`ReactiveRule`; issue 16): the standing rule
+without a forecast, the HPA's on the replay's Karpenter-like node choice. The caller folds the target
+utilisation ``u`` (and the SLO controller's scale ``s``) into the floor, ``F[t] = o[t] · max(s / u, 1)``;
+``covered`` must be None. With ``C[t]`` the capacity of what the rule's types hold (serving and booting)::
+
+    rec[t]  = F[t] / ρ   when ρ = max_m F[t, m] / C[t, m] is within ``tolerance`` of 1 (the binding metric
+              stays where it is), else F[t]
+    need[t] = max_{s = t - w + 1 .. t} rec[s]      scale-down stabilisation over the last ``w`` decisions;
+                                                    scale-up immediate (RuleState carries rec[t-w+1 .. t-1])
+    target  = with_min_nodes(retarget(held, need, types))   every tier at once, released while ``need`` serves,
+              then at most ``max_nodes`` (``ReactiveRule.capped``)
+
+so every tier, slow ones included, is sized from observed demand, and a node the window's demand no longer
+needs is released once the stabilisation window has passed (the GPU, FPGA or bare-metal nodes a peak bought
+go when the peak is ``w`` decisions old). ``types`` is every compatible type (the tuned policy's, as
+Karpenter would) or only the fastest tier (a setting of the replay's sweep). This is the one reactive rule:
+the replay's ``Reactive`` baseline, the ex-ante ``Adaptive`` under a reactive policy, the orchestrate loop
+and ``prescale plan`` / ``apply`` all call :func:`decide` with it (``tests/orchestrate/test_reactive_identity.py``
+holds the loop and ``Adaptive`` to the same targets at every step). Rejected: making the predictive rule's
+missing-forecast fallback release slow nodes instead. A gap of a step or two in a forecast should not drop a
+band the forecast still asks for, and a standing rule needs its own stabilisation state anyway; the two are
+different answers to different questions, so they are two branches of the one function.
 
 Rejected alternatives. (1) The rule deciding and acting at once, reading the executor between its tiers
 (the replay's ``Predictive`` before issue 14): nothing else could call it, and a dry run needed a simulated
@@ -81,12 +107,13 @@ all steps at once (a rolling max over the window): fast, but it is policy state 
 ``r_k`` past keep levels instead, and the replay reproduces the precomputed series to the bit
 (``tests/replay/test_decision_identity.py``).
 
-Also here, shared by every replay policy: :func:`trim`, :func:`retarget`, :func:`consolidate`,
-:func:`with_min_nodes`, :func:`with_max_nodes`, :func:`break_even`.
+Also here, shared by every replay policy: :func:`stabilisation_steps`, :func:`recommend`, :func:`trim`,
+:func:`retarget`, :func:`consolidate`, :func:`with_min_nodes`, :func:`with_max_nodes`, :func:`break_even`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -126,16 +153,51 @@ class Buying(Protocol):
 
 @dataclass(frozen=True, eq=False)
 class RuleState:
-    """What the rule carries from one decision to the next: per slow tier kind, its last ``r_k`` keep levels.
+    """What the rule carries from one decision to the next.
 
-    ``recent_keep[kind]`` is ``(<= r_k, M)``, oldest first; NaN where the level was not known.
+    ``recent_keep[kind]`` (predictive rule): per slow tier kind its last ``r_k`` keep levels, ``(<= r_k, M)``,
+    oldest first; NaN where the level was not known. ``recent_recs`` (reactive rule): its last ``w - 1``
+    recommendations, ``(<= w - 1, M)``, oldest first (None: none yet). Each rule starts afresh on the other's.
     """
 
     recent_keep: Mapping[str, np.ndarray] = field(default_factory=dict)
+    recent_recs: np.ndarray | None = None
 
     @classmethod
     def initial(cls) -> RuleState:
         return cls()
+
+
+@dataclass(frozen=True)
+class ReactiveRule:
+    """The reactive rule's settings (see the module docstring): the stabilisation window ``w`` in decisions
+    (the current one included), the tolerance around the target, and the types it may buy."""
+
+    window: int
+    tolerance: float = 0.1
+    types: str = "all"  # "all" compatible types, or "fast": the fastest tier only
+    # the profile's max_nodes caps the target (the HPA's maxReplicas; the cluster's guardrail blocks a plan
+    # above it). False only for the replay's reactive baseline sweep, recorded uncapped before issue 16:
+    # a baseline let past max_nodes can only flatter the baseline.
+    capped: bool = True
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.tolerance < 0 or self.types not in ("all", "fast"):
+            raise DecisionError(f"reactive rule: window {self.window} must be >= 1, tolerance {self.tolerance} "
+                                f">= 0 and types {self.types!r} 'all' or 'fast'")
+
+    @classmethod
+    def hpa(cls, step_seconds: int, *, stabilisation_seconds: float = 300.0, tolerance: float = 0.1,
+            types: str = "all") -> ReactiveRule:
+        """The HPA's defaults (5-minute scale-down stabilisation, 10% tolerance, capped) on a decision step."""
+        return cls(stabilisation_steps(step_seconds, stabilisation_seconds), tolerance, types)
+
+
+def stabilisation_steps(step_seconds: int, seconds: float = 300.0) -> int:
+    """Recommendations within the HPA's scale-down window of ``seconds``, the current one included."""
+    if step_seconds <= 0:
+        raise DecisionError(f"the decision step must be a positive number of seconds, got {step_seconds}")
+    return max(1, math.ceil(seconds / step_seconds)) + 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,9 +212,13 @@ class DecisionInput:
     hold: int  # b, steps
     margin: float = 0.1  # consolidation margin
     state: RuleState = field(default_factory=RuleState.initial)
+    reactive: ReactiveRule | None = None  # set: the reactive rule decides on the floor alone
 
     def __post_init__(self) -> None:
         fleet, m = self.fleet, len(self.fleet.metrics)
+        if self.reactive is not None and self.covered is not None:
+            raise DecisionError("the reactive rule decides on observed demand alone: covered must be None, got "
+                                f"a forecast path shaped {self.covered.shape}")
         if self.covered is not None and (self.covered.ndim != 2 or self.covered.shape[1] != m):
             raise DecisionError(f"covered demand must be shaped (H, {m}), got {self.covered.shape}")
         if np.shape(self.floor) != (m,):
@@ -192,7 +258,10 @@ class Decision:
 
 
 def decide(inp: DecisionInput) -> Decision:
-    """The tiered rule at one step (see the module docstring)."""
+    """The rule at one step: the reactive rule when ``inp.reactive`` is set, else the tiered predictive rule
+    (see the module docstring)."""
+    if inp.reactive is not None:
+        return _reactive(inp, inp.reactive)
     fleet, lay = inp.fleet, _layout(inp.fleet)
     floor = np.nan_to_num(inp.floor)
     raw = inp.covered
@@ -211,6 +280,38 @@ def decide(inp: DecisionInput) -> Decision:
     _fast_tier(inp, path, floor, now, plan, slow_target if path is not None else None)
     _cap_total(inp.fleet, plan, now)
     return plan.decision(fallback=path is None, state=state)
+
+
+def _reactive(inp: DecisionInput, rule: ReactiveRule) -> Decision:
+    """The reactive rule (see the module docstring): every type of ``rule.types`` sized at once from ``F``."""
+    fleet = inp.fleet
+    subset = tuple(range(fleet.n)) if rule.types == "all" else fleet.fast.idx
+    mask = np.zeros(fleet.n, dtype=bool)
+    mask[list(subset)] = True
+    held = inp.holding.held
+    rec = recommend(np.nan_to_num(inp.floor), fleet.capacity(np.where(mask, held, 0)), rule.tolerance)
+    past = inp.state.recent_recs
+    recent = rec[None, :] if past is None or rule.window == 1 else np.vstack([past[-(rule.window - 1) :], rec])
+    need = recent.max(axis=0)
+    target = with_min_nodes(fleet, retarget(inp, held, need, subset))
+    plan = _Plan(fleet, inp.holding)
+    plan.act(target, need, mask, f"reactive: {int(target[mask].sum())} nodes for {np.round(need, 3).tolist()} "
+                                 f"(the highest recommendation of the last {len(recent)} decisions)")
+    if rule.capped:
+        _cap_total(fleet, plan, need)
+    kept = recent[-(rule.window - 1) :] if rule.window > 1 else recent[:0]  # what the next decision's window needs
+    return plan.decision(fallback=False, state=RuleState(recent_recs=kept))
+
+
+def recommend(desired: np.ndarray, held: np.ndarray, tolerance: float) -> np.ndarray:
+    """The HPA's recommendation: ``desired``, or ``desired / ρ`` (the binding metric where it is) when the
+    ratio ``ρ = max_m desired / held`` is within ``tolerance`` of 1."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(desired > 0, desired / held, 0.0)
+    ratio = float(np.max(ratios)) if ratios.size else 0.0
+    if math.isfinite(ratio) and ratio > 0 and abs(ratio - 1.0) <= tolerance:
+        return desired / ratio
+    return desired
 
 
 def _cap_total(fleet: Fleet, plan: _Plan, now: np.ndarray) -> None:

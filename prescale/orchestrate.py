@@ -22,24 +22,26 @@ controller's scale ``s = exp(θ)`` (``prescale.slo.controller``) multiplies the 
 replay's ``Adaptive`` rule does:
 
 * predictive: ``D = s (1 + h) Q_q`` and ``F = s (1 + h) o``, so the rule's headroom is ``s (1 + h) - 1``;
-* reactive: no forecast; the fast tier covers ``F = o s / u`` (the target ``u / s``, at most 1), so the
-  headroom is ``max(s / u, 1) - 1``.
+* reactive: no forecast; the decision's reactive rule (``prescale.decision``: the HPA's recommendation and
+  scale-down stabilisation, every compatible type sized at once, so the slow nodes a peak bought are released
+  once the window has passed) on ``F = o s / u`` (the target ``u / s``, at most 1), so the headroom is
+  ``max(s / u, 1) - 1``. ``Knobs.rule`` carries the choice to ``assemble``. The replay's ``Adaptive`` computes
+  the same floor with the same arithmetic (``SloPolicy.lift``), so the benchmark scores what the loop runs.
 
 The hold window and the margin are the replay's settings (``replay.hold_minutes``,
 ``replay.consolidation_margin``), so the loop, ``prescale plan`` / ``apply`` and the backtest run one rule.
 
 **Reactive floor and fallback** are the rule's own since issue 14 (they were ``apply_floor`` and
 ``reactive_forecast`` here): ``F = (1 + h) o`` with ``o`` the last observed demand, never served less at the
-step decided; without a forecast the fastest tier covers ``F`` alone. How the old floor maps onto the
-rule's is in ``prescale/decide_inputs.py``.
+step decided; under the predictive rule, a decision without a forecast has the fastest tier cover ``F``
+alone (a transient answer that keeps the slow bands; the reactive rule is the standing one). How the old
+floor maps onto the rule's is in ``prescale/decide_inputs.py``.
 
 :func:`summarise_forecast` keeps the bands of the champion's forecast on the
 ledger row, which monitoring later compares with what happened.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pandas as pd
@@ -54,10 +56,8 @@ from prescale.slo.policy import SloPolicy
 def knobs_for(policy: SloPolicy, scale: float = 1.0, *, hold_minutes: float, margin: float) -> Knobs:
     """The rule's knobs from the SLO ``policy`` and the controller's ``scale`` ``s`` (see the module docstring):
     the policy's quantile, and the headroom ``s (1 + h) - 1`` (predictive) or ``max(s / u, 1) - 1`` (reactive)."""
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"the controller's scale must be a positive number, got {scale}")
-    lift = max(scale / policy.reactive_target, 1.0) if policy.rule == "reactive" else scale * (1.0 + policy.headroom)
-    return Knobs(quantile=policy.quantile, headroom=lift - 1.0, hold_minutes=hold_minutes, margin=margin)
+    return Knobs(quantile=policy.quantile, headroom=policy.lift(scale) - 1.0, hold_minutes=hold_minutes,
+                 margin=margin, rule=policy.rule)
 
 
 def knobs_from(settings: Settings, policy: SloPolicy, scale: float = 1.0) -> Knobs:

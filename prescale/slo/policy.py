@@ -18,6 +18,7 @@ starting point for the budget; the online controller moves it from the first dec
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,6 +62,14 @@ class SloPolicy(BaseModel):
         if self.rule == "reactive":
             return f"reactive target={self.reactive_target:g}"
         return f"q={self.quantile:g},headroom={self.headroom:.3g}"
+
+    def lift(self, scale: float = 1.0) -> float:
+        """The factor on demand the rule covers at the online controller's scale ``s``: ``s (1 + h)`` under
+        the predictive rule (on the forecast's quantile and the observed demand), ``max(s / u, 1)`` under the
+        reactive rule (on the observed demand: the target ``u / s``, at most 1)."""
+        if not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"the controller's scale must be a positive number, got {scale}")
+        return max(scale / self.reactive_target, 1.0) if self.rule == "reactive" else scale * (1.0 + self.headroom)
 
     def for_budget(self, budget: float) -> SloPolicy:
         """This policy at another budget (settings override the profile's): untuned unless the budget matches."""

@@ -4,11 +4,17 @@ Where ``Predictive`` and ``Reactive`` sweep their knobs over the window (and the
 point with hindsight), :class:`Adaptive` runs once, at the :class:`~prescale.slo.SloPolicy` the before-use
 search found on data *before* the window (``prescale.slo.tuning``): the rule the skill gate chose
 (``predictive``: :func:`prescale.decision.decide` on ``D[t, j] = s[t] (1 + h) Q_q[t, j]`` and
-``F[t] = s[t] (1 + h) o[t]``; ``reactive``: the HPA-like rule of ``reactive.py`` at target ``u / s[t]``),
+``F[t] = s[t] (1 + h) o[t]``; ``reactive``: :func:`prescale.decision.decide`'s reactive rule, the HPA's
+defaults at every compatible type, on ``F[t] = o[t] max(s[t] / u, 1)``, the target ``u / s[t]`` at most 1),
 with ``s[t] = exp(θ[t])`` the online controller's scale (``prescale.slo.controller``): before deciding step
 ``t`` it observes whether step ``t - 1`` was under-provisioned (its demand, now known, above the capacity that
 served it) and updates ``θ``. Nothing is chosen with hindsight; the controller starts from the state the
 tuning replay ended in (the loop keeps it in its ledger, so it survives a restart).
+
+Under a reactive policy the floor is computed exactly as the orchestrate loop computes it
+(``SloPolicy.lift``, then ``prescale.orchestrate.knobs_for``'s headroom ``lift - 1``, then
+``prescale.decide_inputs.assemble``'s ``(1 + h) o``), so the loop and this rule take the same decisions on
+the same demand, to the bit (``tests/orchestrate/test_reactive_identity.py``).
 
 Not registered in ``POLICIES``: it needs a tuned policy, which the sweep's settings cannot hold; the
 ex-ante run (``prescale.slo.tuning.ex_ante``) builds it.
@@ -20,11 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from prescale.decision import decide
+from prescale.decision import ReactiveRule, decide
 from prescale.replay.errors import ReplayError
 from prescale.replay.policies.base import Context, Rule
 from prescale.replay.policies.predictive import Predictive
-from prescale.replay.policies.reactive import Reactive, stabilisation_steps
+from prescale.replay.policies.reactive import Reactive
 from prescale.replay.simulate import Executor
 from prescale.slo.controller import Tracker, TrackerState, under_provisioned
 from prescale.slo.policy import SloPolicy
@@ -55,8 +61,9 @@ class Adaptive(Rule):
                                            quantile=slo.quantile, headroom=slo.headroom, hold=self.hold,
                                            policy=self.policy)
         else:
-            self._inner = Reactive(ctx, target=slo.reactive_target, types="all",
-                                   window=stabilisation_steps(self.step_seconds), policy=self.policy)
+            rule = ReactiveRule.hpa(self.step_seconds)
+            self._inner = Reactive(ctx, target=slo.reactive_target, types=rule.types, tolerance=rule.tolerance,
+                                   window=rule.window, capped=rule.capped, policy=self.policy)
 
     @property
     def setting(self) -> str:
@@ -73,10 +80,11 @@ class Adaptive(Rule):
                 self.state = self._tracker.update(self.state, missed)
         s = self.state.scale
         self.scales.append(s)
-        inner, slo = self._inner, self.slo
+        inner = self._inner
         if isinstance(inner, Predictive):
             inner.act(decide(inner.decision_input(t, ex, scale=s)), ex)
-        else:
-            assert isinstance(inner, Reactive)
-            inner.target = min(1.0, slo.reactive_target / s)
-            inner.step(t, ex)
+            return
+        headroom = self.slo.lift(s) - 1.0  # the loop's knobs (knobs_for) and floor (assemble), same arithmetic
+        inp = inner.decision_input(t, ex, floor=self.ctx.observed[t] * (1.0 + headroom))
+        if inp is not None:
+            inner.act(decide(inp), ex)

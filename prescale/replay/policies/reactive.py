@@ -7,6 +7,16 @@ metric where it is); scale-down is stabilised over ``stabilisation_seconds`` (th
 the window wins; scale-up is immediate); then :func:`~prescale.decision.retarget` with the cheapest cover of
 what is missing, which is Karpenter's cheapest compatible type per unit of demand, bin-packed.
 
+The rule itself is the reactive branch of the one decision function (:func:`prescale.decision.decide` with a
+:class:`~prescale.decision.ReactiveRule`, stated there), the same the orchestrate loop runs for an app whose
+SLO policy chose the reactive rule, and the ex-ante ``Adaptive`` runs under such a policy. :class:`Reactive`
+only adapts it to the replay, as ``Predictive`` does the predictive rule: at each step it hands ``decide`` a
+snapshot of the executor's holding, ``F[t] = o[t] / u`` and the state the previous decision returned (the
+recent recommendations), then has the executor carry the actions out. The sweep runs it uncapped by the profile's
+``max_nodes``, as the baseline was recorded (``tests/replay/real_cases.json``); ``Adaptive`` runs it capped,
+as the loop must. A step whose demand was not observed
+(``o[t]`` not finite: before the data starts, or a gap) keeps what runs and leaves the window as it was.
+
 ``retarget`` (shared, defined in ``prescale.decision``): if what the subset holds covers ``need``, drop the
 dearest-per-unit nodes that are not needed; else add ``cover(need - held)``; if the result costs more than
 ``1 + margin`` times ``cover(need)``, take ``cover(need)`` instead (Karpenter's consolidation: a cheaper mix,
@@ -15,7 +25,6 @@ swapped in make-before-break).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -23,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field
 
-from prescale.decision import retarget, with_min_nodes
+from prescale.decision import Decision, DecisionInput, ReactiveRule, RuleState, decide, stabilisation_steps
 from prescale.fleet import Fleet
 from prescale.replay.errors import ReplayError
 from prescale.replay.policies.base import Context, PolicySettings, Rule, Swept
@@ -32,10 +41,13 @@ from prescale.replay.simulate import Executor
 if TYPE_CHECKING:
     from prescale.replay.engine import ReplayConfig, ReplayInput
 
+__all__ = ["Reactive", "ReactivePolicy", "ReactiveSettings", "stabilisation_steps"]
+
 
 @dataclass(eq=False)
 class Reactive(Rule):
-    """HPA-like on observed demand, Karpenter-like node choice (see the module docstring)."""
+    """HPA-like on observed demand, Karpenter-like node choice: :func:`prescale.decision.decide`'s reactive
+    rule at every step, then its actions (see the module docstring)."""
 
     ctx: Context
     target: float
@@ -43,47 +55,42 @@ class Reactive(Rule):
     tolerance: float = 0.1
     window: int = 6  # recommendations kept for the scale-down stabilisation (incl. the current one)
     policy: str = "reactive"
-    _recs: list[np.ndarray] = field(default_factory=list)
+    capped: bool = False  # the profile's max_nodes caps the target (Adaptive: as the loop); the sweep: not
+    _state: RuleState = field(default_factory=RuleState.initial)
 
     def __post_init__(self) -> None:
         if not 0 < self.target <= 1:
             raise ReplayError(f"reactive target utilisation must be in (0, 1], got {self.target}")
-        fleet = self.ctx.fleet
         if self.types not in ("all", "fast"):
             raise ReplayError(f"reactive types must be 'all' or 'fast', got {self.types!r}")
-        self._subset = self.ctx.all_types if self.types == "all" else fleet.fast.idx
-        self._mask = np.zeros(fleet.n, dtype=bool)
-        self._mask[list(self._subset)] = True
+        self._rule = ReactiveRule(self.window, self.tolerance, self.types, capped=self.capped)
 
     @property
     def setting(self) -> str:
         return f"target={self.target:g},types={self.types}"
 
-    def step(self, t: int, ex: Executor) -> None:
+    def decision_input(self, t: int, ex: Executor, floor: np.ndarray | None = None) -> DecisionInput | None:
+        """What the decision of step ``t`` knows: the executor's holding, ``F[t]`` (``o[t] / u`` unless
+        ``floor`` is given: ``Adaptive`` passes the loop's ``o[t] (1 + h)``), the recent recommendations.
+        None when ``o[t]`` was not observed (nothing to decide on: keep what runs)."""
         observed = self.ctx.observed[t]
         if not np.isfinite(observed).all():
-            return  # nothing observed yet: keep what runs
-        rec = self._recommend(observed / self.target, ex.held_capacity(self._mask))
-        self._recs.append(rec)
-        if len(self._recs) > self.window:
-            del self._recs[0]
-        need = rec if len(self._recs) == 1 else np.maximum.reduce(self._recs)
-        held = ex.held
-        target = with_min_nodes(self.ctx.fleet, retarget(self.ctx, held, need, self._subset))
-        ex.apply(target, keep=need, mask=self._mask)
+            return None
+        ctx = self.ctx
+        floor = observed / self.target if floor is None else floor
+        return DecisionInput(ctx.fleet, ctx.covers, ex.holding, covered=None, floor=floor, hold=0,
+                             margin=ctx.margin, state=self._state, reactive=self._rule)
 
-    def _recommend(self, desired: np.ndarray, held: np.ndarray) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = np.where(desired > 0, desired / held, 0.0)
-        ratio = float(np.max(ratios)) if ratios.size else 0.0
-        if math.isfinite(ratio) and ratio > 0 and abs(ratio - 1.0) <= self.tolerance:
-            return desired / ratio  # within tolerance: the binding metric stays where it is
-        return desired
+    def step(self, t: int, ex: Executor) -> None:
+        inp = self.decision_input(t, ex)
+        if inp is not None:
+            self.act(decide(inp), ex)
 
-
-def stabilisation_steps(step_seconds: int, seconds: float = 300.0) -> int:
-    """Recommendations within the HPA's scale-down window, the current one included."""
-    return max(1, math.ceil(seconds / step_seconds)) + 1
+    def act(self, decision: Decision, ex: Executor) -> None:
+        """Carry the decision's actions out in order; keep its state for the next step."""
+        for action in decision.actions:
+            ex.apply(action.target, keep=action.keep, mask=action.mask)
+        self._state = decision.state
 
 
 class ReactiveSettings(PolicySettings):
