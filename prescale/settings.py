@@ -285,6 +285,20 @@ class ForecastSettings(BaseModel):
         "or a URI such as s3://bucket/phases (store.endpoint_url applies). Default: <home>/phases.",
     )
 
+    @field_validator("calibration_bins")
+    @classmethod
+    def _bins_divide_the_day(cls, bins: int) -> int:
+        if 24 % bins:
+            raise ValueError(f"calibration_bins {bins} does not divide 24 hours; use 1, 2, 3, 4, 6, 8, 12 or 24")
+        return bins
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles_have_the_median(cls, quantiles: list[float]) -> list[float]:
+        if 0.5 not in quantiles or not all(0 < q < 1 for q in quantiles):
+            raise ValueError(f"quantiles {quantiles} must lie in (0, 1) and include the median 0.5")
+        return quantiles
+
 class SimulationSettings(BaseModel):
     """The simulated cluster (prescale/cluster/simulated.py): its random source and injectable faults."""
 

@@ -216,3 +216,5 @@ def test_settings_carry_the_calibration_and_score_fields():
     config = TrainConfig.from_settings(ForecastSettings(calibration_bins=6, score_leads_minutes=[2.0, 10.0]))
     assert config.calibration_bins == 6 and config.score_leads_minutes == (2.0, 10.0)
     assert config.quantiles == TrainConfig().quantiles and 0.995 in config.quantiles
+    with pytest.raises(ValueError, match="calibration_bins 5 does not divide 24"):
+        ForecastSettings(calibration_bins=5)
