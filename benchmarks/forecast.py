@@ -135,13 +135,8 @@ def series_row(group: str, result: PanelResult) -> dict[str, Any]:
     if result.skipped:
         return row
     candidates = {}
-    for name, c in result.candidates.items():
-        s = c.scores
-        candidates[name] = {"mae": s.mae, "mae_last": s.mae_last, "mase": s.mase, "smape": s.smape,
-                            "pinball": s.pinball, "coverage_80": s.coverage_80, "coverage_90": s.coverage_90,
-                            "coverage_80_raw": s.coverage_80_raw, "coverage_90_raw": s.coverage_90_raw,
-                            "decision": s.decision, "tail": s.tail, "hourly": s.hourly,
-                            "train_seconds": c.train_seconds}
+    for name, c in result.candidates.items():  # every Scores field (decision, tail, hourly, per_metric, ...)
+        candidates[name] = {**c.scores.to_dict(), "train_seconds": c.train_seconds}
     baselines = [n for n in candidates if n in BASELINES]
     lstm_based = [n for n in candidates if is_learned(n)]
     best_base = min(baselines, key=lambda n: candidates[n]["mae"])
@@ -179,7 +174,9 @@ def hour_counts(result: PanelResult) -> list[int]:
 
 def worst_hours(hourly: dict[str, list[float | None]], counts: list[int]) -> dict[str, dict[str, Any] | None]:
     """Per level of ``HOURLY_LEVELS``: the hour whose calibrated coverage is farthest from nominal, its outcome
-    count and the binomial standard error there; None when the scores carry no per-hour coverage."""
+    count and the binomial standard error there; how many hours miss by more than the tolerance, and how many
+    of those also by more than two standard errors (beyond sampling noise). None when the scores carry no
+    per-hour coverage."""
     out: dict[str, dict[str, Any] | None] = {}
     for tau in HOURLY_LEVELS:
         values = hourly.get(tau) or []
@@ -187,12 +184,19 @@ def worst_hours(hourly: dict[str, list[float | None]], counts: list[int]) -> dic
         if not scored:
             out[tau] = None
             continue
-        hour, cov = max(scored, key=lambda hc: abs(hc[1] - float(tau)))
-        n = counts[hour]
-        out[tau] = {"hour": hour, "coverage": cov, "deviation": cov - float(tau), "n": n,
-                    "standard_error": math.sqrt(float(tau) * (1 - float(tau)) / n) if n else None,
-                    "hours_outside": sum(abs(c - float(tau)) > HOURLY_TOLERANCE for _, c in scored)}
+        nominal = float(tau)
+        hour, cov = max(scored, key=lambda hc: abs(hc[1] - nominal))
+        outside = [(h, c) for h, c in scored if abs(c - nominal) > HOURLY_TOLERANCE]
+        out[tau] = {"hour": hour, "coverage": cov, "deviation": cov - nominal, "n": counts[hour],
+                    "standard_error": _binomial_se(nominal, counts[hour]), "hours_outside": len(outside),
+                    "hours_outside_beyond_noise": sum(abs(c - nominal) > 2 * (_binomial_se(nominal, counts[h]) or 0)
+                                                      for h, c in outside)}
     return out
+
+
+def _binomial_se(tau: float, n: int) -> float | None:
+    """The standard error of a coverage share measured on ``n`` outcomes (independent ones: a lower bound)."""
+    return math.sqrt(tau * (1 - tau) / n) if n else None
 
 
 def baseline_pools(candidates: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
@@ -301,34 +305,41 @@ def _hourly_target(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if not worst:
         return _target(name, "no per-hour coverage in the scores", None)
     outside = sorted({s for s, _, w in worst if abs(w["deviation"]) > HOURLY_TOLERANCE})
+    beyond_noise = sorted({s for s, _, w in worst if w["hours_outside_beyond_noise"]})
     series, tau, w = max(worst, key=lambda item: abs(item[2]["deviation"]))
     return _target(name, f"worst: {series} at {tau}, hour {w['hour']:02d}: {w['coverage']:.3f} "
                          f"({100 * w['deviation']:+.1f} points, n {w['n']}, s.e. {_pts(w['standard_error'])}); "
                          f"series with an hour outside: {len(outside)} of {len(rows)}"
-                         + (f" ({', '.join(outside)})" if outside else ""), not outside)
+                         + (f" ({', '.join(outside)})" if outside else "")
+                         + f"; outside by more than 2 s.e. too: {len(beyond_noise)}", not outside)
 
 
 def _excess_target(rows: list[dict[str, Any]], lead: str, pool: str, label: str) -> dict[str, Any]:
     name = (f"(b) lead {lead}: champion's 0.995 excess <= {EXCESS_PERIODIC}x {label} on the periodic series, "
             f"<= {EXCESS_ANY}x on every series")
-    ratios = [(r["series"], r["periodic"], (r["excess_ratios"].get(lead) or {}).get(pool)) for r in rows]
-    judged = [(s, periodic, c["ratio"]) for s, periodic, c in ratios if c is not None and c["ratio"] is not None]
+    judged = [(r, r["excess_ratios"][lead]) for r in rows
+              if (r["excess_ratios"].get(lead) or {}).get(pool) and r["excess_ratios"][lead][pool]["ratio"] is not None]
     if not judged:
         return _target(name, "no series with a positive baseline excess at this lead", None)
-    unjudged = len(rows) - len(judged)
-    periodic = [(s, x) for s, p, x in judged if p]
-    worst_all = max(judged, key=lambda item: item[2])
-    text = f"all {len(judged)} series: max {worst_all[2]:.3f} ({worst_all[0]})"
-    ok = worst_all[2] <= EXCESS_ANY
+
+    def worst(items: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+        r, at = max(items, key=lambda item: item[1][pool]["ratio"])
+        base = at[pool]
+        return (f"max {base['ratio']:.3f} ({r['series']}: {r['champion']} covers {_num(at['champion_coverage'], '.3f')}"
+                f", {base['baseline']} {_num(base['coverage'], '.3f')})")
+
+    ratios = [at[pool]["ratio"] for _, at in judged]
+    periodic = [(r, at) for r, at in judged if r["periodic"]]
+    ok = max(ratios) <= EXCESS_ANY
+    text = f"all {len(judged)} series: {worst(judged)}"
     if periodic:
-        worst_p = max(periodic, key=lambda item: item[1])
-        text = (f"periodic ({len(periodic)}): max {worst_p[1]:.3f} ({worst_p[0]}), median "
-                f"{float(np.median([x for _, x in periodic])):.3f}; " + text)
-        ok = ok and worst_p[1] <= EXCESS_PERIODIC
+        ok = ok and max(at[pool]["ratio"] for _, at in periodic) <= EXCESS_PERIODIC
+        text = (f"periodic ({len(periodic)}): {worst(periodic)}, median "
+                f"{float(np.median([at[pool]['ratio'] for _, at in periodic])):.3f}; " + text)
     else:
         text = "no periodic series; " + text
-    if unjudged:
-        text += f"; not judged (baseline excess <= 0 or no tail): {unjudged}"
+    if len(judged) < len(rows):
+        text += f"; not judged (baseline excess <= 0 or no tail): {len(rows) - len(judged)}"
     return _target(name, text, ok)
 
 
@@ -528,8 +539,9 @@ def optional_candidates(names: list[str]) -> tuple[str, ...]:
     optional = sorted(n for n, c in COMPONENTS.items() if getattr(c, "optional", False))
     wrong = [n for n in names if n not in optional]
     if wrong:
-        raise SystemExit(f"--candidates {','.join(wrong)}: not an optional component; choose from {optional} "
-                         f"(the others always train)")
+        known = ", ".join(optional) if optional else "none is registered"
+        raise SystemExit(f"--candidates {','.join(wrong)}: not an optional component (optional ones: {known}; "
+                         f"the others always train)")
     return tuple(names)
 
 

@@ -70,13 +70,14 @@ def test_a_baseline_without_positive_excess_gives_no_ratio():
 
 def test_the_worst_hour_is_the_farthest_from_nominal_with_its_noise():
     hourly = flat_hourly()
-    hourly["0.9"][3], hourly["0.9"][17] = 0.88, 0.93
+    hourly["0.9"][3], hourly["0.9"][17] = 0.88, 0.94
     hourly["0.99"][5] = None  # no outcome in that hour
     counts = [400] * 24
     worst = forecast.worst_hours(hourly, counts)
     assert worst["0.9"]["hour"] == 17
-    assert worst["0.9"]["deviation"] == pytest.approx(0.03)
+    assert worst["0.9"]["deviation"] == pytest.approx(0.04)
     assert worst["0.9"]["hours_outside"] == 2
+    assert worst["0.9"]["hours_outside_beyond_noise"] == 1  # 2 points off is within 2 s.e. (1.5 points each), 4 beyond
     assert worst["0.9"]["standard_error"] == pytest.approx((0.9 * 0.1 / 400) ** 0.5)
     assert worst["0.99"]["hours_outside"] == 0
     assert forecast.worst_hours({}, counts) == {"0.9": None, "0.99": None}
