@@ -56,7 +56,9 @@ from pathlib import Path
 
 from models.baselines import DampedHoltWinters, Persistence, SeasonalNaive, SimpleExponentialSmoothing
 from models.component import Component
+from models.fracast_model import Fracast
 from models.lstm import LstmCandidate
+from models.ridge import Ridge
 
 COMPONENTS: dict[str, type[Component]] = {}
 
@@ -96,4 +98,6 @@ register(Persistence)
 register(SeasonalNaive)
 register(SimpleExponentialSmoothing)
 register(DampedHoltWinters)
+register(Ridge)
+register(Fracast)
 register(LstmCandidate)
