@@ -98,7 +98,7 @@ def test_a_thin_bin_starts_from_the_pooled_quantile():
     rng = np.random.default_rng(5)
     scores = rng.normal(0, 1, (400, 1, 1, len(QS)))
     bins_of = np.zeros((400, 1), dtype=int)
-    bins_of[:20] = 1  # bin 1 has 20 scores: fewer than the 30 any level needs
+    bins_of[:20] = 1  # bin 1 has 20 scores: fewer than the 60 any level needs
     start = start_offsets(scores, bins_of, bins=2, quantiles=QS)
     k = QS.index(0.9)
     assert start[1, 0, 0, k] == split_quantile(scores[:, 0, 0, k], 0.9)  # pooled over both bins
