@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prescale.decision import DecisionError, DecisionInput, RuleState, decide
+from prescale.decision import DecisionError, DecisionInput, ReactiveRule, RuleState, decide
 from prescale.holding import Holding, apply_target
 from prescale.replay import ReplayConfig, run_rule
 from prescale.replay.engine import context
@@ -171,3 +171,46 @@ def test_inputs_that_do_not_fit_are_refused_with_the_value(kwargs, message):
     base = dict(covered=np.zeros((4, 1)), floor=np.zeros(1), hold=2)
     with pytest.raises(DecisionError, match=message):
         DecisionInput(f, None, Holding.serving(f), **{**base, **kwargs})
+
+
+# ------------------------------------------------------------------------------------------- the reactive rule
+
+
+def _held(vm: int = 0, metal: int = 0) -> Holding:
+    return Holding.serving(fleet(), np.array([vm, metal]))
+
+
+@pytest.mark.parametrize(
+    ("holding", "floor", "recent", "rule", "target"),
+    [
+        pytest.param(_held(), 190.0, None, ReactiveRule(6), {"metal": 4}, id="every-tier-at-its-cheapest-per-unit"),
+        pytest.param(_held(metal=4), 20.0, None, ReactiveRule(6, types="fast"), {"vm": 2, "metal": 4},
+                     id="fast-only-leaves-the-slow-tier-alone"),
+        pytest.param(_held(metal=4), 20.0, [[200.0]], ReactiveRule(6), {"metal": 4},
+                     id="held-while-a-peak-is-in-the-window"),
+        pytest.param(_held(metal=4), 20.0, [[20.0]] * 5, ReactiveRule(6), {"vm": 2},
+                     id="released-once-the-window-has-passed"),
+        pytest.param(_held(metal=4), 20.0, [[200.0]] * 5, ReactiveRule(1), {"vm": 2},
+                     id="no-window-no-stabilisation"),
+        pytest.param(_held(vm=10), 105.0, None, ReactiveRule(6, types="fast"), {"vm": 10},
+                     id="within-the-tolerance-the-binding-metric-stays"),
+        pytest.param(_held(vm=10), 125.0, None, ReactiveRule(6, types="fast"), {"vm": 13},
+                     id="beyond-the-tolerance-scale-up-at-once"),
+    ],
+)  # fmt: skip
+def test_the_reactive_rule(holding, floor, recent, rule, target):
+    f = fleet()
+    state = RuleState(recent_recs=None if recent is None else np.array(recent))
+    inp = DecisionInput(f, context(replay_input(np.ones(3)), f, ReplayConfig()).covers, holding, covered=None,
+                        floor=np.array([floor]), hold=0, state=state, reactive=rule)
+    d = decide(inp)
+    assert f.as_dict(d.target) == target, d.reasons
+    assert not d.fallback and d.state.recent_keep == {}
+    assert len(d.state.recent_recs) == min(rule.window - 1, (0 if recent is None else len(recent)) + 1)
+
+
+def test_the_reactive_rule_takes_no_forecast():
+    f = fleet()
+    with pytest.raises(DecisionError, match="covered must be None"):
+        DecisionInput(f, context(replay_input(np.ones(3)), f, ReplayConfig()).covers, _held(),
+                      covered=np.ones((3, 1)), floor=np.array([1.0]), hold=0, reactive=ReactiveRule(6))
