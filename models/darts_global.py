@@ -13,8 +13,9 @@ How data moves, the same as the LSTM's (``lstm.py``, whose helpers this module r
   darts' reversible instance norm per window;
 - inputs: the last ``L`` rows of every metric; calendar covariates (time of day, day of week, sine/cosine,
   darts ``add_encoders`` so any series rebuilds them): of the target rows for TiDE and TSMixer (future
-  covariates), of the input rows for N-HiTS (past covariates only in darts). Not the LSTM's day- and
-  week-old target values: these models read the raw input window only;
+  covariates), of the input rows for N-HiTS (past covariates only in darts). TiDE and TSMixer also read the
+  LSTM's lagged targets of the target rows (a day and, with two weeks of training rows, a week earlier, each
+  averaged over +-``lag_window_minutes``: ``lstm.lag_covariates``); N-HiTS cannot take future covariates;
 - output: the quantiles of a darts ``QuantileRegression`` likelihood (pinball loss) at
   ``lstm.likelihood_levels(config.quantiles)`` (darts wants them symmetric), returned at ``config.quantiles``
   in that order, sorted so they are monotone;
@@ -59,6 +60,7 @@ from models.lstm import (
     backtest_values,
     day_cos,
     day_sin,
+    lag_covariates,
     likelihood_levels,
     observed_series,
     samples_per_series,
@@ -91,15 +93,23 @@ class GlobalConfig:
     patience: int
     max_samples: int
     seed: int
+    lags: tuple[int, ...]  # rows back of the lagged-target future covariates (empty: none)
+    lag_window: int
 
     @classmethod
-    def from_train(cls, config: TrainConfig, step_seconds: int, *, series: int) -> GlobalConfig:
+    def from_train(cls, config: TrainConfig, step_seconds: int, *, series: int, train_rows: int,
+                   future: bool) -> GlobalConfig:
+        """``future``: the model takes future covariates (then the LSTM's lags, as ``LstmConfig.from_train``)."""
         inputs, horizon = config.steps(step_seconds)
         season = max(1, round(86_400 / step_seconds))
+        lags = [days * season for days, on in ((1, config.seasonal_lag), (7, config.weekly_lag and
+                                                                          train_rows >= 14 * season)) if on]
+        window = max(0, min(round(config.lag_window_minutes * 60 / step_seconds), season - horizon))
         return cls(input_steps=inputs, horizon=horizon, quantiles=tuple(config.quantiles), width=config.hidden_dim,
                    epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
                    patience=config.patience, seed=config.seed,
-                   max_samples=samples_per_series(config.max_samples, series=series, season=season))
+                   max_samples=samples_per_series(config.max_samples, series=series, season=season),
+                   lags=tuple(lags) if future else (), lag_window=window if future else 0)
 
 
 class DartsGlobal:
@@ -153,7 +163,8 @@ class DartsGlobal:
     def train(cls, parts: Sequence[TrainPart], config: TrainConfig, *,
               scratch: Path | None = None) -> list[Trained | str]:
         """One global fit over every part; a failure skips this candidate on every part, with the reason."""
-        gc = GlobalConfig.from_train(config, parts[0].panel.step_seconds, series=len(parts))
+        gc = GlobalConfig.from_train(config, parts[0].panel.step_seconds, series=len(parts),
+                                     train_rows=min(p.train_stop for p in parts), future=cls.calendar == "future")
         try:
             model = cls(gc, scratch=scratch).fit(parts)
         except (ValueError, RuntimeError) as exc:
@@ -166,7 +177,12 @@ class DartsGlobal:
                 **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()}}
 
     def history_needed(self) -> int:
-        return self.config.input_steps
+        """The input window, plus the longest lag its covariates read back."""
+        return self.config.input_steps + max(self.config.lags, default=0)
+
+    def _covariates(self, panel: Panel, scaling: Scaling, series: list) -> list | None:
+        c = self.config
+        return lag_covariates(panel, scaling, series, lags=c.lags, window=c.lag_window, horizon=c.horizon)
 
     def fit(self, parts: Sequence[TrainPart]) -> DartsGlobal:
         """Train on every part's training rows (the newest ``max_samples`` windows of each), early-stop on
@@ -175,19 +191,24 @@ class DartsGlobal:
         started = time.perf_counter()
         window = c.input_steps + c.horizon
         self.scalings = [Scaling.fit(p.panel.values[: p.train_stop], log_target=False) for p in parts]
-        train, val = [], []
+        train, val, train_cov, val_cov = [], [], [], []
         for part, scaling in zip(parts, self.scalings, strict=True):
-            train += _newest(observed_series(part.panel, scaling, 0, part.train_stop, min_rows=window),
-                             c.max_samples, c)
-            val += observed_series(part.panel, scaling, max(0, part.train_stop - c.input_steps), part.val_stop,
+            fit_rows = _newest(observed_series(part.panel, scaling, 0, part.train_stop, min_rows=window),
+                               c.max_samples, c)
+            held = observed_series(part.panel, scaling, max(0, part.train_stop - c.input_steps), part.val_stop,
                                    min_rows=window)
+            train, val = train + fit_rows, val + held
+            if c.lags:
+                train_cov += self._covariates(part.panel, scaling, fit_rows)
+                val_cov += self._covariates(part.panel, scaling, held)
         if not train:
             raise ValueError(f"no stretch of training data is {window} rows long (input window {c.input_steps} "
                              f"+ horizon {c.horizon}): give more history or a shorter input window")
         with tempfile.TemporaryDirectory(prefix=f"{self.name}-", dir=_scratch_root(self.scratch)) as work_dir:
             self.model = self._darts_model(with_validation=bool(val), work_dir=work_dir)
             with _quiet():
-                self.model.fit(train, val_series=val or None, verbose=False, load_best=bool(val),
+                self.model.fit(train, future_covariates=train_cov or None, val_series=val or None,
+                               val_future_covariates=val_cov or None, verbose=False, load_best=bool(val),
                                dataloader_kwargs={"num_workers": 0})
         self.epochs_trained = int(self.model.trainer.current_epoch)
         self.train_seconds = time.perf_counter() - started
@@ -225,7 +246,8 @@ class DartsGlobal:
         series = observed_series(panel, scaling, max(0, int(origins.min()) - c.input_steps + 1),
                                  min(len(panel), int(origins.max()) + c.horizon + 1),
                                  min_rows=c.input_steps + c.horizon)
-        values, starts = backtest_values(self.model, series, horizon=c.horizon)
+        values, starts = backtest_values(self.model, series, future=self._covariates(panel, scaling, series),
+                                         horizon=c.horizon)
         position = {ts: i for i, ts in enumerate(_naive(panel.index[origins + 1]))}
         for v, start in zip(values, starts, strict=True):
             i = position.get(pd.Timestamp(start))
@@ -240,11 +262,15 @@ class DartsGlobal:
         if len(tail) < c.input_steps or np.isnan(tail).any():
             raise ValueError(f"{self.name} needs the last {c.input_steps} rows observed for every metric; got "
                              f"{len(tail)} rows with {int(np.isnan(tail).any(axis=1).sum())} incomplete")
+        if len(panel) < self.history_needed():
+            raise ValueError(f"{self.name} reads past days' values as covariates: give at least "
+                             f"{self.history_needed()} rows, got {len(panel)}")
         scaling = self.scalings[part]
         series = observed_series(panel, scaling, len(panel) - c.input_steps, len(panel), min_rows=c.input_steps)
+        covs = self._covariates(panel, scaling, series)
         with _quiet():
-            pred = self.model.predict(c.horizon, series=series[0], predict_likelihood_parameters=True,
-                                      verbose=False, show_warnings=False)
+            pred = self.model.predict(c.horizon, series=series[0], future_covariates=covs[0] if covs else None,
+                                      predict_likelihood_parameters=True, verbose=False, show_warnings=False)
         return scaling.inverse(unpack_quantiles(pred.values(), len(panel.metrics), c.quantiles)[None], axis=2)[0]
 
     # -- persistence ---------------------------------------------------------------------------------
@@ -260,7 +286,9 @@ class DartsGlobal:
         state = json.loads((folder / STATE_FILE).read_text())
         if state.get("name") != cls.name:
             raise ValueError(f"{folder} holds a {state.get('name')!r} model, not {cls.name!r}")
-        candidate = cls(GlobalConfig(**{**state["config"], "quantiles": tuple(state["config"]["quantiles"])}))
+        config = state["config"]
+        candidate = cls(GlobalConfig(**{**config, "quantiles": tuple(config["quantiles"]),
+                                        "lags": tuple(config["lags"])}))
         with _quiet(), safe_globals(SAFE_GLOBALS):
             candidate.model = cls.darts_class.load(str(folder / DARTS_FILE), map_location="cpu")
             candidate.model.trainer_params.update({"logger": False, "enable_progress_bar": False})

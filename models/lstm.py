@@ -326,27 +326,9 @@ class LstmCandidate:
         return [days * c.season for days, on in ((1, c.seasonal_lag), (7, c.weekly_lag)) if on]
 
     def _covariates(self, panel: Panel, scaling: Scaling, series: list) -> list | None:
-        """Lagged-target future covariates spanning each series plus the horizon (``None`` without lags).
-
-        Row ``t`` holds the (scaled) values around rows ``t - lag`` (see :func:`lagged`): known at any
-        origin, since every lag is longer than the horizon plus the smoothing half-width. Missing source
-        rows take the nearest value of the same window.
-        """
-        lags = self.lags()
-        if not lags:
-            return None
-        z = scaling.forward(panel.values)
-        h = self.config.horizon
-        out = []
-        for s in series:
-            start = panel.index.get_loc(s.start_time().tz_localize("UTC"))
-            rows = np.arange(start, start + len(s) + h)  # the last h rows may lie past the panel's end
-            values = lagged(z, rows, lags, window=self.config.lag_window)
-            values = pd.DataFrame(values).ffill().bfill().fillna(0.5).to_numpy()
-            index = pd.date_range(panel.index[start], periods=len(rows), freq=f"{panel.step_seconds}s")
-            columns = [f"lag{lag}_{m}" for lag in lags for m in panel.metrics]
-            out.append(TimeSeries.from_times_and_values(_naive(index), values.astype(np.float32), columns=columns))
-        return out
+        """Lagged-target future covariates of each series (:func:`lag_covariates`; ``None`` without lags)."""
+        return lag_covariates(panel, scaling, series, lags=self.lags(), window=self.config.lag_window,
+                              horizon=self.config.horizon)
 
     # -- the component protocol (component.py) ------------------------------------------
     @classmethod
@@ -506,6 +488,29 @@ class LstmCandidate:
         candidate.epochs_trained = state["epochs_trained"]
         candidate.train_seconds = state["train_seconds"]
         return candidate
+
+
+def lag_covariates(panel: Panel, scaling: Scaling, series: list, *, lags: Sequence[int], window: int,
+                   horizon: int) -> list | None:
+    """Lagged-target future covariates spanning each series plus the horizon (``None`` without lags).
+
+    Row ``t`` holds the (scaled) values around rows ``t - lag`` (see :func:`lagged`): known at any
+    origin, since every lag is longer than the horizon plus the smoothing half-width. Missing source
+    rows take the nearest value of the same window.
+    """
+    if not lags:
+        return None
+    z = scaling.forward(panel.values)
+    out = []
+    for s in series:
+        start = panel.index.get_loc(s.start_time().tz_localize("UTC"))
+        rows = np.arange(start, start + len(s) + horizon)  # the last rows may lie past the panel's end
+        values = lagged(z, rows, lags, window=window)
+        values = pd.DataFrame(values).ffill().bfill().fillna(0.5).to_numpy()
+        index = pd.date_range(panel.index[start], periods=len(rows), freq=f"{panel.step_seconds}s")
+        columns = [f"lag{lag}_{m}" for lag in lags for m in panel.metrics]
+        out.append(TimeSeries.from_times_and_values(_naive(index), values.astype(np.float32), columns=columns))
+    return out
 
 
 def observed_series(panel: Panel, scaling: Scaling, start: int, stop: int, *, min_rows: int) -> list:

@@ -19,7 +19,7 @@ CLASSES = [pytest.param(TideCandidate, id="tide"), pytest.param(NHitsCandidate, 
 
 
 def _config():
-    return tiny_config(input_minutes=120, quantiles=QS, max_samples=600, epochs=2, seasonal_lag=False)
+    return tiny_config(input_minutes=120, quantiles=QS, max_samples=600, epochs=2, lag_window_minutes=10)
 
 
 def _panels() -> tuple[Panel, Panel]:
