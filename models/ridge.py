@@ -22,7 +22,8 @@ at origin ``t`` the model holds the forgetting-weighted moments of every known p
 
 which is recursive least squares with forgetting started from a ridge prior, except that the prior
 ``delta I`` does not decay (plain RLS forgets its prior after ``1 / (1 - lambda)`` rows and the collinear lags
-then make ``S`` ill-conditioned). Pairs with a missing input or target are skipped (the moments only decay).
+then make ``S`` ill-conditioned). Pairs with a missing input or target are skipped (the moments only decay); to forecast
+across a gap, the last-``k`` features carry the last observed value on (as persistence does).
 ``(S0, B0)`` at row ``j0`` are the moments the model was saved with: training runs the recursion over its
 training rows from zero; ``predict_at`` (validation, held-out tail, replays) and ``forecast`` (serving) start
 from the saved moments and learn every later pair known at each origin, exactly what a live online model
@@ -57,6 +58,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import pandas as pd
 
+from models.baselines import last_observed
 from models.component import Trained, TrainPart
 from models.series import Panel
 
@@ -182,12 +184,12 @@ class Ridge:
         return self.lags + len(self.anchors()) * (int(self.day_lag) + int(self.week_lag)) + 4 + 2 + 1
 
     def features(self, z: np.ndarray, index: pd.DatetimeIndex) -> np.ndarray:
-        """``(T, d)`` features at every origin (NaN where a last-``k`` value is missing)."""
+        """``(T, d)`` features at every origin, the last values carried over gaps (NaN before the first one)."""
         n = len(z)
-        cols = [_shift(z, lag) for lag in range(self.lags)]
+        last = last_observed(z)
+        cols = [_shift(last, lag) for lag in range(self.lags)]
         if self.day_lag or self.week_lag:
             mean = _window_mean(z, min(self.lag_window, max(0, self.season - self.horizon)))
-            last = z
             day = [_fill(_shift(mean, self.season - a), last) for a in self.anchors()]
             if self.day_lag:
                 cols += day
@@ -265,7 +267,9 @@ class Ridge:
         n, horizon, lam = len(z), self.horizon, self.forgetting
         grid = _grid(index, self.step_seconds)
         X, Y = self.features(z, index), self.targets(z)
-        ok = ~np.isnan(X).any(axis=1) & ~np.isnan(Y).any(axis=1) & (grid > state.j0)
+        # a pair is learned when its last k values and its targets were all observed (not carried over a gap)
+        seen = np.convolve(np.isnan(z).astype(np.float64), np.ones(self.lags))[: n] == 0
+        ok = seen & ~np.isnan(X).any(axis=1) & ~np.isnan(Y).any(axis=1) & (grid > state.j0)
         Xn, Yn = np.nan_to_num(X), np.nan_to_num(Y)
         start = int(np.searchsorted(grid, state.j0, side="right"))  # the first pair the saved moments lack
         point = np.full((n, horizon), np.nan)
