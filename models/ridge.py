@@ -32,7 +32,9 @@ saved moments (in-sample, as the baselines' fitted parameters are).
 
 Why not the rank-1 (Sherman-Morrison) update row by row: a Python loop of ~10 small numpy calls per row costs
 seconds per metric at 90,000 rows. Instead the moments of a chunk of rows are one scaled cumulative sum
-(``lambda^-i`` stays below ``e^(chunk / memory)``) and the forecasts of the chunk one batched ``d x d`` solve.
+(``lambda^-i`` stays below ``e^(chunk / memory)``) and the forecasts of the chunk one batched ``d x d`` solve,
+on one BLAS thread (``threadpoolctl``: these small products ran 2-3x slower with OpenBLAS's threads spinning on
+the shared 2-core host).
 
 Raw quantiles: per step ``h``, ``z^ + r_h(t) c_{tau,h}`` where ``r_h(t)`` is the root mean square of the
 model's own out-of-sample errors at step ``h`` over the last ``residual_days`` of known pairs (the saved
@@ -57,6 +59,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from models.baselines import last_observed
 from models.component import Trained, TrainPart
@@ -121,8 +124,9 @@ class Ridge:
             return f"needs {need} observed training rows (lags {model.lags}, horizon {horizon}), got {observed}"
         started = time.perf_counter()
         values = panel.values[:stop]
-        for col in range(values.shape[1]):
-            model.metrics.append(model._fit_metric(values[:, col], panel.index[:stop]))
+        with threadpool_limits(1, user_api="blas"):
+            for col in range(values.shape[1]):
+                model.metrics.append(model._fit_metric(values[:, col], panel.index[:stop]))
         params = {"lags": model.lags, "day_lag": model.day_lag, "week_lag": model.week_lag,
                   "memory_days": model.memory_days, "delta": model.delta, "features": model.dim()}
         return Trained([model], params, time.perf_counter() - started)
@@ -132,8 +136,9 @@ class Ridge:
         out = np.empty((len(origins), self.horizon, len(self.metrics), len(self.quantiles)))
         if not len(origins):
             return out
-        for col, state in enumerate(self.metrics):
-            out[:, :, col] = self._predict_metric(state, panel.values[:, col], panel.index, origins)
+        with threadpool_limits(1, user_api="blas"):
+            for col, state in enumerate(self.metrics):
+                out[:, :, col] = self._predict_metric(state, panel.values[:, col], panel.index, origins)
         return out
 
     def forecast(self, panel: Panel, *, part: int = 0) -> np.ndarray:
