@@ -54,7 +54,6 @@ from models.lstm import (
     SAFE_GLOBALS,
     Scaling,
     _naive,
-    _newest,
     _quiet,
     _scratch_root,
     backtest_values,
@@ -64,6 +63,7 @@ from models.lstm import (
     likelihood_levels,
     observed_series,
     samples_per_series,
+    training_windows,
     unpack_quantiles,
     week_cos,
     week_sin,
@@ -95,6 +95,7 @@ class GlobalConfig:
     seed: int
     lags: tuple[int, ...]  # rows back of the lagged-target future covariates (empty: none)
     lag_window: int
+    season: int  # rows a day
 
     @classmethod
     def from_train(cls, config: TrainConfig, step_seconds: int, *, series: int, train_rows: int,
@@ -109,7 +110,7 @@ class GlobalConfig:
                    epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
                    patience=config.patience, seed=config.seed,
                    max_samples=samples_per_series(config.max_samples, series=series, season=season),
-                   lags=tuple(lags) if future else (), lag_window=window if future else 0)
+                   lags=tuple(lags) if future else (), lag_window=window if future else 0, season=season)
 
 
 class DartsGlobal:
@@ -193,8 +194,8 @@ class DartsGlobal:
         self.scalings = [Scaling.fit(p.panel.values[: p.train_stop], log_target=False) for p in parts]
         train, val, train_cov, val_cov = [], [], [], []
         for part, scaling in zip(parts, self.scalings, strict=True):
-            fit_rows = _newest(observed_series(part.panel, scaling, 0, part.train_stop, min_rows=window),
-                               c.max_samples, c)
+            fit_rows = training_windows(observed_series(part.panel, scaling, 0, part.train_stop, min_rows=window),
+                                        c.max_samples, c, spread=len(parts) > 1)
             held = observed_series(part.panel, scaling, max(0, part.train_stop - c.input_steps), part.val_stop,
                                    min_rows=window)
             train, val = train + fit_rows, val + held

@@ -374,7 +374,8 @@ class LstmCandidate:
         self.scalings = [Scaling.fit(p.panel.values[: p.train_stop], log_target=c.log_target) for p in parts]
         train, val, train_cov, val_cov = [], [], [], []
         for part, scaling in zip(parts, self.scalings, strict=True):
-            series = _newest(self._series(part.panel, scaling, 0, part.train_stop), c.max_samples, c)
+            series = training_windows(self._series(part.panel, scaling, 0, part.train_stop), c.max_samples, c,
+                                      spread=len(parts) > 1)
             held = self._series(part.panel, scaling, max(0, part.train_stop - c.input_steps), part.val_stop)
             train += series
             val += held
@@ -616,6 +617,35 @@ def lagged(values: np.ndarray, rows: np.ndarray, lags: Sequence[int], *, window:
         inside = (src >= 0) & (src < n)
         blocks.append(np.where(inside[:, None], source[np.clip(src, 0, n - 1)], np.nan))
     return np.concatenate(blocks, axis=1)
+
+
+def training_windows(series: list, max_samples: int, config: Any, *, spread: bool) -> list:
+    # config: an LstmConfig or darts_global.GlobalConfig (input_steps, horizon, season)
+    """At most ``max_samples`` training windows of ``series`` (contiguous darts series, oldest first).
+
+    One series' fit keeps the newest windows (:func:`_newest`). A global fit (``spread``), whose budget per
+    series is small, keeps day-long pieces spread evenly over the whole training span instead: the newest
+    1,000 windows alone (3.5 days at 5 minutes) cost the 20 Azure VMs 9.5% in MAE (median) against all of them.
+    """
+    window = config.input_steps + config.horizon
+    counts = [max(0, len(s) - window + 1) for s in series]
+    total = sum(counts)
+    if not spread or total <= max_samples:
+        return _newest(series, max_samples, config)
+    pieces = max(1, math.ceil(max_samples / max(1, config.season)))
+    size = max_samples // pieces
+    wanted = []  # global window ranges [a, b), newest piece ending at the newest window
+    for j in range(pieces):
+        end = total - round(j * (total - size) / max(1, pieces - 1)) if pieces > 1 else total
+        wanted.append((max(0, end - size), end))
+    kept, offset = [], 0
+    for s, n in zip(series, counts, strict=True):
+        for a, b in sorted(wanted):
+            lo, hi = max(a, offset), min(b, offset + n)
+            if lo < hi:
+                kept.append(s[lo - offset: hi - offset + window - 1])
+        offset += n
+    return kept
 
 
 def _newest(series: list, max_samples: int, config: LstmConfig) -> list:

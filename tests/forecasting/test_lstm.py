@@ -197,3 +197,23 @@ def test_a_global_fit_splits_max_samples_across_its_series(series, expected):
     assert samples_per_series(20_000, series=series, season=DAY) == expected
     config = LstmConfig.from_train(tiny_config(max_samples=20_000), STEP, series=series)
     assert config.max_samples == expected
+
+
+def test_a_global_fit_keeps_day_long_pieces_spread_over_the_training_span():
+    from darts import TimeSeries
+
+    from models.lstm import training_windows
+
+    config = _config()  # input 24 + horizon 3 rows, a day = 288 rows
+    index = np.arange(10 * DAY)
+    series = [TimeSeries.from_values(index[:4 * DAY].astype(np.float32)),
+              TimeSeries.from_values(index[4 * DAY:].astype(np.float32))]
+    window = config.input_steps + config.horizon
+    newest = training_windows(series, 600, config, spread=False)
+    spread = training_windows(series, 600, config, spread=True)
+    windows_of = [len(s) - window + 1 for s in spread]
+    assert sum(len(s) - window + 1 for s in newest) == 600 and newest[0].values()[0, 0] == 10 * DAY - 600 - window + 1
+    assert len(spread) == 3 and sum(windows_of) == 600  # three pieces of 200 windows (< a day each)
+    starts = [float(s.values()[0, 0]) for s in spread]
+    assert starts[0] == 0 and starts[-1] == 10 * DAY - window + 1 - 200  # the oldest and the newest windows
+    assert spread[-1].values()[-1, 0] == 10 * DAY - 1
