@@ -190,12 +190,13 @@ def test_asymmetric_quantiles_fit_through_their_mirrors_and_come_back_in_order()
 
 @pytest.mark.parametrize(("series", "expected"), [
     pytest.param(1, 20_000, id="one-series-keeps-the-budget"),
-    pytest.param(20, 1_000, id="twenty-share-it"),
+    pytest.param(2, 20_000, id="two-get-a-budget-each"),
+    pytest.param(20, 3_000, id="twenty-share-three-budgets"),
     pytest.param(200, 576, id="many-stop-at-two-days"),
 ])
-def test_a_global_fit_splits_max_samples_across_its_series(series, expected):
+def test_a_global_fit_splits_a_bounded_budget_across_its_series(series, expected):
     assert samples_per_series(20_000, series=series, season=DAY) == expected
-    config = LstmConfig.from_train(tiny_config(max_samples=20_000), STEP, series=series)
+    config = LstmConfig.from_train(tiny_config(max_samples=20_000, batch_size=64), STEP, series=series)
     assert config.max_samples == expected
 
 
