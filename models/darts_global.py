@@ -27,11 +27,12 @@ How data moves, the same as the LSTM's (``lstm.py``, whose helpers this module r
 - ``predict_at`` runs every origin of a panel in one batched pass (``lstm.backtest_values``: darts'
   historical-forecast dataset without wrapping each forecast in a ``TimeSeries``).
 
-Measured (held-out MAE of the raw median, fit seconds on this 2-core host; /work/helpers/C scripts): on the
-20 Azure V1 VMs, one global fit each, median MAE ratio to SES 0.985 (TiDE, 36 s), 0.953 (N-HiTS, 141 s),
-1.043 (TSMixer, 62 s) against 0.976 for the global LSTM (102 s); on NASA 5-minute, MAE 35.35 (TiDE, 19 s),
+Measured (held-out MAE of the raw median, fit seconds on this 2-core host, on the series of
+``benchmarks/forecast.py``): on the 20 Azure V1 VMs, one global fit each, the median over the VMs of the
+MAE ratio to the global LSTM is 1.07 (TiDE, 36 s), 1.03 (N-HiTS, 141 s), 1.09 (TSMixer, 62 s; the LSTM
+102 s), and to SES 0.985 / 0.953 / 1.043 (the LSTM 0.976); on NASA 5-minute, MAE 35.35 (TiDE, 19 s),
 35.98 (N-HiTS, 18 s), 35.65 (TSMixer, 17 s) against SES 36.62 and the LSTM's 34.61 (three networks). They
-stop early (4-15 epochs): none beats the LSTM on these data, hence optional.
+stop early (4-15 epochs) and do not beat the LSTM on these data: hence optional.
 
 The networks are kept small for a 2-core host (widths from ``TrainConfig.hidden_dim``); ``MODEL_KWARGS``
 in each class says how. Deliberately not here: registration (``components.py``), blends, calibration.
