@@ -69,7 +69,7 @@ TRACES = ROOT.parent / "shared" / "traces"
 PROFILES = ("web", "analytics", "inference", "transcoder")
 OUT = ROOT / "benchmarks" / "results"
 CACHE = ROOT / ".prescale" / "bench-cache"
-QUANTILES = (0.05, 0.1, 0.5, 0.9, 0.95)
+QUANTILES = TrainConfig().quantiles  # the levels `prescale train` emits (up to 0.995, for the tails the policy buys)
 # The sweeps: 30 settings each for predictive (quantile x headroom) and reactive (target x types), fine
 # enough that one step moves the cost by about 5%, and wide enough to reach zero violations on spiky series.
 SWEEP_QUANTILES = (0.5, 0.9, 0.95)

@@ -56,6 +56,7 @@ from pathlib import Path
 
 from models.baselines import DampedHoltWinters, Persistence, SeasonalNaive, SimpleExponentialSmoothing
 from models.component import Component
+from models.darts_global import NHitsCandidate, TideCandidate, TsMixerCandidate
 from models.fracast_model import Fracast
 from models.lstm import LstmCandidate
 from models.ridge import Ridge
@@ -101,3 +102,6 @@ register(DampedHoltWinters)
 register(Ridge)
 register(Fracast)
 register(LstmCandidate)
+register(TideCandidate)  # optional: trained when named in TrainConfig.extra_candidates
+register(NHitsCandidate)
+register(TsMixerCandidate)
