@@ -22,11 +22,13 @@ LEADS = {"1m": 1, "5m": 1, "15m": 3}  # a 5-minute series: 1 and 5 minutes map t
 
 def candidate(excess: float | dict[str, float], *, decision: float = 1.0,
               hourly: dict[str, list[float | None]] | None = None) -> dict[str, Any]:
-    """A candidate's benchmark entry: the same 0.995 excess at every lead unless given per lead."""
+    """A candidate's benchmark entry: the same matched 0.995 excess at every lead unless given per lead (its
+    plain excess is 10% lower, as a bound covering a little less than 0.995 would have)."""
     per_lead = excess if isinstance(excess, dict) else dict.fromkeys(LEADS, excess)
     tail = {lead: {"step": step, "pinball_0.9": 0.1, "pinball_0.99": 0.02, "pinball_0.995": 0.01,
                    "coverage_0.9": 0.9, "coverage_0.99": 0.99, "coverage_0.995": 0.995,
-                   "excess_0.99": per_lead[lead] * 0.8, "excess_0.995": per_lead[lead]}
+                   "excess_0.99": per_lead[lead] * 0.8, "excess_0.995": per_lead[lead] * 0.9,
+                   "excess_matched_0.995": per_lead[lead]}
             for lead, step in LEADS.items()}
     return {"decision": decision, "mase": decision, "tail": tail, "hourly": hourly or {}}
 
@@ -131,3 +133,15 @@ def test_fracast_is_judged_on_nasa_and_flagged_on_the_traces_it_may_have_seen():
     assert "alibaba2018-cpu" not in fracast["measured"].split(";")[0]
     assert "fracast champion there: alibaba2018-cpu" in fracast["measured"]
     assert fracast["met"] is None
+
+
+def test_a_bound_covering_less_does_not_pass_for_sharper():
+    """The judged excess is the coverage-matched one: a baseline whose plain excess is lowest only because it
+    covers less than 0.995 is not the best baseline."""
+    under = candidate(3.0)
+    for at in under["tail"].values():
+        at.update({"excess_0.995": 0.5, "coverage_0.995": 0.97})
+    candidates = {"lstm": candidate(2.0), "ses": under, "persistence": candidate(2.5)}
+    ratios = forecast.excess_ratios(candidates, "lstm")
+    assert ratios["15m"]["classic"]["baseline"] == "persistence"
+    assert ratios["15m"]["classic"]["ratio"] == pytest.approx(2.0 / 2.5)

@@ -95,6 +95,10 @@ def test_tail_scores_at_each_lead_by_hand():
     assert last["pinball_0.99"] == pytest.approx((0.03 + 0.99) / 2)
     assert last["coverage_0.99"] == 0.5 and last["excess_0.99"] == pytest.approx(1.0)
     assert last["pinball_0.9"] == pytest.approx(0.1) and last["coverage_0.9"] == 1.0
+    # matched: shifted by the 0.99-quantile of y - F ("higher": +1 at step 3, -4 at step 1 for 0.995), so the
+    # shifted bound covers both windows: excess (4 + 0) / 2 at step 3, 0 at step 1
+    assert last["excess_matched_0.99"] == pytest.approx(2.0)
+    assert first["excess_matched_0.995"] == pytest.approx(0.0)
 
 
 def test_the_decision_score_averages_the_tail_pinball_over_levels_and_lead_steps_over_the_scale():
