@@ -255,6 +255,11 @@ def train_panels(
     removed after it); ``None``: the system temp dir.
     """
     say = progress or (lambda _msg: None)
+    optional = sorted(n for n, c in COMPONENTS.items() if getattr(c, "optional", False))
+    unknown = [n for n in config.extra_candidates if n not in optional]
+    if unknown:
+        raise ValueError(f"extra candidates {unknown} are not optional forecaster components; choose from {optional} "
+                         f"(the others always train)")
     torch.set_num_threads(max(1, config.threads))
     results: list[PanelResult] = []
     usable: list[tuple[PanelResult, Split]] = []

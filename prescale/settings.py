@@ -262,7 +262,10 @@ class ForecastSettings(BaseModel):
     )
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.5, description="Share of history held out for scoring.")
     epochs: int = Field(default=30, ge=1, description="Most LSTM epochs (early stopping usually ends sooner).")
-    max_samples: int = Field(default=20_000, ge=100, description="Most training windows per series (the newest).")
+    max_samples: int = Field(default=20_000, ge=100, description="Most training windows per series (the newest); a "
+                             "global fit over several series uses 3x this in all, spread over their spans.")
+    extra_candidates: list[str] = Field(default=[], description="Optional candidates to train as well: fracast "
+                                        "(zero-shot, about 0.1 s per scored origin), tide, nhits, tsmixer (darts).")
     lstm_members: int = Field(default=3, ge=1, description="LSTM networks averaged into the 'lstm' candidate (seeds "
                               "seed, seed+1, ...): about 1% lower MAE than one, for that many times the training.")
     lag_window_minutes: float = Field(default=30.0, ge=0, description="The day- and week-ago covariates are the "

@@ -218,3 +218,8 @@ def test_settings_carry_the_calibration_and_score_fields():
     assert config.quantiles == TrainConfig().quantiles and 0.995 in config.quantiles
     with pytest.raises(ValueError, match="calibration_bins 5 does not divide 24"):
         ForecastSettings(calibration_bins=5)
+
+
+def test_an_unknown_extra_candidate_is_refused_with_the_optional_ones_named():
+    with pytest.raises(ValueError, match="not optional forecaster components.*fracast"):
+        train_panels([("x", daily_panel())], TrainConfig.preset("small", extra_candidates=("lstm", "nope")))
