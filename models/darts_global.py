@@ -41,10 +41,8 @@ in each class says how. Deliberately not here: registration (``components.py``),
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,6 +68,8 @@ from models.lstm import (
     lag_covariates,
     likelihood_levels,
     observed_series,
+    pickled_state,
+    restore_pickled,
     samples_per_series,
     training_windows,
     unpack_quantiles,
@@ -143,29 +143,13 @@ class DartsGlobal:
         """The architecture's own arguments (sizes) for this config."""
         raise NotImplementedError(f"{cls.__name__} must say its darts model's sizes")
 
-    # Pickled between processes (Dask workers, train -> publish): darts drops a torch model's weights when
-    # pickled, so a fitted model travels as the files `save` writes (as LstmCandidate does).
+    # Pickled between processes (Dask workers, train -> publish): a fitted model travels as the files `save`
+    # writes (lstm.pickled_state, as LstmCandidate does).
     def __getstate__(self) -> dict:
-        if self.model is None:
-            return {"unfitted": dict(self.__dict__)}
-        with tempfile.TemporaryDirectory(prefix="pickling-", dir=_scratch_root(self.scratch)) as tmp:
-            self.save(Path(tmp))
-            return {"files": {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()},
-                    "scratch": self.scratch}
+        return pickled_state(self)
 
     def __setstate__(self, state: dict) -> None:
-        if "unfitted" in state:
-            self.__dict__.update(state["unfitted"])
-            return
-        folder = Path(tempfile.mkdtemp(prefix="pickled-", dir=_scratch_root(state.get("scratch"))))
-        for name, data in state["files"].items():
-            (folder / name).write_bytes(data)
-        self.__dict__.update(type(self).load(folder).__dict__)
-        self.scratch = state.get("scratch")
-        checkpoint = folder / f"{DARTS_FILE}.ckpt"
-        if checkpoint.is_file():  # darts' load() leaves this unset, and save() would then write no weights
-            self.model.load_ckpt_path = str(checkpoint)
-        weakref.finalize(self, shutil.rmtree, str(folder), True)
+        restore_pickled(self, state, type(self).load, darts_file=DARTS_FILE)
 
     # -- the component protocol -----------------------------------------------------------------
     @classmethod

@@ -87,7 +87,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -273,29 +273,10 @@ class LstmCandidate:
     # Pickled between processes (Dask workers, train -> publish): darts drops a torch model's weights when
     # pickled, so a trained model travels as the files `save` writes; the lock and trainer are rebuilt.
     def __getstate__(self) -> dict:
-        if self.model is None:
-            return {"unfitted": {k: v for k, v in self.__dict__.items() if k not in ("_predictor", "_predict_lock")}}
-        with tempfile.TemporaryDirectory(prefix="pickling-", dir=_scratch_root(self.scratch)) as tmp:
-            self.save(Path(tmp))
-            return {"files": {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()},
-                    "scratch": self.scratch}
+        return pickled_state(self, transient=("_predictor", "_predict_lock"))
 
     def __setstate__(self, state: dict) -> None:
-        if "unfitted" in state:
-            self.__dict__.update(state["unfitted"])
-        else:
-            # the files stay while this object lives: darts reads the checkpoint again when the model is saved
-            # (or shipped on) without having been trained here
-            scratch = state.get("scratch")
-            folder = Path(tempfile.mkdtemp(prefix="pickled-", dir=_scratch_root(scratch)))
-            for name, data in state["files"].items():
-                (folder / name).write_bytes(data)
-            self.__dict__.update(LstmCandidate.load(folder).__dict__)
-            self.scratch = scratch
-            checkpoint = folder / f"{DARTS_FILE}.ckpt"
-            if checkpoint.is_file():  # darts' load() leaves this unset, and save() then writes no weights
-                self.model.load_ckpt_path = str(checkpoint)
-            weakref.finalize(self, shutil.rmtree, str(folder), True)
+        restore_pickled(self, state, LstmCandidate.load)
         self._predictor, self._predict_lock = None, threading.Lock()
 
     # -- building darts objects ----------------------------------------------------
@@ -687,6 +668,35 @@ def _naive(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
     if naive.freq is None and len(naive) >= 2:
         naive = pd.DatetimeIndex(naive, freq=pd.tseries.frequencies.to_offset(naive[1] - naive[0]))
     return naive
+
+
+def pickled_state(component: Any, *, transient: tuple[str, ...] = ()) -> dict:
+    """A darts-backed component's pickle state: its attributes when unfitted, else the files ``save`` writes
+    (darts drops a torch model's weights when pickled). ``transient`` attributes are left out."""
+    if component.model is None:
+        return {"unfitted": {k: v for k, v in component.__dict__.items() if k not in transient}}
+    with tempfile.TemporaryDirectory(prefix="pickling-", dir=_scratch_root(component.scratch)) as tmp:
+        component.save(Path(tmp))
+        return {"files": {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()},
+                "scratch": component.scratch}
+
+
+def restore_pickled(component: Any, state: dict, load: Callable[[Path], Any], *, darts_file: str = DARTS_FILE) -> None:
+    """The inverse of :func:`pickled_state`: the files go to a folder that lives as long as ``component``
+    (darts reads the checkpoint again when the model is saved or shipped on without having been trained here)."""
+    if "unfitted" in state:
+        component.__dict__.update(state["unfitted"])
+        return
+    scratch = state.get("scratch")
+    folder = Path(tempfile.mkdtemp(prefix="pickled-", dir=_scratch_root(scratch)))
+    for name, data in state["files"].items():
+        (folder / name).write_bytes(data)
+    component.__dict__.update(load(folder).__dict__)
+    component.scratch = scratch
+    checkpoint = folder / f"{darts_file}.ckpt"
+    if checkpoint.is_file():  # darts' load() leaves this unset, and save() then writes no weights
+        component.model.load_ckpt_path = str(checkpoint)
+    weakref.finalize(component, shutil.rmtree, str(folder), True)
 
 
 def _scratch_root(scratch: Path | None) -> Path | None:
