@@ -48,6 +48,8 @@ from prescale.phases import DEFAULT_PHASE
 from prescale.slo.controller import Tracker, under_provisioned
 from prescale.slo.policy import SloPolicy
 
+LOOP_SECONDS = 60  # the orchestrate deployment's interval (prefect.yaml): the loop decides every minute
+
 
 @dataclass
 class Gathered:
@@ -197,7 +199,8 @@ def plan_app(
         note += "; the policy's reactive rule decides on observed demand: the forecast is not used"
     assembled = assemble(catalog, profile, forecast=forecast, observed=observed, held=Held.of(view.holdings),
                          knobs=knobs, state=gathered.rule_state, now=gathered.now, covers=covers,
-                         fallback_step_seconds=data_step(gathered.rows))  # fmt: skip
+                         fallback_step_seconds=data_step(gathered.rows),
+                         decision_seconds=LOOP_SECONDS)  # fmt: skip
     decision = decide(assembled.inp)
     fleet = assembled.fleet
     nodes = target_nodes(fleet, decision)

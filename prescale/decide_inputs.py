@@ -20,9 +20,11 @@ that into a :class:`~prescale.decision.DecisionInput` exactly as the replay woul
   a type the fleet does not hold (incompatible, or quota 0) is not part of the decision: its target is 0;
 * **hold** ``b = round(hold_minutes * 60 / step)`` (as ``ReplayConfig.hold_steps``), and the margin;
 * **the rule**: under ``Knobs.rule == "reactive"`` any forecast is set aside (``covered`` None, the step the
-  data's) and the input carries the HPA's :class:`~prescale.decision.ReactiveRule` at that step (5-minute
-  scale-down stabilisation, 10% tolerance, every compatible type), exactly as the replay's ``Adaptive``
-  builds it; the rule's recent recommendations come back through the state.
+  data's) and the input carries the HPA's :class:`~prescale.decision.ReactiveRule` (5-minute scale-down
+  stabilisation, 10% tolerance, every compatible type), exactly as the replay's ``Adaptive`` builds it;
+  its window counts decisions of ``decision_seconds`` (the loop's cadence, 60 s: the loop decides every
+  minute whatever the data's step; default the step, as the replay decides once per step), so it spans
+  5 minutes either way; the rule's recent recommendations come back through the state.
 
 **The reactive floor and the fallback, mapped.** The loop used to raise every quantile of the forecast to
 ``o / u`` when ``o`` broke above the forecast's top band (``apply_floor``, in ``prescale.orchestrate`` before
@@ -140,6 +142,7 @@ def assemble(
     now: pd.Timestamp,
     covers: Callable[[Fleet], Covers],
     fallback_step_seconds: int = 60,
+    decision_seconds: int | None = None,
 ) -> Assembled:
     """The :class:`DecisionInput` at ``now`` (see the module docstring)."""
     reactive = knobs.rule == "reactive"
@@ -168,7 +171,7 @@ def assemble(
         notes.append(f"held type(s) {foreign} not usable by {profile.name!r}: released")
     inp = DecisionInput(fleet, covers(fleet), holding, covered=covered, floor=floor, hold=knobs.hold_steps(step),
                         margin=knobs.margin, state=fitted_state(state, fleet),
-                        reactive=ReactiveRule.hpa(step) if reactive else None)  # fmt: skip
+                        reactive=ReactiveRule.hpa(decision_seconds or step) if reactive else None)  # fmt: skip
     return Assembled(inp, tuple(notes), ahead)
 
 

@@ -285,6 +285,10 @@ def decide(inp: DecisionInput) -> Decision:
 def _reactive(inp: DecisionInput, rule: ReactiveRule) -> Decision:
     """The reactive rule (see the module docstring): every type of ``rule.types`` sized at once from ``F``."""
     fleet = inp.fleet
+    if not np.isfinite(inp.floor).any():  # no metric observed (an outage): nothing to decide on, keep what runs
+        plan = _Plan(fleet, inp.holding)
+        plan.reasons.append("reactive: no demand observed, nothing to decide on: what runs is kept")
+        return plan.decision(fallback=False, state=inp.state)
     subset = tuple(range(fleet.n)) if rule.types == "all" else fleet.fast.idx
     mask = np.zeros(fleet.n, dtype=bool)
     mask[list(subset)] = True

@@ -105,3 +105,15 @@ def test_the_target_reads_back_as_nodes_per_type_and_every_other_type_has_a_reas
     assert set(reasons) == {"vm", "metal"} - set(nodes)
     if "metal" in reasons:
         assert reasons["metal"].startswith("lead time too long")
+
+
+@pytest.mark.parametrize(("data_step", "decision_seconds", "window"),
+                         [(300, 60, 6), (300, None, 2), (60, 60, 6)])  # fmt: skip
+def test_the_reactive_window_spans_five_minutes_of_the_loops_decisions(data_step, decision_seconds, window):
+    """The loop decides every minute whatever the data's step: its stabilisation window counts minutes (6
+    decisions: the current one and 5 before), where the replay, deciding once per 5-minute step, counts 2."""
+    knobs = Knobs(quantile=0.5, headroom=0.0, rule="reactive")
+    got = assemble(b.catalog(), b.profile(), forecast=None, observed={"load": 40.0}, held=Held(), knobs=knobs,
+                   state=None, now=NOW, covers=lambda fleet: CoverCache(fleet), fallback_step_seconds=data_step,
+                   decision_seconds=decision_seconds).inp  # fmt: skip
+    assert got.reactive is not None and got.reactive.window == window

@@ -214,3 +214,15 @@ def test_the_reactive_rule_takes_no_forecast():
     with pytest.raises(DecisionError, match="covered must be None"):
         DecisionInput(f, context(replay_input(np.ones(3)), f, ReplayConfig()).covers, _held(),
                       covered=np.ones((3, 1)), floor=np.array([1.0]), hold=0, reactive=ReactiveRule(6))
+
+
+def test_the_reactive_rule_keeps_what_runs_when_no_demand_was_observed():
+    """An outage of every metric (the loop's floor is NaN): nothing to decide on, what runs is kept and the
+    window's recommendations carry on, as the replay's Reactive skips an unobserved step."""
+    f = fleet()
+    state = RuleState(recent_recs=np.array([[200.0]]))
+    inp = DecisionInput(f, context(replay_input(np.ones(3)), f, ReplayConfig()).covers, _held(metal=4),
+                        covered=None, floor=np.array([np.nan]), hold=0, state=state, reactive=ReactiveRule(6))
+    d = decide(inp)
+    assert f.as_dict(d.target) == {"metal": 4} and d.actions == ()
+    assert np.array_equal(d.state.recent_recs, state.recent_recs) and "no demand observed" in d.reasons[0]
