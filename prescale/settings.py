@@ -263,7 +263,8 @@ class ForecastSettings(BaseModel):
     holdout_fraction: float = Field(default=0.2, gt=0, lt=0.5, description="Share of history held out for scoring.")
     epochs: int = Field(default=30, ge=1, description="Most LSTM epochs (early stopping usually ends sooner).")
     max_samples: int = Field(default=20_000, ge=100, description="Most training windows per series (the newest); a "
-                             "global fit over several series uses 3x this in all, spread over their spans.")
+                             "global fit over several series uses up to 3x this in all (at least 2 days per series), "
+                             "spread over their spans.")
     extra_candidates: list[str] = Field(default=[], description="Optional candidates to train as well: fracast "
                                         "(zero-shot, about 0.1 s per scored origin), tide, nhits, tsmixer (darts).")
     lstm_members: int = Field(default=3, ge=1, description="LSTM networks averaged into the 'lstm' candidate (seeds "
@@ -380,7 +381,7 @@ class ReplaySettings(BaseModel):
     forecaster: str = Field(
         default="best",
         pattern="^(best|persistence|seasonal_naive|ses|holt_winters)$",
-        description="best (train every candidate before the window, keep the lowest MASE) or one baseline.",
+        description="best (train every candidate before the window, keep the lowest decision score) or one baseline.",
     )
     preset: str = Field(default="small", pattern="^(default|small)$", description="Training preset of 'best'.")
     warmup_minutes: float = Field(default=60.0, ge=0, description="Unscored warm-up (at least 2x the slowest lead).")

@@ -61,7 +61,8 @@ def test_raw_quantiles_cover_roughly_their_levels_and_are_monotone():
     actual = windows(panel.values, origins, HORIZON)
     assert (np.diff(q, axis=-1) >= 0).all()
     for i, tau in enumerate(CONFIG.quantiles):
-        assert abs((actual <= q[..., i]).mean() - tau) < 0.06, tau
+        tolerance = 0.01 if tau >= 0.99 else 0.06  # the upper tails the policy buys are pinned tighter
+        assert abs((actual <= q[..., i]).mean() - tau) < tolerance, (tau, (actual <= q[..., i]).mean())
 
 
 def test_an_origins_forecast_ignores_every_row_after_it():
