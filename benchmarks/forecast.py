@@ -80,7 +80,7 @@ from models.component import TrainPart
 from models.components import COMPONENTS, is_learned
 from models.conformal import target_hours
 from models.lstm import LstmCandidate
-from models.scoring import HOURLY_TAUS, TAIL_TAUS
+from models.scoring import HOURLY_TAUS, TAIL_TAUS, rank_key
 from models.series import Panel, panel_from_wide
 from models.train import PanelResult, TrainConfig, split_panel, train_panels
 
@@ -367,7 +367,7 @@ def _fracast_target(rows: list[dict[str, Any]]) -> dict[str, Any]:
     judged = []
     for r in ran:
         if r["fracast_seen"] is None:
-            order = sorted(r["candidates"], key=lambda n: _decision_key(r["candidates"][n]))
+            order = sorted(r["candidates"], key=lambda n: rank_key(r["candidates"][n]))
             judged.append(f"{r['series']}: decision {_num(r['candidates']['fracast']['decision'], '.3f')}, "
                           f"rank {order.index('fracast') + 1} of {len(order)} (champion {r['champion']} "
                           f"{_num(r['champion_decision'], '.3f')})")
@@ -378,10 +378,6 @@ def _fracast_target(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if champions:
         text += f" (fracast champion there: {', '.join(champions)})"
     return _target(name, text, None)
-
-
-def _decision_key(candidate: dict[str, Any]) -> float:
-    return candidate["decision"] if candidate["decision"] is not None else candidate["mase"]
 
 
 def _target(name: str, measured: str, met: bool | None) -> dict[str, Any]:
@@ -435,7 +431,7 @@ def markdown(payload: dict[str, Any]) -> str:
               "| series | candidate | decision | MAE | MAE last | MASE | sMAPE | cov 80 (raw) | cov 90 (raw) "
               "| train s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in payload["series"]:
-        for name, c in sorted(r.get("candidates", {}).items(), key=lambda kv: _decision_key(kv[1])):
+        for name, c in sorted(r.get("candidates", {}).items(), key=lambda kv: rank_key(kv[1])):
             mark = " **(champion)**" if name == r["champion"] else ""
             lines.append(
                 f"| {r['series']} | {name}{mark} | {_num(c['decision'], '.4f')} | {c['mae']:.4g} | "
@@ -508,7 +504,7 @@ def _tail_table(rows: list[dict[str, Any]]) -> list[str]:
              + " | ".join(f"cov {t}" for t in taus) + " | excess 0.99 | excess 0.995 |",
              "|---|---|---|" + "---:|" * (2 * len(taus) + 2)]
     for r in rows:
-        for name, c in sorted(r.get("candidates", {}).items(), key=lambda kv: _decision_key(kv[1])):
+        for name, c in sorted(r.get("candidates", {}).items(), key=lambda kv: rank_key(kv[1])):
             by_step: dict[int, list[str]] = {}
             for lead, t in c["tail"].items():
                 by_step.setdefault(t["step"], []).append(lead)
