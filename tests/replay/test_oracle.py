@@ -78,3 +78,26 @@ def test_the_oracle_schedule_bills_boots_before_serving():
     s = solved.series
     first = int(np.flatnonzero(s.ready[:, METAL])[0])
     assert s.held[first - f.ready[METAL], METAL] >= 1
+
+
+def test_a_kept_solve_is_returned_as_solved_and_a_changed_input_is_solved_again(tmp_path, monkeypatch):
+    f = fleet()
+    demand = _seeded_demand(3, steps=120)[:, None]
+    first = solve_oracle(f, demand, time_limit=30, cache=tmp_path)
+    assert len(list(tmp_path.glob("oracle-*.npz"))) == 1
+
+    import prescale.replay.oracle as oracle_module
+
+    def no_solver(*args, **kwargs):
+        raise AssertionError("a kept solve must not be solved again")
+
+    monkeypatch.setattr(oracle_module, "_solve", no_solver)
+    again = solve_oracle(f, demand, time_limit=30, cache=tmp_path)
+    for name in ("held", "ready", "orders", "removals"):
+        np.testing.assert_array_equal(getattr(again.series, name), getattr(first.series, name))
+    assert (again.status, again.gap, again.bound, again.kept) == (first.status, first.gap, first.bound, first.kept)
+    assert again.message.endswith("(kept solve)")
+    with pytest.raises(AssertionError, match="must not be solved again"):
+        solve_oracle(f, demand * 1.5, time_limit=30, cache=tmp_path)  # another demand: another key
+    with pytest.raises(AssertionError, match="must not be solved again"):
+        solve_oracle(f, demand, time_limit=30, gap=1e-2, cache=tmp_path)  # other solver options: another key

@@ -9,6 +9,7 @@ the LP bound) travels as the result's ``detail``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,6 +30,8 @@ class OracleSettings(PolicySettings):
     gap: float = Field(default=1e-3, ge=0, description="Relative MIP gap of each chunk.")
     time_limit_seconds: float = Field(default=120.0, gt=0, description="Time budget of the MILP.")
     chunk_steps: int = Field(default=360, ge=1, description="Steps per chunk of the MILP (plus an overlap).")
+    cache: Path | None = Field(default=None, description="Folder of kept solves (keyed by a hash of every input "
+                               "and of the oracle's code); None: solve every time.")
 
 
 class OraclePolicy:
@@ -44,7 +47,8 @@ class OraclePolicy:
                tick: Tick) -> PolicyResult:
         fleet, window = ctx.fleet, inp.demand[inp.start :]
         solved = solve_oracle(fleet, window, gap=settings.gap, time_limit=settings.time_limit_seconds,
-                              chunk_steps=settings.chunk_steps, candidates=cover_types(fleet, ctx.covers, window))
+                              chunk_steps=settings.chunk_steps, candidates=cover_types(fleet, ctx.covers, window),
+                              cache=settings.cache)
         gap = "?" if solved.gap is None else f"{solved.gap:.2%}"
         result = PolicyResult(self.name, note=f"MILP, {solved.status}, within {gap} of the LP bound", detail=solved)
         if solved.series is None:
