@@ -32,6 +32,7 @@ and read back by the class registered under ``<name>`` (``components.py``).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,18 @@ class Forecaster:
             weights=np.asarray(meta["weights"], dtype=np.float64), offsets=np.asarray(meta["offsets"]),
             part=meta.get("lstm_part", 0), info=meta.get("info", {}),
         )
+
+
+def forecast_many(jobs: Sequence[tuple[Forecaster, pd.DataFrame]]) -> list[Forecast | Exception]:
+    """Each job's ``forecaster.forecast(history)``, in order; a job that fails gives its exception (never raised),
+    so one app's bad history does not stop the others."""
+    out: list[Forecast | Exception] = []
+    for forecaster, history in jobs:
+        try:
+            out.append(forecaster.forecast(history))
+        except Exception as exc:  # noqa: BLE001 - returned to the caller, who records it per app
+            out.append(exc)
+    return out
 
 
 def _combine(parts: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
