@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from prescale.replay.policies import POLICIES, Context, PolicySettings, Rule, Sw
 # Budgets tried, tightest first, when predictive or reactive misses the headline one (share of scored minutes).
 COMMON_LADDER: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1)
 Progress = Callable[[int, int, str], None]
+HISTORY_DAYS = 14.0  # history kept on an input (AWS predictive scaling reads up to 14 days)
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +57,11 @@ class ReplayInput:
     quantiles: tuple[float, ...]
     history_peak: np.ndarray  # (M,) highest demand before the replay, per metric
     source: dict[str, Any] = field(default_factory=dict)
+    # (Th, M) demand of the Th steps just before index[0], on the same grid and units (NaN: not observed);
+    # None: none kept. Only the reference policies that learn from history read it (AWS predictive scaling
+    # and Crane's DSP, ``policies/aws.py``, ``policies/crane.py``); :meth:`with_history` keeps at most
+    # :data:`HISTORY_DAYS`.
+    history: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         T, M = len(self.index), len(self.metrics)
@@ -70,6 +76,24 @@ class ReplayInput:
             raise ReplayError(
                 f"forecast must be shaped ({T}, H, {M}, {len(self.quantiles)}), got {self.forecast.shape}"
             )
+        if self.history is not None and (self.history.ndim != 2 or self.history.shape[1] != M):
+            raise ReplayError(f"history must be shaped (steps, {M}) like the metrics, got {self.history.shape}")
+
+    def with_history(self, demand: np.ndarray, *, days: float | None = None) -> ReplayInput:
+        """This input with ``demand`` ``(Th, M)`` (or ``(Th,)`` for one metric) as the steps just before it,
+        its last :data:`HISTORY_DAYS` (or ``days``) kept."""
+        values = np.asarray(demand, dtype=float)
+        values = values[:, None] if values.ndim == 1 else values
+        keep = round((HISTORY_DAYS if days is None else days) * 86_400 / self.step_seconds)
+        return replace(self, history=values[-keep:] if keep > 0 else values[:0])
+
+    def timeline(self) -> tuple[pd.DatetimeIndex, np.ndarray]:
+        """The history and the window as one series: ``(Th + T,)`` step starts and ``(Th + T, M)`` demand.
+
+        Step ``t`` of the window is row ``Th + t``; a rule deciding step ``t`` may read rows ``< Th + t``."""
+        past = np.empty((0, len(self.metrics))) if self.history is None else self.history
+        stamps = pd.date_range(end=self.index[0], periods=len(past) + 1, freq=f"{self.step_seconds}s")[:-1]
+        return stamps.append(self.index), np.vstack([past, self.demand])
 
     @property
     def observed(self) -> np.ndarray:
@@ -175,18 +199,18 @@ class BacktestResult:
         return {name: result.budget_costs(self.budgets) for name, result in self.policies.items()}
 
     def comparison(self) -> dict[str, dict[str, float | None]]:
-        """Per budget: how much cheaper predictive is than reactive and static, and its gap to the oracle."""
+        """Per budget: how much cheaper predictive is than each other policy that ran (``vs_reactive``,
+        ``vs_static`` always, then ``vs_<name>`` for the published references: ``vs_aws``, ``vs_crane``), each
+        at its own cheapest setting within the budget, and its gap to the oracle."""
         costs = self.budget_costs()
         pred = costs.get("predictive", {})
+        others = ["reactive", "static", *(n for n in costs if n not in ("predictive", "oracle", "reactive", "static"))]
         out: dict[str, dict[str, float | None]] = {}
         for budget in self.budgets:
             ours = pred.get(budget)
             oracle = costs.get("oracle", {}).get("0")
-            out[budget] = {
-                "vs_reactive": savings(costs.get("reactive", {}).get(budget), ours),
-                "vs_static": savings(costs.get("static", {}).get(budget), ours),
-                "over_oracle": excess(oracle, ours),
-            }
+            out[budget] = {f"vs_{name}": savings(costs.get(name, {}).get(budget), ours) for name in others}
+            out[budget]["over_oracle"] = excess(oracle, ours)
         return out
 
     def common_budget(self, ladder: tuple[float, ...] = COMMON_LADDER) -> dict[str, Any] | None:

@@ -43,7 +43,9 @@ from __future__ import annotations
 from prescale.decision import break_even, consolidate, retarget, trim, with_min_nodes
 from prescale.replay.errors import ReplayError
 from prescale.replay.policies.allocating import Allocating
+from prescale.replay.policies.aws import AwsPredictive, AwsPredictivePolicy
 from prescale.replay.policies.base import Context, PolicySettings, ReplayPolicy, Rule, Swept, Tick, run_rule
+from prescale.replay.policies.crane import CraneEhpa, CraneEhpaPolicy
 from prescale.replay.policies.oracle import OraclePolicy
 from prescale.replay.policies.predictive import Predictive, PredictivePolicy
 from prescale.replay.policies.reactive import Reactive, ReactivePolicy, stabilisation_steps
@@ -64,10 +66,14 @@ register(PredictivePolicy())
 register(ReactivePolicy())
 register(StaticPolicy())
 register(OraclePolicy())
+# The published predictive autoscalers, as references (issue 20): AWS predictive scaling, Crane's EHPA.
+register(AwsPredictivePolicy())
+register(CraneEhpaPolicy())
 
 # Re-exported: the replay's rules and tests build on the decision's helpers.
 __all__ = [
-    "POLICIES", "Allocating", "Context", "PolicySettings", "Predictive", "Reactive", "ReplayPolicy", "Rule",
+    "POLICIES", "Allocating", "AwsPredictive", "Context", "CraneEhpa", "PolicySettings", "Predictive", "Reactive",
+    "ReplayPolicy", "Rule",
     "StaticPeak", "Swept", "Tick", "break_even", "consolidate", "register", "retarget", "run_rule",
     "stabilisation_steps", "trim", "with_min_nodes",
 ]
