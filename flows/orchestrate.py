@@ -1,16 +1,23 @@
 """`orchestrate`: every minute, per app, forecast -> the predictive rule -> plan -> apply -> ledger. Wiring only.
 
 1. ``observe-cluster``: what runs now (once for the cycle).
-2. per app, mapped in parallel on the settings' task runner (threads, or Dask:
-   ``flows/runners.py``): ``gather-inputs`` (recent rows, phase, recent
-   decisions, the rule's and the SLO controller's state, the app's SLO
-   budget, the champion's forecast and tuned SLO policy; or why there is
-   none) then ``plan-app`` (``prescale.cycle.plan_app``: the SLO policy's
-   rule of ``prescale.decision`` with its reactive floor, steered by the
-   online controller, then the plan and the ledger row).
+2. ``decide-apps``, mapped over chunks of apps in parallel on the settings'
+   task runner (threads, or Dask: ``flows/runners.py``), a few chunks per
+   worker (``tasks.orchestrate.chunks``); each task run is named for its
+   first and last app. Per chunk: one store read for all its apps, then per
+   app its recent decisions, the rule's and the SLO controller's state, the
+   app's SLO budget, phase and champion health, the champions' forecasts in
+   one batch, the tuned SLO policies (or why there is none), then
+   ``prescale.cycle.plan_app`` per app (the SLO policy's rule of
+   ``prescale.decision`` with its reactive floor, steered by the online
+   controller, then the plan and the ledger row). Why chunks and not one
+   task per app: a Prefect task run costs some milliseconds of its own on
+   threads and much more on Dask (its inputs pickled, its state reported
+   back), which at 1,000 apps came to more than the decisions themselves.
 3. ``apply-plans``: one app after another through the cluster backend
    (make-before-break), unless dry run.
-4. ``record-decisions``: one ledger row per app; one ``request-retraining`` for
+4. ``record-decisions``: one ledger row per app (the rows the flow returns add
+   the record step's CPU per app to ``timing``); one ``request-retraining`` for
    the apps whose champion is missing, failed to load or forecast, or fell
    outside its error budget; a markdown artifact.
 
@@ -27,8 +34,9 @@ import time
 
 import pandas as pd
 from prefect import flow, get_run_logger, unmapped
+from prefect.context import FlowRunContext
 
-from flows.runners import task_runner
+from flows.runners import task_runner, workers
 from prescale.catalog import list_profiles
 from prescale.cycle import Decided
 from prescale.metrics.store import MetricsStore, utc
@@ -36,9 +44,10 @@ from prescale.names import AppName, app_names
 from prescale.settings import load_settings
 from tasks.orchestrate import (
     apply_plans,
-    gather,
+    chunk_label,
+    chunks,
+    decide_apps,
     observe,
-    plan_app,
     publish_artifact,
     record,
     request_retraining,
@@ -54,11 +63,16 @@ def orchestrate(apps: list[str] | None = None, at: str | None = None, dry_run: b
     apps = list(dict.fromkeys(app_names(apps))) if apps else _apps_with_profiles(settings)
     clock = time.time() if at is None else now.timestamp()
     views = observe(apps, settings, clock)
-    gathered = gather.map(apps, unmapped(now), unmapped(settings))
-    planned = plan_app.map(gathered, [views[app] for app in apps], unmapped(settings))
-    decided = [_settle(app, now, g, p) for app, g, p in zip(apps, gathered, planned, strict=True)]
+    parts = chunks(apps, workers(FlowRunContext.get().task_runner))
+    futures = decide_apps.map(parts, [{app: views[app] for app in part} for part in parts], unmapped(now),
+                              unmapped(settings), label=[chunk_label(part) for part in parts])  # fmt: skip
+    decided = [d for part, future in zip(parts, futures, strict=True) for d in _settle(part, now, future)]
     decided = apply_plans(decided, settings, clock)
+    started = time.thread_time()
     record(decided, str(settings.orchestrate.ledger), settings.store.compact_min_files)
+    record_ms = round(1000 * (time.thread_time() - started) / max(len(decided), 1), 3)
+    for d in decided:
+        d.row.timing = {"cpu_ms": {**d.row.timing.get("cpu_ms", {}), "record": record_ms}}
     retrain = [d.app for d in decided if d.row.retrain_requested]
     if retrain:
         get_run_logger().info(request_retraining(
@@ -73,13 +87,13 @@ def _apps_with_profiles(settings) -> list[AppName]:
     return [AppName(app) for app in MetricsStore(settings.store.root).apps() if app in known]
 
 
-def _settle(app: str, now, gathered, planned) -> Decided:
-    """The app's decision, or its ``failed`` row with the error of whichever step raised."""
-    for future in (gathered, planned):
-        future.wait()
-        if not future.state.is_completed():
-            return Decided.failed(app, now, _error(future.state))
-    return planned.result()
+def _settle(apps: list[str], now, future) -> list[Decided]:
+    """The chunk's decisions, or a ``failed`` row per app with the error of its task when the chunk failed."""
+    future.wait()
+    if not future.state.is_completed():
+        error = _error(future.state)
+        return [Decided.failed(app, now, error) for app in apps]
+    return future.result()
 
 
 def _error(state) -> BaseException:

@@ -12,6 +12,10 @@ orchestrate flows takes plain, picklable values. Each Dask worker process keeps 
 champion cache: with a long-lived cluster the cache survives between cycles; a
 LocalCluster per run starts cold every run.
 
+How many workers a runner has (:func:`workers`) sizes the orchestrate flow's chunks of apps: threads
+count as workers, and on Dask every worker thread of the cluster does (asked of the scheduler when the flow
+runs, so a standing cluster that grew or shrank is sized as it is now).
+
 The choice is read when a flow module is imported, which is once per flow run for a
 deployment (the worker starts a fresh process). In-process callers switch with
 ``flow.with_options(task_runner=task_runner(settings, ...))``.
@@ -42,3 +46,16 @@ def task_runner(settings: RunnerSettings | None = None, *, threads: int = 2) -> 
             "dashboard_address": None,
         },
     )
+
+
+def workers(runner: TaskRunner | None) -> int:
+    """The tasks ``runner`` runs at once: its threads, or a Dask cluster's worker threads (1 if unknown)."""
+    if isinstance(runner, ThreadPoolTaskRunner):
+        return max(1, runner._max_workers or 1)
+    client = getattr(runner, "_client", None)  # prefect-dask's runner, started by the flow run
+    if client is not None:
+        try:
+            return max(1, sum(client.nthreads().values()))
+        except Exception:  # noqa: BLE001 - a scheduler that does not answer: the flow still runs
+            return 1
+    return 1

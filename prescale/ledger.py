@@ -11,7 +11,9 @@ levels and the SLO controller's state under ``"slo"``, read back by the app's ne
 decision; files written before the column existed read it as ``{}``), and the SLO
 the decision ran under (``slo``: the violation budget, the rule and its setting,
 whether the policy was tuned, the controller's scale and the realised rate so far;
-``{}`` in files written before issue 16).
+``{}`` in files written before issue 16), and what the decision cost (``timing``: ``cpu_ms``, the CPU
+milliseconds of each stage of the cycle, read, phase, health, forecast and decide, its chunk's shared
+work split evenly among the chunk's apps; ``{}`` in files written before issue 19).
 Nested values are stored as JSON text so the ledger stays one flat table that any
 Parquet reader (and pandas) can open.
 
@@ -59,6 +61,7 @@ from datetime import date, timedelta
 from pathlib import PurePath
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -68,7 +71,7 @@ from prescale.metrics.location import Location
 from prescale.metrics.store import utc
 from prescale.names import AppName
 
-JSON_FIELDS = ("forecast", "observed", "allocation", "plan", "reasons", "health", "rule_state", "slo")
+JSON_FIELDS = ("forecast", "observed", "allocation", "plan", "reasons", "health", "rule_state", "slo", "timing")
 SCHEMA = pa.schema(
     [("decided_at", pa.timestamp("us", tz="UTC"))]
     + [(name, pa.string()) for name in ("app", "phase", "mode", "why", "champion_version")]
@@ -107,6 +110,7 @@ class LedgerRow:
     duration_s: float = 0.0
     rule_state: dict[str, Any] = field(default_factory=dict)  # the rule's and the SLO controller's state after
     slo: dict[str, Any] = field(default_factory=dict)  # budget, rule, setting, tuned, scale, realised rate
+    timing: dict[str, Any] = field(default_factory=dict)  # {"cpu_ms": {stage: ms}}: what the decision cost
 
     def to_record(self) -> dict[str, Any]:
         """The row as stored: JSON text for nested fields, ``decided_at`` in UTC floored to the microsecond.
@@ -281,3 +285,130 @@ def _decoded(text: Any) -> Any:
 
 def _table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame[SCHEMA.names], schema=SCHEMA, preserve_index=False)
+
+
+class RecentRows:
+    """The newest decisions of each app, kept in memory between cycles and refreshed by what is new.
+
+    The orchestrate cycle asks the ledger, per app and every minute, for the few newest decisions (the rule's
+    and the SLO controller's state) and the newest ``monitor_points`` predictive ones (monitoring). Reading
+    and decoding them afresh costs a scan of the window's day files and some hundred rows of JSON per app;
+    here a worker process keeps, per app, the newest ``keep[mode]`` rows of each asked mode (``None``: any
+    mode) and the keys (``decided_at``) of every row of the window it has seen, and each read
+
+    1. lists the app's day folders from the window's start on (one listing each, as :meth:`Ledger.read` does);
+    2. for each file it has not accounted for, reads its ``decided_at`` column only: rows whose key it holds
+       are skipped (a compaction's merged file holds rows already seen), the new ones are read and merged
+       into the kept rows (their JSON decoded only if they are kept);
+    3. answers from the kept rows.
+
+    So the ledger's files stay the truth: another process's rows (a second worker, a backfill) are found by
+    the listing, and :meth:`add` (the cycle's own appended rows and the files they went to) only saves reading
+    them back. This is correct because the ledger is append-only (a compaction rewrites rows, never drops
+    one): the newest N rows of a mode can only be displaced by newer ones. A read it cannot answer from
+    memory goes to :meth:`Ledger.read`: more rows than kept, a window starting before the one it holds, or a
+    window ending at or before a row it holds (a replay at a past instant). A ledger deleted under a running
+    worker (no file left from the window's start on) empties the app's entry.
+    """
+
+    def __init__(self, ledger: Ledger, keep: dict[str | None, int]) -> None:
+        self.ledger, self.keep = ledger, dict(keep)
+        self._apps: dict[str, _Recent] = {}
+
+    def read(self, app: str, *, start, end, last: int, mode: str | None = None) -> pd.DataFrame:
+        """What ``ledger.read(app, start=start, end=end, last=last, mode=mode)`` returns (its columns may come
+        in another order)."""
+        app = str(AppName(app))
+        start, end = utc(start), utc(end)
+        entry = self._apps.get(app)
+        if last > self.keep.get(mode, 0) or (entry is not None and entry.start is not None and start < entry.start):
+            return self.ledger.read(app, start=start, end=end, last=last, mode=mode)
+        entry = self._refresh(app, start)
+        if entry.newest is not None and entry.newest >= end.value:
+            return self.ledger.read(app, start=start, end=end, last=last, mode=mode)
+        rows = [r for r in entry.rows if start <= r["decided_at"] < end and (mode is None or r["mode"] == mode)]
+        if not rows:
+            return pd.DataFrame(columns=list(LedgerRow.__dataclass_fields__))
+        return pd.DataFrame(rows[-last:])
+
+    def add(self, rows: list[LedgerRow], written: list[PurePath | str]) -> None:
+        """Rows this process appended (``Ledger.append`` says where): kept without reading them back."""
+        names = {_base_name(w): str(w).replace("\\", "/") for w in written}
+        for app, entry in self._apps.items():
+            mine = [row.to_record() for row in rows if row.app == app]
+            if mine:
+                entry.merge(pd.DataFrame(mine), self.keep)
+                entry.files |= {name for name, where in names.items() if f"/app={app}/" in where}
+
+    def _refresh(self, app: str, start: pd.Timestamp) -> _Recent:
+        listed = [i for folder in self.ledger._days(app, start, None) for i in self.ledger._day_files(folder)]
+        entry = self._apps.get(app)
+        if entry is None or not listed:
+            self._apps[app] = entry = _Recent()
+        entry.forget_before(start)
+        unknown = [i for i in listed if i.base_name not in entry.files]
+        if unknown:
+            dataset = self.ledger._dataset(unknown)
+            stamps = _ns(dataset.to_table(columns=["decided_at"])["decided_at"])
+            fresh = np.setdiff1d(stamps[stamps >= start.value], entry.keys)
+            if len(fresh):
+                wanted = ds.field("decided_at").isin(pa.array(fresh).cast(pa.timestamp("ns", "UTC")))
+                entry.merge(dataset.to_table(filter=wanted).to_pandas(), self.keep)
+            entry.files |= {i.base_name for i in unknown}
+        return entry
+
+
+class _Recent:
+    """One app's entry of :class:`RecentRows`: kept rows (oldest first, JSON decoded), the keys seen (ns since
+    the epoch, sorted), the files accounted for, and the start of the window it holds."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.keys = np.empty(0, dtype=np.int64)
+        self.files: set[str] = set()
+        self.start: pd.Timestamp | None = None
+
+    @property
+    def newest(self) -> int | None:
+        return int(self.keys[-1]) if len(self.keys) else None
+
+    def merge(self, frame: pd.DataFrame, keep: dict[str | None, int]) -> None:
+        """Add the rows of ``frame`` (as stored: JSON text) not seen before, then keep the newest ``keep[mode]``
+        rows of each asked mode; only the new rows kept are decoded."""
+        frame = frame.assign(decided_at=pd.to_datetime(frame["decided_at"], utc=True).dt.as_unit("ns"))
+        frame = frame.drop_duplicates(KEY)
+        stamps = frame["decided_at"].astype("int64").to_numpy()
+        new = ~np.isin(stamps, self.keys)
+        if not new.any():
+            return
+        frame = frame[new].sort_values("decided_at", kind="stable")
+        self.keys = np.union1d(self.keys, stamps[new])
+        when = np.concatenate([np.array([r["decided_at"].value for r in self.rows], dtype=np.int64),
+                               frame["decided_at"].astype("int64").to_numpy()])
+        modes = np.array([r["mode"] for r in self.rows] + frame["mode"].tolist(), dtype=object)
+        order = np.argsort(when, kind="stable")
+        kept = np.zeros(len(when), dtype=bool)
+        for mode, count in keep.items():
+            matching = order if mode is None else order[modes[order] == mode]
+            kept[matching[max(0, len(matching) - count):]] = True
+        old = len(self.rows)
+        added = frame.iloc[np.flatnonzero(kept[old:])].to_dict("records")
+        for row in added:
+            for name in JSON_FIELDS:
+                row[name] = _decoded(row[name])
+        together = [r for k, r in enumerate(self.rows) if kept[k]] + added
+        self.rows = sorted(together, key=lambda r: r["decided_at"])
+
+    def forget_before(self, start: pd.Timestamp) -> None:
+        """Drop what is older than the window (no later read asks for it: windows move forward)."""
+        self.start = start
+        self.keys = self.keys[self.keys >= start.value]
+        self.rows = [r for r in self.rows if r["decided_at"] >= start]
+
+
+def _ns(column: pa.ChunkedArray) -> np.ndarray:
+    return column.cast(pa.timestamp("ns", "UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _base_name(written: PurePath | str) -> str:
+    return str(written).replace("\\", "/").rpartition("/")[2]

@@ -53,19 +53,23 @@ class Health:
 
 
 def forecast_points(decisions: pd.DataFrame) -> pd.DataFrame:
-    """Every (ts, q10, q50, q90) that earlier predictive decisions forecast; the latest forecast wins per ts."""
-    frames = []
-    for order, forecast in enumerate(decisions.get("forecast", [])):
-        if not forecast or "q50" not in forecast:
-            continue
-        steps = len(forecast["q50"])
-        ts = pd.Timestamp(forecast["start"]) + pd.to_timedelta(np.arange(steps) * forecast["step_seconds"], unit="s")
-        frames.append(pd.DataFrame({"ts": ts, "q10": forecast["q10"], "q50": forecast["q50"],
-                                    "q90": forecast["q90"], "order": order}))  # fmt: skip
-    if not frames:
+    """Every (ts, q10, q50, q90) that earlier predictive decisions forecast; the latest forecast wins per ts.
+
+    Arrays, not a frame per decision: a champion's record is up to ``monitor_points`` decisions, read every
+    cycle for every app."""
+    kept = [f for f in decisions.get("forecast", []) if f and "q50" in f]
+    if not kept:
         return pd.DataFrame(columns=["ts", "q10", "q50", "q90"])
-    points = pd.concat(frames).sort_values(["ts", "order"]).drop_duplicates("ts", keep="last")
-    return points.drop(columns="order").reset_index(drop=True)
+    steps = np.array([len(f["q50"]) for f in kept])
+    starts = pd.to_datetime([f["start"] for f in kept], utc=True).as_unit("ns").asi8
+    offsets = np.concatenate([np.arange(n) * float(f["step_seconds"]) for n, f in zip(steps, kept, strict=True)])
+    ts = np.repeat(starts, steps) + np.round(offsets * 1e9).astype(np.int64)
+    order = np.repeat(np.arange(len(kept)), steps)
+    bands = {q: np.concatenate([np.asarray(f[q], dtype=float) for f in kept]) for q in ("q10", "q50", "q90")}
+    by = np.lexsort((order, ts))  # by ts, then by decision: the last of each ts is the newest forecast
+    last = np.r_[ts[by][1:] != ts[by][:-1], True]
+    pick = by[last]
+    return pd.DataFrame({"ts": pd.to_datetime(ts[pick], utc=True), **{q: v[pick] for q, v in bands.items()}})
 
 
 def forecast_health(

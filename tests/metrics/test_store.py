@@ -316,3 +316,18 @@ def test_a_killed_ingest_leaves_no_partial_file_and_a_rerun_completes(tmp_path, 
     store = MetricsStore(store.root, quarantine=store.quarantine)
     assert sum(len(store.read(app)) for app in store.apps()) == rows
     assert not stored(store, "*.tmp-*"), "the rerun removes the killed attempt's temporary files"
+
+
+def test_one_read_of_many_apps_gives_each_app_what_its_own_read_gives(store):
+    """``read_many`` (the orchestrate cycle's one read per chunk): the same frame per app as ``read``, with
+    overlapping batches collapsed to the newest, the metrics filter, and an app with no rows."""
+    store.write_batch(frame("2026-03-01T23:30:00Z", 60, apps=("web", "api", "db")), batch_id="b1")
+    store.write_batch(frame("2026-03-02T00:10:00Z", 30, apps=("web", "db"), seed=1), batch_id="b2")  # overlaps b1
+    start, end = pd.Timestamp("2026-03-01T23:45:00Z"), pd.Timestamp("2026-03-02T00:35:00Z")
+    apps = ["web", "api", "db", "ghost"]
+    for metrics in (None, ["cpu_cores"]):
+        many = store.read_many(apps, start=start, end=end, metrics=metrics)
+        assert list(many) == apps
+        for app in apps:
+            pd.testing.assert_frame_equal(many[app], store.read(app, start=start, end=end, metrics=metrics))
+    assert many["ghost"].empty and len(many["web"]) == 50

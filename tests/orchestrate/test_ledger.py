@@ -246,3 +246,30 @@ def test_a_ledger_compaction_waits_for_another_process_holding_the_lock(tmp_path
         ledger.append([_row(minute)])
     blocked_until_released(ledger.root, COMPACT_LOCK, lambda: ledger.compact("web", min_files=2))
     assert len(_files(ledger)) == 1 and _costs(ledger.read("web")) == [4.0, 5.0, 6.0]
+
+
+def test_the_cached_recent_rows_answer_as_the_ledger_does_whoever_writes(root):
+    """``RecentRows`` (the cycle's per-process cache) against ``Ledger.read`` at every minute: its own rows
+    added as written, another writer's rows (found by listing), a compaction's merged file (rows already
+    seen), the mode filter, and a read at a past instant (answered by the ledger itself)."""
+    from prescale.ledger import RecentRows
+
+    ledger, other = Ledger(root), Ledger(root)
+    recent = RecentRows(ledger, keep={None: 3, "predictive": 4})
+    for minute in range(12):
+        now = START + pd.Timedelta(minutes=minute)
+        window = dict(start=now - pd.Timedelta(hours=1), end=now)
+        for last, mode in ((3, None), (4, "predictive"), (2, "predictive")):
+            cached, read = recent.read("web", **window, last=last, mode=mode), ledger.read("web", **window, last=last,
+                                                                                           mode=mode)  # fmt: skip
+            assert _costs(cached) == _costs(read), (minute, mode)
+            assert cached.get("rule_state", pd.Series()).tolist() == read.get("rule_state", pd.Series()).tolist()
+        row = _row(minute, mode="predictive" if minute % 3 else "reactive", rule_state={"keep": [minute]})
+        if minute % 4 == 1:
+            other.append([row])  # another process: this cache learns of it by listing
+        else:
+            recent.add([row], ledger.append([row]))
+        if minute == 7:
+            assert ledger.compact("web", min_files=2) > 0
+    past = START + pd.Timedelta(minutes=5)
+    assert _costs(recent.read("web", start=START, end=past, last=3)) == [2.0, 3.0, 4.0]

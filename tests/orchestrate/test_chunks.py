@@ -1,0 +1,23 @@
+"""The orchestrate cycle's chunks of apps: how many per worker, contiguous, named for the Prefect UI."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.parametrize(("apps", "workers", "sizes"), [
+    pytest.param(5, 2, [5], id="few-apps-one-chunk"),
+    pytest.param(50, 2, [10] * 5, id="no-chunk-under-ten-apps"),
+    pytest.param(1000, 2, [125] * 8, id="four-chunks-per-worker"),
+    pytest.param(1001, 4, [63] * 9 + [62] * 7, id="uneven-split-stays-contiguous"),
+    pytest.param(0, 2, [], id="no-apps"),
+])  # fmt: skip
+def test_the_cycle_cuts_its_apps_into_a_few_contiguous_chunks_per_worker(apps, workers, sizes):
+    from tasks.orchestrate import chunk_label, chunks
+
+    names = [f"app-{i:04d}" for i in range(apps)]
+    parts = chunks(names, workers)
+    assert [len(p) for p in parts] == sizes
+    assert [app for part in parts for app in part] == names
+    if parts:
+        assert chunk_label(parts[0]) == f"{parts[0][0]}..{parts[0][-1]}-{len(parts[0])}-apps" or len(parts[0]) == 1
