@@ -13,7 +13,8 @@ ways: *at the same violations*, its cost interpolated on its Pareto frontier at 
 share (the strongest fair baseline: reactive's best setting for that level, found with hindsight), and *at
 the HPA default* (target 0.8, all compatible types). Also reported: the realised violations against the
 budget, the tuning's seconds, and the hindsight predictive sweep's cost at the budget (from ``replay.json``)
-for reference.
+for reference. The published references (``aws``, ``crane``: AWS predictive scaling, Crane's EHPA) are swept
+on the window like reactive and read the same way, at prescale's realised violations on their frontiers.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from prescale.replay.covers import CoverCache
 from prescale.replay.engine import context
 from prescale.replay.frontier import savings
 from prescale.replay.inputs import Window, demand_map, make_input
-from prescale.slo.exante import compare
-from prescale.slo.tuning import tune
+from prescale.slo.exante import compare, frontier_cost
+from prescale.slo.tuning import share, tune
 
 BUDGETS = (0.005, 0.001)
+REFERENCES = ("aws", "crane")  # the published references, when the run swept them (replay.py's REFERENCES)
 TUNE_DAYS = {60: 2.0, 300: 7.0}  # by step seconds
 
 
@@ -63,11 +65,13 @@ def ex_ante_trace(trace, catalog, args, *, forecasts_for, trace_panel, daily_acf
                               forecast=fc[:tune_steps, :horizon], quantiles=q)
         win_inp = make_input(trace.name, panel.index, panel.values[:, 0], window, dmap,
                              forecast=fc[tune_steps:, :horizon], quantiles=q)
-        config = ReplayConfig(settings={"reactive": {"targets": args.targets}})
+        win_inp = win_inp.with_history(dmap.apply(panel.values[: window.replay_start, 0]))  # for the references
+        config = ReplayConfig(settings={"reactive": {"targets": args.targets}, **args.references})
         covers = CoverCache(fleet, resolution=config.cover_resolution)
         ctx = context(win_inp, fleet, config, covers)
         began = time.perf_counter()
         reactive = replay_policy("reactive", win_inp, ctx, config)
+        references = {ref: replay_policy(ref, win_inp, ctx, config) for ref in args.references}
         for budget in BUDGETS:
             t0 = time.perf_counter()
             tuned = tune(tune_inp, fleet, budget, config=config, covers=covers, trials=args.trials,
@@ -92,6 +96,7 @@ def ex_ante_trace(trace, catalog, args, *, forecasts_for, trace_panel, daily_acf
                 "vs_reactive_default": savings(default_cost, run.score.cost),
                 "ratio_to_budget": round(ours / budget, 3),
                 "hindsight_predictive": hind,
+                **{k: v for ref, result in references.items() for k, v in at_same(ref, result, run).items()},
             }
             rows.append(row)
             print(f"  {trace.name}/{name} @{label}: {row['policy']['setting']} ({row['policy']['rule']}) "
@@ -99,6 +104,14 @@ def ex_ante_trace(trace, catalog, args, *, forecasts_for, trace_panel, daily_acf
                   f"-> {row['vs_reactive_same']}; default {default_cost:,.1f}; tune {tune_s:.0f} s "
                   f"[{time.perf_counter() - began:.0f} s]", flush=True)
     return rows
+
+
+def at_same(name: str, result, run) -> dict:
+    """Reference ``name``'s cost at prescale's realised violation share, on its swept frontier, as reactive's
+    (``prescale.slo.exante.frontier_cost``), and prescale's saving against it."""
+    cost, how = frontier_cost([(share(p.score), p.score.cost) for p in result.points], run.violation_share)
+    return {f"{name}_at_same_violations": None if cost is None else round(cost, 2),
+            f"{name}_how": how.replace("reactive's", f"{name}'s"), f"vs_{name}_same": savings(cost, run.score.cost)}
 
 
 def catalog_dir(args):
@@ -124,7 +137,20 @@ def aggregate(rows: list[dict]) -> dict:
                 "under_band": sum(1 for v in ratios if v < 0.5),
                 "predictive_rule": sum(1 for r in group if r["policy"]["rule"] == "predictive"),
                 "tune_seconds_max": max((r["tune_seconds"] for r in group), default=None),
+                **reference_aggregate(group),
             }
+    return out
+
+
+def reference_aggregate(group: list[dict]) -> dict:
+    """Per published reference in the rows: prescale's mean saving against it at the same violations, and the
+    cases where prescale is dearer by more than 1%."""
+    out = {}
+    for name in REFERENCES:
+        same = [r[f"vs_{name}_same"] for r in group if r.get(f"vs_{name}_same") is not None]
+        if any(f"vs_{name}_same" in r for r in group):
+            out[f"vs_{name}_same"] = float(np.mean(same)) if same else None
+            out[f"dearer_than_{name}_over_1pct"] = sum(1 for v in same if v < -0.01)
     return out
 
 
@@ -159,7 +185,43 @@ def markdown(payload: dict) -> str:
         lines.append(f"| {g['budget']:.1%} | {g['group']} | {g['n']} | {pct(g['vs_reactive_same'])} "
                      f"| {pct(g['vs_reactive_default'])} | {g['dearer_over_1pct']} | {g['within_band']} "
                      f"| {g['over_band']} | {g['under_band']} | {g['predictive_rule']} | {g['tune_seconds_max']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + reference_markdown(payload)) + "\n"
+
+
+def reference_markdown(payload: dict) -> list[str]:
+    """prescale ex ante against the published references at the same realised violations (rows without them:
+    none)."""
+    rows = [r for r in payload["rows"] if all(f"vs_{n}_same" in r for n in REFERENCES)]
+    if not rows:
+        return []
+
+    def pct(v):
+        return "-" if v is None else f"{v:+.1%}"
+
+    def usd(v):
+        return "-" if v is None else f"{v:,.0f}"
+
+    lines = ["", "## Against the published references", "",
+             "AWS EC2 predictive scaling with target tracking (`aws`) and Crane's EHPA (`crane`), each swept over "
+             "reactive's targets on the window; `aws same`, `crane same`: its cost at prescale's realised "
+             "violations on its frontier (hindsight, as `reactive same`).", "",
+             "| trace | profile | budget | viol. | cost | reactive same | aws same | vs aws | crane same | vs crane |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['trace']} | {r['profile']} | {r['budget']:.1%} | {r['predictive']['violation_share']:.2%} "
+            f"| {r['predictive']['cost']:,.0f} | {usd(r['reactive_at_same_violations'])} "
+            f"| {usd(r['aws_at_same_violations'])} | {pct(r['vs_aws_same'])} "
+            f"| {usd(r['crane_at_same_violations'])} | {pct(r['vs_crane_same'])} |")
+    lines += ["", "| budget | group | n | vs reactive same | vs aws same | dearer than aws >1% | vs crane same "
+              "| dearer than crane >1% |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for g in payload["aggregate"].values():
+        if "vs_aws_same" not in g or "vs_crane_same" not in g:
+            continue
+        lines.append(f"| {g['budget']:.1%} | {g['group']} | {g['n']} | {pct(g['vs_reactive_same'])} "
+                     f"| {pct(g['vs_aws_same'])} | {g['dearer_than_aws_over_1pct']} | {pct(g['vs_crane_same'])} "
+                     f"| {g['dearer_than_crane_over_1pct']} |")
+    return lines
 
 
 def hindsight_costs(path) -> dict:

@@ -3,9 +3,10 @@
 load the app's rows, its catalog and profile -> prepare (metric, grid, window, units, the SLO's tuning
 stretch just before the window) -> train the forecaster on the history before the stretch and forecast every
 step of the stretch and the window (batched) -> one ``replay-policy`` task per chosen policy (any registered
-in ``prescale.replay.policies``: predictive, reactive and static sweeps, the oracle; each with its settings
-from ``replay.policies``) -> ``ex-ante``: the app's SLO policy tuned on the stretch, run once over the window
-with its controller, against reactive at the same realised violations -> scores, frontiers and costs at
+in ``prescale.replay.policies``: predictive, reactive and static sweeps, the oracle, the published references
+AWS predictive scaling and Crane's EHPA; each with its settings from ``replay.policies``) -> ``ex-ante``: the
+app's SLO policy tuned on the stretch, run once over the window with its controller, against reactive and the
+references at the same realised violations -> scores, frontiers and costs at
 equal violation budgets -> PNGs and ``report.json`` under ``<output>/<app>/`` -> a markdown artifact with the
 table. Returns the ``prescale backtest --json`` object (plus ``files``).
 
@@ -26,6 +27,7 @@ from prefect.utilities.annotations import quote
 from prescale.replay import POLICIES, BacktestResult, ReplayConfig
 from prescale.replay.covers import CoverCache
 from prescale.replay.engine import count_runs, runnable
+from prescale.replay.policies import REFERENCES
 from prescale.settings import load_settings
 from tasks.backtest import (
     ex_ante_task,
@@ -75,8 +77,9 @@ def backtest(
     slo: dict[str, Any] = {"violation_budget": budget}
     ahead = None
     if stretch is not None and "reactive" in results:
+        references = {name: results[name] for name in REFERENCES if name in results}
         ahead = ex_ante_task(quote(stretch), quote(inp), quote(fleet), budget, quote(results["reactive"]), config,
-                             quote(covers))
+                             quote(covers), quote(references))
     else:
         slo["note"] = prepared.stretch_note or "no ex-ante comparison: it needs forecasts and the reactive sweep"
     outcome = BacktestResult(inp, fleet, config, results, covers.stats, seconds, slo=slo, ex_ante=ahead)
@@ -93,5 +96,5 @@ def _log(summary: dict[str, Any]) -> None:
     for name, costs in summary["budget_costs"].items():
         logger.info("%s: cost at each budget %s (headline %s)", name, costs, summary["policies"][name]["setting"])
     for budget, c in summary["comparison"].items():
-        logger.info("budget %s: predictive vs reactive %s, vs static %s, over oracle %s", budget,
-                    c["vs_reactive"], c["vs_static"], c["over_oracle"])
+        logger.info("budget %s: predictive %s, over oracle %s", budget,
+                    ", ".join(f"{k} {v}" for k, v in c.items() if k.startswith("vs_")), c["over_oracle"])

@@ -8,7 +8,8 @@
   as the window's :class:`~prescale.replay.ReplayInput` and the stretch's; pure compute, no retries;
 - ``replay-policy``: one registered policy's whole sweep (``prescale.replay.replay_policy``);
 - ``ex-ante``: the SLO policy tuned on the stretch, run once over the window with its controller, against
-  reactive's sweep at the same realised violations and at the HPA default (``prescale.slo.exante``);
+  reactive's sweep at the same realised violations and at the HPA default (``prescale.slo.exante``), and
+  against the published references' sweeps (AWS predictive scaling, Crane's EHPA) at the same violations;
 - ``write-backtest-report`` (retried): the PNGs and ``report.json`` under the output folder;
 - ``publish-backtest-artifact`` (retried): the results table (``prescale.replay.report``) as a markdown
   artifact, with the four plots embedded as small PNGs (``models.plots.shrink_png``: at most
@@ -46,9 +47,11 @@ from prescale.metrics.store import MetricsStore
 from prescale.replay import BacktestResult, Fleet, PolicyResult, ReplayConfig, ReplayInput, replay_policy
 from prescale.replay.covers import CoverCache
 from prescale.replay.engine import context
+from prescale.replay.frontier import savings
 from prescale.replay.plots import write_plots
 from prescale.replay.report import markdown
-from prescale.slo.exante import ex_ante
+from prescale.slo.exante import ex_ante, frontier_cost
+from prescale.slo.tuning import share
 
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [1, 5, 15]
@@ -92,7 +95,7 @@ def forecast_task(prepared: Prepared, forecast_settings: Any, rs: Any, with_fore
                   scratch: Path | None = None) -> tuple[ReplayInput, ReplayInput | None]:
     """The window's input and the tuning stretch's (None without forecasts or without a stretch)."""
     if not with_forecast:
-        return build_input(prepared, None), None
+        return with_history(build_input(prepared, None), prepared), None
     window = prepared.forecast_window
     config = forecast_config(forecast_settings, window, preset=rs.preset)
     batch = historical_forecasts(prepared.panel, window, candidate=rs.forecaster, config=config,
@@ -101,7 +104,14 @@ def forecast_task(prepared: Prepared, forecast_settings: Any, rs: Any, with_fore
                           batch.train_seconds, len(batch.values), batch.predict_seconds)
     if prepared.stretch_note:
         get_run_logger().info("%s: %s", prepared.app, prepared.stretch_note)
-    return build_input(prepared, batch), build_stretch(prepared, batch)
+    return with_history(build_input(prepared, batch), prepared), build_stretch(prepared, batch)
+
+
+def with_history(inp: ReplayInput, prepared: Prepared) -> ReplayInput:
+    """The window's input with the demand before it (the last 14 days), which the published references (AWS
+    predictive scaling, Crane's DSP) learn from."""
+    history = prepared.panel.values[: prepared.window.replay_start, 0]
+    return inp.with_history(prepared.dmap.apply(history))
 
 
 @task(name="replay-policy", cache_policy=NONE)
@@ -122,8 +132,10 @@ def replay_task(policy: str, inp: ReplayInput, fleet: Fleet, config: ReplayConfi
 
 @task(name="ex-ante", cache_policy=NONE)
 def ex_ante_task(stretch: ReplayInput, inp: ReplayInput, fleet: Fleet, budget: float, reactive: PolicyResult,
-                 config: ReplayConfig, covers: CoverCache) -> dict[str, Any]:
-    """The SLO policy tuned on ``stretch``, run over ``inp``, against ``reactive`` (``prescale.slo.exante``)."""
+                 config: ReplayConfig, covers: CoverCache,
+                 references: dict[str, PolicyResult] | None = None) -> dict[str, Any]:
+    """The SLO policy tuned on ``stretch``, run over ``inp``, against ``reactive`` (``prescale.slo.exante``) and
+    the published references' sweeps ``references`` read the same way (:func:`at_same_violations`)."""
     logger = get_run_logger()
 
     def progress(done: int, total: int, message: str) -> None:
@@ -132,11 +144,24 @@ def ex_ante_task(stretch: ReplayInput, inp: ReplayInput, fleet: Fleet, budget: f
 
     result = ex_ante(stretch, inp, fleet, budget, reactive=reactive, config=config, covers=covers,
                      progress=progress)
-    out = result.to_dict()
+    out = {**result.to_dict(), **at_same_violations(references or {}, result.run.violation_share,
+                                                    result.run.score.cost)}
     logger.info("ex ante at a %.2g%% budget: %s (%s), %.3f%% violations, cost %.2f; reactive at the same "
                 "violations %s", 100 * budget, out["policy"]["rule"], out["policy"]["setting"],
                 100 * out["predictive"]["violation_share"], out["predictive"]["cost"],
                 out["reactive_at_same_violations"])
+    return out
+
+
+def at_same_violations(references: dict[str, PolicyResult], level: float, cost: float) -> dict[str, Any]:
+    """Each reference's cost at violation share ``level`` on its swept frontier (as reactive's,
+    ``prescale.slo.exante.frontier_cost``) and prescale's saving against it: ``<name>_at_same_violations``,
+    ``vs_<name>_same``."""
+    out: dict[str, Any] = {}
+    for name, result in references.items():
+        same, _ = frontier_cost([(share(p.score), p.score.cost) for p in result.points], level)
+        out[f"{name}_at_same_violations"] = None if same is None else round(same, 4)
+        out[f"vs_{name}_same"] = savings(same, cost)
     return out
 
 

@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 
 from prescale.replay.engine import BacktestResult  # noqa: E402
 
-COLORS = {"predictive": "tab:blue", "reactive": "tab:orange", "static": "tab:gray", "oracle": "tab:green"}
+COLORS = {"predictive": "tab:blue", "reactive": "tab:orange", "static": "tab:gray", "oracle": "tab:green",
+          "aws": "tab:purple", "crane": "tab:brown"}  # the published references (issue 20)
 KIND_COLORS = {"cpu-vm": "#4c72b0", "gpu-vm": "#55a868", "fpga": "#c44e52", "bare-metal": "#8172b2"}
 
 

@@ -1,9 +1,10 @@
 """The backtest's results table in Markdown, from the ``prescale backtest --json`` object.
 
 One row per policy (its headline setting and scores, its cost at each violation budget), then how
-predictive compares at equal budgets, the SLO's ex-ante run, then the pictures: each given image (a URI,
-``data:image/png;base64,...`` from the task layer, which reads and shrinks the PNGs) under a caption, and
-the full-size files' paths. Pure text: the task layer publishes it as a Prefect artifact.
+predictive compares at equal budgets with each other policy (reactive, static and the published references,
+AWS predictive scaling and Crane's EHPA, when they ran), the SLO's ex-ante run, then the pictures: each given
+image (a URI, ``data:image/png;base64,...`` from the task layer, which reads and shrinks the PNGs) under a
+caption, and the full-size files' paths. Pure text: the task layer publishes it as a Prefect artifact.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ def markdown(summary: dict[str, Any], files: dict[str, str] | None = None,
                      f"| {_fmt(p.get('slack'))} | {p.get('migrations')} | {cells} |")
     lines += ["", "Predictive against the others at equal violation budgets:", ""]
     for budget, c in summary["comparison"].items():
-        lines.append(f"- budget {budget}: {_pct(c.get('vs_reactive'))} cheaper than reactive, "
-                     f"{_pct(c.get('vs_static'))} cheaper than static, {_pct(c.get('over_oracle'))} above the oracle")
+        cheaper = ", ".join(f"{_pct(v)} cheaper than {key.removeprefix('vs_')}" for key, v in c.items()
+                            if key.startswith("vs_"))
+        lines.append(f"- budget {budget}: {cheaper}, {_pct(c.get('over_oracle'))} above the oracle")
     lines += ["", *slo_lines(summary)]
     if images:
         lines += ["", "## Pictures", ""]

@@ -70,6 +70,10 @@ def test_backtest_flow_scores_every_policy_writes_plots_and_publishes_a_table(sh
     assert {"cost", "violation_share"} <= set(ahead["predictive"])
     assert {"cost", "violation_share"} <= set(ahead["reactive_default"])
     assert ahead["reactive_at_same_violations"] > 0
+    for ref in ("aws", "crane"):  # the published references, read at prescale's violations like reactive
+        assert ahead[f"{ref}_at_same_violations"] > 0 and ahead[f"vs_{ref}_same"] is not None
+        assert out["comparison"]["0.5%"].get(f"vs_{ref}", "absent") != "absent"
+    assert any("cheaper than aws" in a.data and "cheaper than crane" in a.data for a in artifacts)
     assert ahead["policy"]["rule"] in ("predictive", "reactive") and ahead["policy"]["tuned"]
     tuning = ahead["tuning"]
     assert tuning["end"] < out["window"]["start"]  # tuned on data before the window only

@@ -69,11 +69,12 @@ register(OraclePolicy())
 # The published predictive autoscalers, as references (issue 20): AWS predictive scaling, Crane's EHPA.
 register(AwsPredictivePolicy())
 register(CraneEhpaPolicy())
+REFERENCES: tuple[str, ...] = ("aws", "crane")  # compared with prescale ex ante like reactive (tasks/backtest.py)
 
 # Re-exported: the replay's rules and tests build on the decision's helpers.
 __all__ = [
-    "POLICIES", "Allocating", "AwsPredictive", "Context", "CraneEhpa", "PolicySettings", "Predictive", "Reactive",
-    "ReplayPolicy", "Rule",
+    "POLICIES", "REFERENCES", "Allocating", "AwsPredictive", "Context", "CraneEhpa", "PolicySettings", "Predictive",
+    "Reactive", "ReplayPolicy", "Rule",
     "StaticPeak", "Swept", "Tick", "break_even", "consolidate", "register", "retarget", "run_rule",
     "stabilisation_steps", "trim", "with_min_nodes",
 ]
