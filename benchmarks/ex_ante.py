@@ -30,11 +30,11 @@ from prescale.replay.covers import CoverCache
 from prescale.replay.engine import context
 from prescale.replay.frontier import savings
 from prescale.replay.inputs import Window, demand_map, make_input
+from prescale.replay.policies import REFERENCES
 from prescale.slo.exante import compare, frontier_cost
 from prescale.slo.tuning import share, tune
 
 BUDGETS = (0.005, 0.001)
-REFERENCES = ("aws", "crane")  # the published references, when the run swept them (replay.py's REFERENCES)
 TUNE_DAYS = {60: 2.0, 300: 7.0}  # by step seconds
 
 

@@ -67,7 +67,7 @@ from prescale.replay.covers import CoverCache
 from prescale.replay.engine import context, rules_for
 from prescale.replay.frontier import excess, savings
 from prescale.replay.inputs import demand_map, make_input, plan_window
-from prescale.replay.policies import Allocating, Predictive
+from prescale.replay.policies import REFERENCES, Allocating, Predictive
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: traces beside it, profiles and results in it
 
@@ -84,7 +84,6 @@ SWEEP_TARGETS = tuple(round(0.25 + 0.05 * i, 2) for i in range(15))  # 0.25 .. 0
 # The published references (issue 20: AWS predictive scaling, Crane's EHPA) sweep reactive's 15 targets on every
 # compatible type only: in replay.json the fastest-tier-only set was reactive's headline on 2 of 36 cases, and a
 # second type set would double the references' share of the benchmark's time.
-REFERENCES = ("aws", "crane")
 REFERENCE_TYPES = ("all",)
 
 

@@ -42,9 +42,10 @@ def register(app: typer.Typer) -> None:
         """Replay the last days of an app's demand under every registered policy (predictive, reactive, static...).
 
         Each policy's knob is swept into a cost-versus-violations frontier and the policies are compared at
-        equal violation budgets (0.5% of the minutes, and zero). Ex ante, the app's SLO policy is tuned on the
-        days before the window (replay.tune_days) and run once over it, against reactive at the same realised
-        violations (--json: slo, ex_ante). Writes PNG plots and report.json.
+        equal violation budgets (0.5% of the minutes, and zero); aws and crane are the published predictive
+        autoscalers (AWS predictive scaling, Crane's EHPA). Ex ante, the app's SLO policy is tuned on the
+        days before the window (replay.tune_days) and run once over it, against reactive, aws and crane at the
+        same realised violations (--json: slo, ex_ante). Writes PNG plots and report.json.
         """
 
         def body() -> None:

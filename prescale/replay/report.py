@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prescale.replay.policies import REFERENCES
+
 CAPTIONS = {
     "demand": "Demand and the forecast band over the scored window",
     "capacity": "Capacity by kind under each policy's headline setting, against demand",
@@ -71,7 +73,10 @@ def slo_lines(summary: dict[str, Any]) -> list[str]:
         f"{ours['violation_share']:.2%} of minutes short, cost {_fmt(ours['cost'])}; reactive at the same "
         f"violations {_fmt(ahead.get('reactive_at_same_violations'))} ({_pct(ahead.get('vs_reactive_same'))} "
         f"saved), reactive at the HPA default {_fmt(default.get('cost'))} with "
-        f"{default.get('violation_share', 0):.2%} short ({_pct(ahead.get('vs_reactive_default'))} saved).",
+        f"{default.get('violation_share', 0):.2%} short ({_pct(ahead.get('vs_reactive_default'))} saved)."
+        + "".join(f" {name} at the same violations {_fmt(ahead.get(f'{name}_at_same_violations'))} "
+                  f"({_pct(ahead.get(f'vs_{name}_same'))} saved)." for name in REFERENCES
+                  if f"vs_{name}_same" in ahead),
         *(f"- {reason}" for reason in policy.get("reasons", [])),
     ]
 

@@ -78,7 +78,7 @@ def test_backtest_flow_scores_every_policy_writes_plots_and_publishes_a_table(sh
     tuning = ahead["tuning"]
     assert tuning["end"] < out["window"]["start"]  # tuned on data before the window only
     assert tuning["trials"] >= 10
-    assert any("Ex ante (tuned on" in a.data for a in artifacts)
+    assert any("Ex ante (tuned on" in a.data and "aws at the same violations" in a.data for a in artifacts)
 
 
 def test_backtest_tuning_stretch_is_left_out_when_asked(shop):

@@ -69,7 +69,7 @@ register(OraclePolicy())
 # The published predictive autoscalers, as references (issue 20): AWS predictive scaling, Crane's EHPA.
 register(AwsPredictivePolicy())
 register(CraneEhpaPolicy())
-REFERENCES: tuple[str, ...] = ("aws", "crane")  # compared with prescale ex ante like reactive (tasks/backtest.py)
+REFERENCES: tuple[str, ...] = ("aws", "crane")  # the published references: reported beside reactive everywhere
 
 # Re-exported: the replay's rules and tests build on the decision's helpers.
 __all__ = [
