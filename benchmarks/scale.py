@@ -12,15 +12,20 @@ Setup per app count N, in a fresh ``PRESCALE_HOME`` under ``.prescale/bench-scal
   trained app of the same profile (the registry holds N models; each app loads its own).
 
 Runners: ``threads`` (default), ``dask`` (a ``LocalCluster`` of 2 worker processes started for each flow
-run, so every cycle starts cold), ``dask-cluster`` (one long-lived ``LocalCluster`` passed by address, as a
-deployment would use a standing cluster: the workers keep their champion caches between cycles). The runner
-is swapped with ``flow.with_options``, so the comparison is of the runners alone.
+run, so every cycle starts cold), ``dask-cluster-N`` (one long-lived ``LocalCluster`` of N single-threaded
+worker processes passed by address, as a deployment would use a standing cluster: the workers keep their
+champion and ledger caches between cycles; ``dask-cluster`` is N = 2). The runner is swapped with
+``flow.with_options``, so the comparison is of the runners alone; the flow sizes its chunks of apps from the
+runner's workers. ``--runs 50:threads,1000:dask-cluster-2`` picks app-count and runner pairs explicitly.
 
 Then the ``orchestrate`` flow runs ``--cycles`` times at the history's end plus one minute each (dry run:
 decide and record, the simulated cluster is not applied to). Times come from Prefect: each flow run's
 ``total_run_time`` and the summed task-run times per task name, read from the API afterwards. The first cycle
 loads every champion (cold); the later ones are the steady state a worker sees every minute. Memory is the
-peak RSS of this process and of the largest child (Dask's worker processes).
+peak RSS of this process and of the largest child (Dask's worker processes). Per app and stage (read,
+phase, health, forecast, decide, record) the CPU milliseconds the cycle's rows carry in ``timing`` (each
+``decide-apps`` chunk's thread CPU per stage over its apps; the record step's over all apps), and the decide
+step's wall time per app (each row's ``duration_s``): p50 and p95.
 
 Writes ``benchmarks/results/scale.json`` and ``.md``. Run (tens of minutes at 1,000 apps):
 ``.venv/bin/python benchmarks/scale.py [--apps 50,100,500,1000] [--runners threads,dask] [--quick]``.
@@ -55,6 +60,7 @@ TEMPLATES = ("web", "inference", "analytics", "transcoder")
 WORK = ROOT / ".prescale" / "bench-scale"
 OUT = ROOT / "benchmarks" / "results"
 STEP = pd.Timedelta(minutes=5)
+STAGES = ("read", "phase", "health", "forecast", "decide", "record")  # the rows' timing, in cycle order
 
 
 def build(home: Path, n: int, days: float) -> pd.Timestamp:
@@ -148,10 +154,23 @@ def cycles(apps: list[str], at: pd.Timestamp, count: int, runner: RunnerSettings
         wall = time.perf_counter() - started
         rows = state.result()
         modes = pd.Series([r["mode"] for r in rows]).value_counts().to_dict()
-        failed = [f"{r['app']}: {r['error']}" for r in rows if r["outcome"] == "failed"][:3]
+        failed = [f"{r['app']}: {r['error']}" for r in rows if r["outcome"] == "failed"]
         out.append({"cycle": c, "wall_s": round(wall, 2), **asyncio.run(_timings(state.state_details.flow_run_id)),
-                    "modes": modes, "failed": failed})
+                    "modes": modes, "failed_count": len(failed), "failed": failed[:3], **stage_figures(rows)})
     return out
+
+
+def stage_figures(rows: list[dict]) -> dict:
+    """Per-app CPU ms by stage (the rows' ``timing``: each chunk's thread CPU per stage over its apps, and the
+    record step's per app) and the decide step's wall time per app (``duration_s``, p50 and p95)."""
+    timings = [json.loads(r["timing"]) if isinstance(r["timing"], str) else r["timing"] for r in rows]
+    seen = {k for t in timings for k in t.get("cpu_ms", {})}
+    stages = [k for k in STAGES if k in seen] + sorted(seen - set(STAGES))
+    cpu = {k: round(float(np.mean([t.get("cpu_ms", {}).get(k, 0.0) for t in timings])), 2) for k in stages}
+    decide = [1000 * r["duration_s"] for r in rows if r["outcome"] != "failed" and r["duration_s"]]
+    return {"cpu_ms_per_app": {**cpu, "total": round(sum(cpu.values()), 2)},
+            "decide_ms": {"p50": round(float(np.percentile(decide, 50)), 2) if decide else None,
+                          "p95": round(float(np.percentile(decide, 95)), 2) if decide else None}}
 
 
 async def _timings(flow_run_id) -> dict:
@@ -169,7 +188,8 @@ async def _timings(flow_run_id) -> dict:
                 break
     per_task: dict[str, list[float]] = {}
     for tr in task_runs:
-        per_task.setdefault(tr.name.rsplit("-", 1)[0], []).append(tr.total_run_time.total_seconds())
+        name = "decide-apps" if tr.name.startswith("decide-") else tr.name.rsplit("-", 1)[0]  # chunks: one name
+        per_task.setdefault(name, []).append(tr.total_run_time.total_seconds())
     return {"flow_run_s": round(run.total_run_time.total_seconds(), 2),
             "tasks": {name: {"runs": len(v), "sum_s": round(sum(v), 2), "p95_s": round(float(np.percentile(v, 95)), 3)}
                       for name, v in sorted(per_task.items())}}
@@ -257,8 +277,12 @@ def profile(home: Path, apps: int, name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--apps", default="50,100,500,1000", help="Comma-separated app counts.")
-    parser.add_argument("--runners", default="threads,dask,dask-cluster",
-                        help="threads, dask (a LocalCluster per run), dask-cluster (one long-lived, by address).")
+    parser.add_argument("--runners", default="threads,dask-cluster-2,dask-cluster-4",
+                        help="threads, dask (a LocalCluster per run), dask-cluster-N (one long-lived cluster of N "
+                        "worker processes, by address; dask-cluster: 2).")
+    parser.add_argument("--runs", default=None,
+                        help="Explicit app-count:runner pairs instead of --apps x --runners, e.g. "
+                        "50:threads,1000:threads,1000:dask-cluster-2.")
     parser.add_argument("--train", type=int, default=100,
                         help="(app, phase) pairs trained at the first app count >= this (4 at the others).")
     parser.add_argument("--cycles", type=int, default=2, help="Orchestrate cycles per app count and runner.")
@@ -274,6 +298,10 @@ def main() -> None:
         return
     counts = [10, 20] if args.quick else [int(x) for x in args.apps.split(",")]
     runners = ["threads"] if args.quick else args.runners.split(",")
+    pairs = [(n, r) for n in counts for r in runners]
+    if args.runs:
+        pairs = [(int(n), r) for n, _, r in (p.partition(":") for p in args.runs.split(","))]
+        counts = sorted({n for n, _ in pairs})
     n_train = 4 if args.quick else args.train
     cycles_n = 2 if args.quick else args.cycles
     os.environ.setdefault("PRESCALE_FORECAST__EPOCHS", "3")
@@ -281,75 +309,82 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     server = prefect_server(WORK)
     try:
-        run_all(counts, runners, n_train, cycles_n, args, results)
+        run_all(pairs, counts, n_train, cycles_n, args, results)
     finally:
         server.terminate()
         server.wait(30)
 
 
-_CLUSTER = None
+_CLUSTERS: dict[int, object] = {}
 
 
 def _runner(name: str) -> RunnerSettings:
-    """threads; dask (a LocalCluster per flow run); dask-cluster (one long-lived LocalCluster, by address)."""
-    global _CLUSTER
-    if name != "dask-cluster":
+    """threads; dask (a LocalCluster per flow run); dask-cluster[-N] (one long-lived LocalCluster of N worker
+    processes of one thread each, default 2, passed by address)."""
+    if not name.startswith("dask-cluster"):
         return RunnerSettings(kind=name)
-    if _CLUSTER is None:
+    n = int(name.rpartition("-")[2]) if name != "dask-cluster" else 2
+    if n not in _CLUSTERS:
         from distributed import LocalCluster
 
-        _CLUSTER = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-    return RunnerSettings(kind="dask", dask_address=_CLUSTER.scheduler_address)
+        _CLUSTERS[n] = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+    return RunnerSettings(kind="dask", dask_address=_CLUSTERS[n].scheduler_address)
 
 
-def run_all(counts, runners, n_train, cycles_n, args, results) -> None:
-    for n in counts:
-        for runner_name in runners:
-            runner = _runner(runner_name)
-            home = WORK / f"{n}-{runner_name}"
-            t0 = time.perf_counter()
-            at = build(home, n, args.days)
-            built = time.perf_counter() - t0
-            apps = [app_name(i) for i in range(n)]
-            # training is measured once per runner, at the first app count that holds --train apps
-            k = min(n_train, n) if n == min([c for c in counts if c >= n_train] or [max(counts)]) else min(4, n)
-            trained = train(apps[:k], runner)
-            trained.update({"apps": n, "runner": runner_name})
-            results["train"].append(trained)
-            shared = share_champions(n, k)
-            ran = cycles(apps, at, cycles_n, runner)
-            warm = [c["flow_run_s"] for c in ran[1:]] or [ran[0]["flow_run_s"]]
-            entry = {"apps": n, "runner": runner_name, "setup_s": round(built, 1), "register_s": round(shared, 1),
-                     "cold_cycle_s": ran[0]["flow_run_s"], "warm_cycle_s": max(warm),
-                     "warm_p95_s": round(float(np.percentile(warm, 95)), 2),
-                     "warm_per_app_ms": round(1000 * max(warm) / n, 1), "cycles": ran, **rss_mib()}
-            results["apps"].append(entry)
-            print(json.dumps({k: v for k, v in entry.items() if k != "cycles"}), flush=True)
-            write(results, name=args.name or ("scale-quick" if args.quick else "scale"))
+def run_all(pairs, counts, n_train, cycles_n, args, results) -> None:
+    for n, runner_name in pairs:
+        runner = _runner(runner_name)
+        home = WORK / f"{n}-{runner_name}"
+        t0 = time.perf_counter()
+        at = build(home, n, args.days)
+        built = time.perf_counter() - t0
+        apps = [app_name(i) for i in range(n)]
+        # training is measured once per runner, at the first app count that holds --train apps
+        k = min(n_train, n) if n == min([c for c in counts if c >= n_train] or [max(counts)]) else min(4, n)
+        trained = train(apps[:k], runner)
+        trained.update({"apps": n, "runner": runner_name})
+        results["train"].append(trained)
+        shared = share_champions(n, k)
+        ran = cycles(apps, at, cycles_n, runner)
+        warm = [c["flow_run_s"] for c in ran[1:]] or [ran[0]["flow_run_s"]]
+        entry = {"apps": n, "runner": runner_name, "setup_s": round(built, 1), "register_s": round(shared, 1),
+                 "cold_cycle_s": ran[0]["flow_run_s"], "warm_cycle_s": max(warm),
+                 "warm_p95_s": round(float(np.percentile(warm, 95)), 2),
+                 "warm_per_app_ms": round(1000 * max(warm) / n, 1), "cycles": ran, **rss_mib()}
+        results["apps"].append(entry)
+        print(json.dumps({k: v for k, v in entry.items() if k != "cycles"}), flush=True)
+        write(results, name=args.name or ("scale-quick" if args.quick else "scale"))
 
 
-def _modes(modes: dict) -> str:
-    return f"{modes.get('predictive', 0)} / {modes.get('reactive', 0)} / {modes.get('none', 0)}"
+def _modes(modes: dict, failed: int) -> str:
+    return f"{modes.get('predictive', 0)} / {modes.get('reactive', 0)} / {failed}"
 
 
 def write(results: dict, *, name: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
     lines = ["# Orchestrate cycle and training at scale", "",
-             f"Machine: {results['machine']['cpus']} cores. Dry-run cycles (gather, plan and record); times from "
-             "Prefect's flow and task runs. Target: the 1,000-app cycle under 60 s (issue 7), 50 apps p95 under "
-             "60 s (issue 6).", "",
-             "| apps | runner | cold cycle s | warm cycle s (worst) | warm p95 s | warm ms/app | gather s (sum) | "
-             "plan-app s (sum) | decisions predictive / reactive / failed | peak RSS MiB (self / child) |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+             f"Machine: {results['machine']['cpus']} cores. Dry-run cycles (decide and record); times from "
+             "Prefect's flow and task runs; the last (warm) cycle's figures. Targets (issue 19): the warm 1,000-app "
+             "cycle <= 60 s on threads with 0 failed, cost per app flat from 50 to 1,000 apps, forecast <= 5 ms "
+             "per app, decide p50 <= 10 ms, 2 Dask processes no slower than threads.", "",
+             "| apps | runner | cold cycle s | warm cycle s (worst) | warm ms/app | decide-apps s (sum) | "
+             "decisions predictive / reactive / failed | decide p50 / p95 ms | peak RSS MiB (self / child) |",
+             "|---:|---|---:|---:|---:|---:|---|---:|---:|"]
     for e in results["apps"]:
-        tasks = e["cycles"][-1]["tasks"]
+        last = e["cycles"][-1]
+        tasks, decide = last["tasks"], last.get("decide_ms", {})
         lines.append(f"| {e['apps']} | {e['runner']} | {e['cold_cycle_s']} | {e['warm_cycle_s']} | "
-                     f"{e.get('warm_p95_s', '-')} | "
-                     f"{e['warm_per_app_ms']} | {tasks.get('gather-inputs', {}).get('sum_s', '-')} | "
-                     f"{tasks.get('plan-app', {}).get('sum_s', '-')} | {_modes(e['cycles'][-1]['modes'])} | "
-                     f"{e['self_peak_mib']} / "
-                     f"{e['largest_child_peak_mib']} |")
+                     f"{e['warm_per_app_ms']} | {tasks.get('decide-apps', {}).get('sum_s', '-')} | "
+                     f"{_modes(last['modes'], last.get('failed_count', 0))} | {decide.get('p50', '-')} / "
+                     f"{decide.get('p95', '-')} | {e['self_peak_mib']} / {e['largest_child_peak_mib']} |")
+    stages = list(STAGES) + ["total"]
+    lines += ["", "CPU ms per app by stage, warm cycle (each chunk's thread CPU per stage over its apps; record: the "
+              "record step's per app):", "",
+              "| apps | runner | " + " | ".join(stages) + " |", "|---:|---|" + "---:|" * len(stages)]
+    for e in results["apps"]:
+        cpu = e["cycles"][-1].get("cpu_ms_per_app", {})
+        lines.append(f"| {e['apps']} | {e['runner']} | " + " | ".join(str(cpu.get(k, "-")) for k in stages) + " |")
     lines += ["", "| training: apps | runner | (app, phase) pairs | trained | s | s per pair |",
               "|---:|---|---:|---:|---:|---:|"]
     for t in results["train"]:

@@ -56,7 +56,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import PurePath
 from typing import Any
@@ -118,11 +118,14 @@ class LedgerRow:
         The schema's ``timestamp[us]`` cannot hold nanoseconds (Arrow refuses the cast rather than
         lose them), so a sub-microsecond instant is floored here instead of failing the cycle's write.
         """
-        record = asdict(self)
+        record = {name: getattr(self, name) for name in _FIELDS}  # shallow: the nested ones become JSON text
         for name in JSON_FIELDS:
             record[name] = json.dumps(record[name], default=str, sort_keys=True)
         record["decided_at"] = utc(self.decided_at).floor("us")
         return record
+
+
+_FIELDS = tuple(LedgerRow.__dataclass_fields__)
 
 
 
@@ -138,16 +141,21 @@ class Ledger:
         self.root = self.location.root
 
     def append(self, rows: list[LedgerRow]) -> list[PurePath | str]:
-        """Write the rows, one file per (app, day); each file appears whole or not at all. Returns where."""
+        """Write the rows, one file per (app, day); each file appears whole or not at all. Returns where.
+
+        The rows become one Arrow table, cut per (app, day) and written by ``Location.write_tables`` (encoding
+        and landing overlapped): a cycle appends a row for each of a thousand apps."""
         if not rows:
             return []
         frame = pd.DataFrame([row.to_record() for row in rows])
-        written = []
-        for (app, day), group in frame.groupby([frame["app"], frame["decided_at"].dt.date], sort=True):
-            relative = f"{_day_folder(app, day)}/part-{uuid.uuid4().hex}.parquet"
-            self.location.write_table(relative, _table(group))
-            written.append(self.location.display(self.location.path(relative)))
-        return written
+        frame = frame.assign(_day=frame["decided_at"].dt.date).sort_values(["app", "_day"], kind="stable")
+        table = _table(frame)
+        files, start = [], 0
+        for (app, day), size in frame.groupby(["app", "_day"], sort=False).size().items():
+            files.append((f"{_day_folder(app, day)}/part-{uuid.uuid4().hex}.parquet", table.slice(start, size)))
+            start += size
+        self.location.write_tables(files)
+        return [self.location.display(self.location.path(relative)) for relative, _ in files]
 
     def read(self, app: str, *, start=None, end=None, last: int | None = None, mode: str | None = None) -> pd.DataFrame:
         """Decisions of one app in [start, end), oldest first, JSON fields decoded.
@@ -333,12 +341,17 @@ class RecentRows:
 
     def add(self, rows: list[LedgerRow], written: list[PurePath | str]) -> None:
         """Rows this process appended (``Ledger.append`` says where): kept without reading them back."""
-        names = {_base_name(w): str(w).replace("\\", "/") for w in written}
-        for app, entry in self._apps.items():
-            mine = [row.to_record() for row in rows if row.app == app]
-            if mine:
-                entry.merge(pd.DataFrame(mine), self.keep)
-                entry.files |= {name for name, where in names.items() if f"/app={app}/" in where}
+        files: dict[str, set[str]] = {}
+        for where in written:
+            folder, _, name = str(where).replace("\\", "/").rpartition("/")
+            files.setdefault(folder.rpartition("/app=")[2].partition("/")[0], set()).add(name)
+        by_app: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            if row.app in self._apps:
+                by_app.setdefault(row.app, []).append(row.to_record())
+        for app, records in by_app.items():
+            self._apps[app].merge(records, self.keep)
+            self._apps[app].files |= files.get(app, set())
 
     def _refresh(self, app: str, start: pd.Timestamp) -> _Recent:
         listed = [i for folder in self.ledger._days(app, start, None) for i in self.ledger._day_files(folder)]
@@ -353,7 +366,7 @@ class RecentRows:
             fresh = np.setdiff1d(stamps[stamps >= start.value], entry.keys)
             if len(fresh):
                 wanted = ds.field("decided_at").isin(pa.array(fresh).cast(pa.timestamp("ns", "UTC")))
-                entry.merge(dataset.to_table(filter=wanted).to_pandas(), self.keep)
+                entry.merge(dataset.to_table(filter=wanted).to_pylist(), self.keep)
             entry.files |= {i.base_name for i in unknown}
         return entry
 
@@ -372,32 +385,30 @@ class _Recent:
     def newest(self) -> int | None:
         return int(self.keys[-1]) if len(self.keys) else None
 
-    def merge(self, frame: pd.DataFrame, keep: dict[str | None, int]) -> None:
-        """Add the rows of ``frame`` (as stored: JSON text) not seen before, then keep the newest ``keep[mode]``
+    def merge(self, records: list[dict[str, Any]], keep: dict[str | None, int]) -> None:
+        """Add the records (rows as stored: JSON text) not seen before, then keep the newest ``keep[mode]``
         rows of each asked mode; only the new rows kept are decoded."""
-        frame = frame.assign(decided_at=pd.to_datetime(frame["decided_at"], utc=True).dt.as_unit("ns"))
-        frame = frame.drop_duplicates(KEY)
-        stamps = frame["decided_at"].astype("int64").to_numpy()
-        new = ~np.isin(stamps, self.keys)
-        if not new.any():
+        fresh: dict[int, dict[str, Any]] = {}
+        for record in records:
+            stamp = utc(record["decided_at"]).as_unit("ns")
+            fresh.setdefault(stamp.value, {**record, "decided_at": stamp})  # the first of a key, as reads keep
+        stamps = np.fromiter(fresh, dtype=np.int64, count=len(fresh))
+        stamps = stamps[~np.isin(stamps, self.keys)]
+        if not len(stamps):
             return
-        frame = frame[new].sort_values("decided_at", kind="stable")
-        self.keys = np.union1d(self.keys, stamps[new])
-        when = np.concatenate([np.array([r["decided_at"].value for r in self.rows], dtype=np.int64),
-                               frame["decided_at"].astype("int64").to_numpy()])
-        modes = np.array([r["mode"] for r in self.rows] + frame["mode"].tolist(), dtype=object)
-        order = np.argsort(when, kind="stable")
-        kept = np.zeros(len(when), dtype=bool)
+        self.keys = np.union1d(self.keys, stamps)
+        new = [fresh[int(k)] for k in stamps]
+        merged = sorted(self.rows + new, key=lambda r: r["decided_at"])
+        kept = set()
         for mode, count in keep.items():
-            matching = order if mode is None else order[modes[order] == mode]
-            kept[matching[max(0, len(matching) - count):]] = True
-        old = len(self.rows)
-        added = frame.iloc[np.flatnonzero(kept[old:])].to_dict("records")
-        for row in added:
-            for name in JSON_FIELDS:
-                row[name] = _decoded(row[name])
-        together = [r for k, r in enumerate(self.rows) if kept[k]] + added
-        self.rows = sorted(together, key=lambda r: r["decided_at"])
+            matching = [k for k, r in enumerate(merged) if mode is None or r["mode"] == mode]
+            kept.update(matching[max(0, len(matching) - count):])
+        self.rows = [merged[k] for k in sorted(kept)]
+        added = {id(r) for r in new}
+        for row in self.rows:
+            if id(row) in added:  # as stored until now
+                for name in JSON_FIELDS:
+                    row[name] = _decoded(row.get(name))
 
     def forget_before(self, start: pd.Timestamp) -> None:
         """Drop what is older than the window (no later read asks for it: windows move forward)."""

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from prescale.catalog import AppProfile
-from prescale.ledger import Ledger
+from prescale.ledger import Ledger, RecentRows
 from prescale.orchestrate import sources
 
 
@@ -102,14 +102,15 @@ def forecast_health(
 
 
 def judged_decisions(
-    ledger: Ledger, app: str, now: pd.Timestamp, *, lookback_hours: float, points: int
+    ledger: Ledger | RecentRows, app: str, now: pd.Timestamp, *, lookback_hours: float, points: int
 ) -> pd.DataFrame:
     """The app's newest ``points`` predictive decisions in the ``lookback_hours`` before ``now``.
 
     Only predictive decisions carry a champion's forecast. The ledger filters on the mode before it counts, so
     the newest of them (each forecasts at least one point) are found however many reactive rows came since:
     while a champion is set aside every decision is reactive, and judging only the newest rows of any mode
-    would find no forecast, call it "warming-up" and reinstate the bad champion.
+    would find no forecast, call it "warming-up" and reinstate the bad champion. The orchestrate cycle passes
+    its process's :class:`~prescale.ledger.RecentRows`, which answers the same from memory.
     """
     start = now - pd.Timedelta(hours=lookback_hours)
     return ledger.read(app, start=start, end=now, last=points, mode="predictive")

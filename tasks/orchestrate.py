@@ -1,22 +1,28 @@
 """Prefect tasks of the orchestrate loop: thin I/O steps around the pure decision of ``prescale.cycle``.
 
-Per app, ``gather`` reads everything a decision needs into a ``prescale.cycle.Gathered`` (recent rows, the
-phase report, the ledger's recent predictive decisions for monitoring, the rule's and the SLO controller's
-state after the app's newest decision, the app's SLO budget (``slo.violation_budget`` of its profile, over
-which ``Settings.slo.budget_for`` puts the settings' overrides), the champion's forecaster and the SLO
-policy tuned with it (``ChampionLoader.policy``; a loader without it, or no policy, means untuned):
-registry I/O, cached per process by ``ChampionLoader`` and refreshed when the alias moves;
-:func:`forget_champions` empties that cache) and ``plan-app`` hands it, with the app's
-``prescale.cycle.ClusterView`` from ``observe-cluster``, to ``prescale.cycle.plan_app``: the SLO policy's
-rule and knobs, steered by its controller (``prescale.decision.decide``, the rule the replay scores and
-``prescale plan`` / ``apply`` run) on the input ``prescale.decide_inputs.assemble`` builds, then the
-make-before-break plan and the ledger row, with no I/O. ``apply_plans`` then carries the plans out one app
-after another through the one cluster backend (the simulated cluster keeps one state file; Kubernetes sees
-one writer), and ``record`` appends one ledger row per app, with the rule's and the controller's new state
-in ``rule_state`` (so a restarted worker steers on). A failure of one app becomes that app's row
-(``outcome="failed"`` with the error): it never stops the others.
+The cycle's apps are cut into a few contiguous chunks per worker of the runner (:func:`chunks`), and one
+``decide-apps`` task per chunk (:func:`decide_apps`) gathers and plans them. Gathering
+(:func:`gather_many`) reads everything a decision needs into a ``prescale.cycle.Gathered`` per app: the
+recent rows of all the chunk's apps in one store read (``MetricsStore.read_many``), the phase report, the
+ledger's recent predictive decisions for monitoring and the rule's and the SLO controller's state after the
+app's newest decision (from this process's cache of the ledger's recent rows, :func:`recent_rows`, which
+reads only the ledger files it has not seen), the app's SLO budget (``slo.violation_budget`` of its
+profile, over which ``Settings.slo.budget_for`` puts the settings' overrides), the champions' forecasts in
+one batch (``forecast_many``) and the SLO policy tuned with each champion (``ChampionLoader.policy``; a
+loader without it, or no policy, means untuned): registry I/O, cached per process by ``ChampionLoader`` and
+refreshed when the alias moves; :func:`forget_champions` empties both caches. Then, per app, ``plan_app``
+hands it, with the app's ``prescale.cycle.ClusterView`` from ``observe-cluster``, to
+``prescale.cycle.plan_app``: the SLO policy's rule and knobs, steered by its controller
+(``prescale.decision.decide``, the rule the replay scores and ``prescale plan`` / ``apply`` run) on the input
+``prescale.decide_inputs.assemble`` builds, then the make-before-break plan and the ledger row, with no I/O.
+``apply_plans`` then carries the plans out one app after another through the one cluster backend (the
+simulated cluster keeps one state file; Kubernetes sees one writer), and ``record`` appends one ledger row
+per app, with the rule's and the controller's new state in ``rule_state`` (so a restarted worker steers on)
+and the CPU time of each stage in ``timing``. A failure of one app becomes that app's row
+(``outcome="failed"`` with the error): it never stops the others. ``gather`` and ``plan_app`` remain tasks
+of one app each (the profiling benchmark and the tests run them one app at a time).
 
-Training and serving read the same metrics: ``gather`` asks the store for the profile's source metrics and
+Training and serving read the same metrics: the gather asks the store for the profile's source metrics and
 every input of the champion, which may be more (a mapping that stores two metrics trains on both). Every
 champion failure (missing, outside its error budget (``prescale.monitoring.champion_health``), failing to
 load or forecast) means no forecast, so the rule's reactive fallback (the fastest tier covers observed
@@ -40,7 +46,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from models.forecaster import Forecaster
+from models.forecaster import forecast_many
 from models.plots import data_uri, decisions_png, shrink_png
 from models.registry import ChampionLoader, Registry
 from models.series import serving_phase
@@ -51,7 +57,6 @@ from prescale.cycle import ClusterView, Decided, Gathered
 from prescale.decide_inputs import SloState, newest_slo_state, newest_state
 from prescale.decision import RuleState
 from prescale.fleet import Fleet, build_fleet
-from prescale.forecast import Forecast
 from prescale.ledger import Ledger, RecentRows
 from prescale.metrics.store import MetricsStore
 from prescale.monitoring import Health, champion_health, judged_decisions
@@ -308,10 +313,11 @@ def _champion_version(app: str, phase: str, settings: Settings) -> str | None:
 
 
 def _health(gathered: Gathered, settings: Settings) -> Health:
-    """The record of the champion the alias names now, read from the ledger (``prescale.monitoring``)."""
+    """The record of the champion the alias names now, read from the ledger (``prescale.monitoring``) through
+    this process's cache of its recent rows."""
     cfg = settings.orchestrate
-    decisions = judged_decisions(Ledger(cfg.ledger), gathered.app, gathered.now, lookback_hours=cfg.lookback_hours,
-                                 points=cfg.monitor_points)  # fmt: skip
+    decisions = judged_decisions(recent_rows(settings), gathered.app, gathered.now,
+                                 lookback_hours=cfg.lookback_hours, points=cfg.monitor_points)  # fmt: skip
     return champion_health(decisions, gathered.rows, gathered.profile,
                            champion=_champion_version(gathered.app, gathered.phase, settings),
                            window=cfg.monitor_points, min_points=cfg.min_points, error_budget=cfg.error_budget,
@@ -355,17 +361,6 @@ def _forecast_all(gathered: list[Gathered], settings: Settings) -> None:
         except Exception as exc:  # noqa: BLE001 - as a failing model
             got.forecast = None
             got.fall_back(f"champion failed ({type(exc).__name__}: {exc})")
-
-
-def forecast_many(jobs: list[tuple[Forecaster, pd.DataFrame]]) -> list[Forecast | BaseException]:
-    """Each job's ``forecaster.forecast(history)``, or the exception it raised (contract C1 of issue 19)."""
-    out: list[Forecast | BaseException] = []
-    for forecaster, history in jobs:
-        try:
-            out.append(forecaster.forecast(history))
-        except Exception as exc:  # noqa: BLE001 - returned, as forecast_many does
-            out.append(exc)
-    return out
 
 
 def _read_inputs(gathered: Gathered, inputs: tuple[str, ...], settings: Settings) -> None:
