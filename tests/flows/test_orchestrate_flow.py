@@ -48,6 +48,8 @@ def test_cycle_decides_applies_and_records_every_app(trained_web):
     assert analytics["retrain_requested"] and "retraining requested" in analytics["why"]  # a missing champion
     assert not web["retrain_requested"]
     assert ghost["outcome"] == "failed" and "ghost" in ghost["error"]  # no profile: only this app fails
+    cpu = json.loads(web["timing"])["cpu_ms"]  # each stage's CPU per app, for benchmarks/scale.py
+    assert set(cpu) == {"read", "phase", "health", "forecast", "decide", "record"} and cpu["forecast"] > 0
     ledger = Ledger(load_settings().orchestrate.ledger)
     recorded = ledger.read("web")
     assert len(recorded) == 1 and recorded["forecast"][0]["metric"] == "requests_per_second"
