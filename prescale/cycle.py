@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from prescale.catalog import AppProfile, Catalog
@@ -164,9 +165,11 @@ def slo_step(gathered: Gathered, view: ClusterView, catalog: Catalog, observed: 
 
 def newest_observed(rows: pd.DataFrame, profile: AppProfile) -> pd.Timestamp | None:
     """The instant of the newest observation of a bound profile metric (None: none observed)."""
-    stored = {source for source, _ in sources(profile).values()}
-    seen = rows[rows["metric"].isin(stored)].dropna(subset=["value"]) if len(rows) else rows
-    return None if seen.empty else pd.Timestamp(seen["ts"].max())
+    stored = [source for source, _ in sources(profile).values()]
+    if not len(rows) or not stored:
+        return None
+    seen = np.isin(rows["metric"].to_numpy(), stored) & ~np.isnan(rows["value"].to_numpy(dtype=float))
+    return pd.Timestamp(rows["ts"][seen].max()) if seen.any() else None
 
 
 def plan_app(
