@@ -35,6 +35,7 @@ import time
 import pandas as pd
 from prefect import flow, get_run_logger, unmapped
 from prefect.context import FlowRunContext
+from prefect.utilities.annotations import quote
 
 from flows.runners import task_runner, workers
 from prescale.catalog import list_profiles
@@ -67,9 +68,11 @@ def orchestrate(apps: list[str] | None = None, at: str | None = None, dry_run: b
     futures = decide_apps.map(parts, [{app: views[app] for app in part} for part in parts], unmapped(now),
                               unmapped(settings), label=[chunk_label(part) for part in parts])  # fmt: skip
     decided = [d for part, future in zip(parts, futures, strict=True) for d in _settle(part, now, future)]
-    decided = apply_plans(decided, settings, clock)
+    # quote(): Prefect would otherwise walk every Decided (rows, plans) of the cycle looking for futures
+    # before each of these three tasks: 12 s of a 46 s warm cycle at 1,000 apps
+    decided = apply_plans(quote(decided), settings, clock)
     started = time.thread_time()
-    record(decided, str(settings.orchestrate.ledger), settings.store.compact_min_files)
+    record(quote(decided), str(settings.orchestrate.ledger), settings.store.compact_min_files)
     record_ms = round(1000 * (time.thread_time() - started) / max(len(decided), 1), 3)
     for d in decided:
         d.row.timing = {"cpu_ms": {**d.row.timing.get("cpu_ms", {}), "record": record_ms}}
@@ -78,7 +81,7 @@ def orchestrate(apps: list[str] | None = None, at: str | None = None, dry_run: b
         get_run_logger().info(request_retraining(
             retrain, settings.orchestrate.retrain_deployment,
             cooldown_minutes=settings.orchestrate.retrain_cooldown_minutes))
-    publish_artifact(decided, settings)
+    publish_artifact(quote(decided), settings)
     return [d.row.to_record() for d in decided]
 
 

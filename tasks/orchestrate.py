@@ -72,6 +72,7 @@ from tasks.ingest import IO_RETRIES, IO_RETRY_DELAYS, transient_only
 PICTURE_EVERY_MINUTES = 10  # cycles whose instant is a multiple of this embed the picture of the recent decisions
 PICTURE_HOURS = 6.0  # the picture's span
 PICTURE_MAX_BYTES = 30_000  # the embedded PNG, before base64
+PICTURE_MAX_APPS = 12  # panels in the picture: beyond this many apps, the costliest this cycle
 
 CHUNKS_PER_WORKER = 4  # decide-apps tasks per worker of the runner (see chunks())
 MIN_CHUNK_APPS = 10  # no smaller chunks: the batched read and forecast pay off over many apps
@@ -503,7 +504,9 @@ def publish_artifact(decided: list[Decided], settings: Settings | None = None) -
     picture, note = None, ""
     if settings is not None and now is not None:
         last = pd.Timestamp(now).floor(f"{PICTURE_EVERY_MINUTES}min")
-        what = f"Observed demand against decided capacity over the last {PICTURE_HOURS:g} h, per app"
+        apps = len(dict.fromkeys(d.app for d in decided))
+        which = "per app" if apps <= PICTURE_MAX_APPS else f"for the {PICTURE_MAX_APPS} costliest of {apps} apps"
+        what = f"Observed demand against decided capacity over the last {PICTURE_HOURS:g} h, {which}"
         if last == pd.Timestamp(now).floor("min"):
             try:
                 picture = recent_picture(decided, pd.Timestamp(now), settings)
@@ -516,14 +519,26 @@ def publish_artifact(decided: list[Decided], settings: Settings | None = None) -
                              description="One decision per app")  # fmt: skip
 
 
+def pictured(decided: list[Decided]) -> list[str]:
+    """The apps the picture shows: all of them up to :data:`PICTURE_MAX_APPS`, else the costliest this cycle
+    (a panel per app: a thousand would be unreadable, and reading their six hours of ledger took 107 s at
+    1,000 apps on the 2-core machine)."""
+    apps = list(dict.fromkeys(d.app for d in decided))
+    if len(apps) <= PICTURE_MAX_APPS:
+        return apps
+    cost = {d.app: d.row.cost_per_hour for d in decided}
+    return sorted(apps, key=lambda app: (-cost[app], app))[:PICTURE_MAX_APPS]
+
+
 def recent_picture(decided: list[Decided], now: pd.Timestamp, settings: Settings) -> str | None:
     """A ``data:`` URI of :func:`models.plots.decisions_png` over the ledger's last :data:`PICTURE_HOURS`
-    before ``now`` for the cycle's apps (None: no app has a row yet), with its size and time logged."""
+    before ``now`` for the cycle's apps (:func:`pictured`; None: no app has a row yet), with its size and time
+    logged."""
     started = time.perf_counter()
     ledger, catalog = Ledger(settings.orchestrate.ledger), load_catalog(settings.search.catalog)
     start, end = now - pd.Timedelta(hours=PICTURE_HOURS), now + pd.Timedelta(seconds=1)
     recent = {}
-    for app in dict.fromkeys(d.app for d in decided):
+    for app in pictured(decided):
         rows = ledger.read(app, start=start, end=end)
         if len(rows):
             fleet = build_fleet(catalog, resolve_profile(app, settings.search.profiles), step_seconds=60)

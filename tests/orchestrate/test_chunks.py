@@ -21,3 +21,23 @@ def test_the_cycle_cuts_its_apps_into_a_few_contiguous_chunks_per_worker(apps, w
     assert [app for part in parts for app in part] == names
     if parts:
         assert chunk_label(parts[0]) == f"{parts[0][0]}..{parts[0][-1]}-{len(parts[0])}-apps" or len(parts[0]) == 1
+
+
+def test_the_picture_of_a_large_cycle_shows_its_costliest_apps():
+    import pandas as pd
+
+    from prescale.cycle import Decided
+    from prescale.ledger import LedgerRow
+    from tasks.orchestrate import PICTURE_MAX_APPS, pictured
+
+    def decided(app: str, cost: float) -> Decided:
+        return Decided(app, LedgerRow(decided_at=pd.Timestamp("2026-03-02T12:10Z"), app=app, phase="default",
+                                      mode="reactive", why="", champion_version=None, covered_quantile=None,
+                                      cost_per_hour=cost, outcome="dry-run"))  # fmt: skip
+
+    few = [decided(f"app-{i:04d}", float(i)) for i in range(3)]
+    assert pictured(few) == ["app-0000", "app-0001", "app-0002"]  # all of them, in the cycle's order
+    many = [decided(f"app-{i:04d}", float(i % 50)) for i in range(1000)]
+    shown = pictured(many)
+    assert len(shown) == PICTURE_MAX_APPS and all(int(name[4:]) % 50 == 49 for name in shown)
+    assert shown == sorted(shown)  # equal costs: by name
