@@ -48,7 +48,9 @@ most), see :meth:`Ledger.read`.
 The monitoring step (:func:`prescale.monitoring.judged_decisions`) reads
 the newest predictive decisions back to compare what was forecast with what then
 happened; ``read(..., mode=..., last=...)`` filters on the mode before it counts,
-walking day partitions newest first and stopping once it has enough rows.
+walking day partitions newest first and stopping once it has enough rows. The orchestrate cycle asks
+that of every app every minute, so a worker keeps the answers in a :class:`RecentRows` between cycles and
+reads only the files it has not seen (its docstring says why that stays correct with other writers).
 """
 
 from __future__ import annotations
