@@ -49,13 +49,15 @@ def task_runner(settings: RunnerSettings | None = None, *, threads: int = 2) -> 
 
 
 def workers(runner: TaskRunner | None) -> int:
-    """The tasks ``runner`` runs at once: its threads, or a Dask cluster's worker threads (1 if unknown)."""
+    """The tasks ``runner`` runs at once: its threads, or a Dask cluster's worker threads (1 if unknown).
+
+    prefect-dask connects its client on first use (``DaskTaskRunner.client``); asking it here is that first
+    use, which the flow's first submission would make anyway."""
     if isinstance(runner, ThreadPoolTaskRunner):
         return max(1, runner._max_workers or 1)
-    client = getattr(runner, "_client", None)  # prefect-dask's runner, started by the flow run
-    if client is not None:
-        try:
-            return max(1, sum(client.nthreads().values()))
-        except Exception:  # noqa: BLE001 - a scheduler that does not answer: the flow still runs
-            return 1
-    return 1
+    if runner is None or not hasattr(type(runner), "client"):
+        return 1
+    try:
+        return max(1, sum(runner.client.nthreads().values()))
+    except Exception:  # noqa: BLE001 - a scheduler that does not answer: the flow still runs (and says why)
+        return 1

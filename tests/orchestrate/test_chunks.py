@@ -41,3 +41,12 @@ def test_the_picture_of_a_large_cycle_shows_its_costliest_apps():
     shown = pictured(many)
     assert len(shown) == PICTURE_MAX_APPS and all(int(name[4:]) % 50 == 49 for name in shown)
     assert shown == sorted(shown)  # equal costs: by name
+
+
+def test_the_chunks_are_sized_from_the_runners_workers():
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.runners import workers
+
+    assert workers(ThreadPoolTaskRunner(max_workers=3)) == 3
+    assert workers(None) == 1
