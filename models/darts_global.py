@@ -24,8 +24,9 @@ How data moves, the same as the LSTM's (``lstm.py``, whose helpers this module r
   up to ``epochs`` epochs,
   early stopping on the parts' validation rows with the best epoch's weights kept; CPU, the caller's
   torch threads, fixed seed. darts' checkpoints live in a fresh folder under ``scratch``, removed after;
-- ``predict_at`` runs every origin of a panel in one batched pass (``lstm.backtest_values``: darts'
-  historical-forecast dataset without wrapping each forecast in a ``TimeSeries``).
+- ``predict_at`` and ``forecast`` call the network directly, every origin of a panel in batched passes
+  (``torch_inference``: the tensors darts' ``predict`` would build, no Lightning trainer); ``predict_at_darts``
+  and ``forecast_darts`` keep darts' own path as the reference.
 
 Measured (held-out MAE of the raw median, fit seconds on this 2-core host, on the series of
 ``benchmarks/forecast.py``): on the 20 Azure V1 VMs, one global fit each, the median over the VMs of the
@@ -77,6 +78,7 @@ from models.lstm import (
     week_sin,
 )
 from models.series import Panel
+from models.torch_inference import NS, InputSpec, Request, backtest, tail_inputs
 
 if TYPE_CHECKING:
     from models.train import TrainConfig
@@ -229,8 +231,55 @@ class DartsGlobal:
             **self.model_kwargs(c),
         )
 
+    # The network is called directly (``torch_inference``, as the LSTM does); ``predict_at_darts`` and
+    # ``forecast_darts`` are darts' own path, kept as the reference the tests hold it to.
+    def input_spec(self) -> InputSpec:
+        c = self.config
+        return InputSpec(input_steps=c.input_steps, horizon=c.horizon, lags=tuple(c.lags), lag_window=c.lag_window,
+                         calendar=self.calendar)
+
     def predict_at(self, panel: Panel, origins: np.ndarray, *, part: int = 0) -> np.ndarray:
-        """Quantiles ``(W, H, M, Q)`` from each origin (each must start a valid window), all in one pass."""
+        """Quantiles ``(W, H, M, Q)`` from each origin (each must start a valid window), in batched passes."""
+        c = self.config
+        scaling = self.scalings[part]
+        out = np.full((len(origins), c.horizon, len(panel.metrics), len(c.quantiles)), np.nan)
+        if len(origins) == 0:
+            return out
+        values, positions = backtest(self.model.model, scaling.forward(panel.values),
+                                     stamps_ns=panel.index.as_unit("ns").asi8, step_ns=panel.step_seconds * NS,
+                                     observed=panel.observed, spec=self.input_spec(), origins=np.asarray(origins))
+        if len(positions):
+            out[positions] = unpack_quantiles(values, len(panel.metrics), c.quantiles)
+        return scaling.inverse(out, axis=2)
+
+    def forecast(self, panel: Panel, *, part: int = 0) -> np.ndarray:
+        """Quantiles ``(H, M, Q)`` for the rows after the panel's last row (which must end L observed rows)."""
+        return self.forecast_request(panel, part=part).result()
+
+    def forecast_request(self, panel: Panel, *, part: int = 0) -> Request:
+        """:meth:`forecast` before its forward pass (for ``forecaster.forecast_many``'s batches)."""
+        self._check_history(panel)
+        c = self.config
+        scaling = self.scalings[part]
+        first = max(0, len(panel) - self.history_needed() - c.lag_window)
+        windows = tail_inputs(scaling.forward(panel.values[first:]), last_ns=int(panel.index[-1].value),
+                              step_ns=panel.step_seconds * NS, spec=self.input_spec())
+        metrics = len(panel.metrics)
+        return Request(self.model.model, windows,
+                       lambda out: scaling.inverse(unpack_quantiles(out, metrics, c.quantiles), axis=2)[0])
+
+    def _check_history(self, panel: Panel) -> None:
+        c = self.config
+        tail = panel.values[-c.input_steps:]
+        if len(tail) < c.input_steps or np.isnan(tail).any():
+            raise ValueError(f"{self.name} needs the last {c.input_steps} rows observed for every metric; got "
+                             f"{len(tail)} rows with {int(np.isnan(tail).any(axis=1).sum())} incomplete")
+        if len(panel) < self.history_needed():
+            raise ValueError(f"{self.name} reads past days' values as covariates: give at least "
+                             f"{self.history_needed()} rows, got {len(panel)}")
+
+    def predict_at_darts(self, panel: Panel, origins: np.ndarray, *, part: int = 0) -> np.ndarray:
+        """:meth:`predict_at` through darts' historical forecasts (the reference for the direct path)."""
         c = self.config
         scaling = self.scalings[part]
         out = np.full((len(origins), c.horizon, len(panel.metrics), len(c.quantiles)), np.nan)
@@ -248,16 +297,10 @@ class DartsGlobal:
                 out[i] = unpack_quantiles(v, len(panel.metrics), c.quantiles)
         return scaling.inverse(out, axis=2)
 
-    def forecast(self, panel: Panel, *, part: int = 0) -> np.ndarray:
-        """Quantiles ``(H, M, Q)`` for the rows after the panel's last row (which must end L observed rows)."""
+    def forecast_darts(self, panel: Panel, *, part: int = 0) -> np.ndarray:
+        """:meth:`forecast` through darts' ``predict`` (the reference for the direct path)."""
+        self._check_history(panel)
         c = self.config
-        tail = panel.values[-c.input_steps:]
-        if len(tail) < c.input_steps or np.isnan(tail).any():
-            raise ValueError(f"{self.name} needs the last {c.input_steps} rows observed for every metric; got "
-                             f"{len(tail)} rows with {int(np.isnan(tail).any(axis=1).sum())} incomplete")
-        if len(panel) < self.history_needed():
-            raise ValueError(f"{self.name} reads past days' values as covariates: give at least "
-                             f"{self.history_needed()} rows, got {len(panel)}")
         scaling = self.scalings[part]
         series = observed_series(panel, scaling, len(panel) - c.input_steps, len(panel), min_rows=c.input_steps)
         covs = self._covariates(panel, scaling, series)

@@ -44,6 +44,7 @@ from models.component import Component
 from models.components import component_folder, load_component
 from models.conformal import apply_central_offsets, apply_offsets, target_hours
 from models.series import Panel, panel_from_long, panel_from_wide
+from models.torch_inference import Request, run_requests
 from prescale.forecast import Forecast
 
 META_FILE = "forecaster.json"
@@ -106,9 +107,12 @@ class Forecaster:
     def forecast(self, history: pd.DataFrame) -> Forecast:
         """The calibrated forecast for the ``horizon`` steps after the last row of ``history``."""
         panel = self._panel(history)
-        parts = [c.forecast(panel, part=self.part)[None] for c in self.components]
+        return self._finish(panel, [c.forecast(panel, part=self.part) for c in self.components])
+
+    def _finish(self, panel: Panel, parts: Sequence[np.ndarray]) -> Forecast:
+        """The components' raw quantiles ``(H, M, Q)`` after ``panel`` -> the calibrated :class:`Forecast`."""
         hours = self.target_hours(panel, np.array([len(panel) - 1]))
-        values = self.calibrated(_combine(parts, self.weights), hours=hours)[0]
+        values = self.calibrated(_combine([p[None] for p in parts], self.weights), hours=hours)[0]
         if not np.isfinite(values).all():
             raise ForecasterInputError(
                 f"{self.candidate}: the history ending {panel.index[-1]} yields no finite forecast; "
@@ -165,13 +169,40 @@ class Forecaster:
 
 def forecast_many(jobs: Sequence[tuple[Forecaster, pd.DataFrame]]) -> list[Forecast | Exception]:
     """Each job's ``forecaster.forecast(history)``, in order; a job that fails gives its exception (never raised),
-    so one app's bad history does not stop the others."""
-    out: list[Forecast | Exception] = []
-    for forecaster, history in jobs:
+    so one app's bad history does not stop the others.
+
+    The torch components (the LSTM's networks, TiDE...) are not run job by job: each gives its input windows
+    (``forecast_request``), the windows of one network go through one forward pass
+    (``torch_inference.run_requests``), and each job is finished (combined, calibrated) from its outputs. The
+    other components (baselines, ridge) forecast as they would alone.
+    """
+    out: list[Forecast | Exception] = [None] * len(jobs)  # type: ignore[list-item]
+    pending: list[tuple[int, Panel, list[Any]]] = []
+    requests: list[Request] = []
+    for i, (forecaster, history) in enumerate(jobs):
         try:
-            out.append(forecaster.forecast(history))
+            panel = forecaster._panel(history)
+            parts: list[Any] = []
+            for component in forecaster.components:
+                make = getattr(component, "forecast_request", None)
+                if make is None:
+                    parts.append(component.forecast(panel, part=forecaster.part))
+                else:
+                    parts.append(len(requests))
+                    requests.append(make(panel, part=forecaster.part))
+            pending.append((i, panel, parts))
         except Exception as exc:  # noqa: BLE001 - returned to the caller, who records it per app
-            out.append(exc)
+            out[i] = exc
+    ran = run_requests(requests)
+    for i, panel, parts in pending:
+        try:
+            arrays = [ran[p] if isinstance(p, int) else p for p in parts]
+            failed = next((a for a in arrays if isinstance(a, Exception)), None)
+            if failed is not None:
+                raise failed
+            out[i] = jobs[i][0]._finish(panel, arrays)
+        except Exception as exc:  # noqa: BLE001 - as above
+            out[i] = exc
     return out
 
 

@@ -107,6 +107,7 @@ from torch import nn
 
 from models.component import Trained, TrainPart
 from models.series import Panel, runs
+from models.torch_inference import NS, InputSpec, Request, backtest, tail_inputs
 
 if TYPE_CHECKING:
     from models.train import TrainConfig
@@ -403,31 +404,48 @@ class LstmCandidate:
         return self
 
     # -- predict -------------------------------------------------------------------
+    # The network is called directly (``torch_inference``: the tensors darts would build, no Lightning trainer);
+    # ``predict_at_darts`` and ``forecast_darts`` are darts' own path, kept as the reference the tests hold it to.
+    def input_spec(self) -> InputSpec:
+        """What the network reads: the input window, the lagged targets and the target rows' calendar."""
+        c = self.config
+        return InputSpec(input_steps=c.input_steps, horizon=c.horizon, lags=tuple(self.lags()),
+                         lag_window=c.lag_window, calendar="future")
+
     def predict_at(self, panel: Panel, origins: np.ndarray, *, part: int = 0) -> np.ndarray:
-        """Quantile forecasts ``(W, H, M, Q)`` from each origin (each must start a valid window)."""
+        """Quantile forecasts ``(W, H, M, Q)`` from each origin (each must start a valid window; others are NaN),
+        all in batched forward passes."""
         c = self.config
         scaling = self.scalings[part]
         out = np.full((len(origins), c.horizon, len(panel.metrics), len(c.quantiles)), np.nan)
         if len(origins) == 0:
             return out
-        series = self._series(panel, scaling, max(0, int(origins.min()) - c.input_steps + 1),
-                              min(len(panel), int(origins.max()) + c.horizon + 1))
-        covs = self._covariates(panel, scaling, series)
-        values, starts = self._backtest_values(series, covs)
-        position = {ts: i for i, ts in enumerate(_naive(panel.index[origins + 1]))}
-        for v, start in zip(values, starts, strict=True):
-            i = position.get(pd.Timestamp(start))
-            if i is not None:
-                out[i] = self._unpack(v, panel.metrics)
+        values, positions = backtest(self.model.model, scaling.forward(panel.values),
+                                     stamps_ns=panel.index.as_unit("ns").asi8, step_ns=panel.step_seconds * NS,
+                                     observed=panel.observed, spec=self.input_spec(), origins=np.asarray(origins))
+        if len(positions):
+            out[positions] = self._unpack(values, panel.metrics)
         return scaling.inverse(out, axis=2)
-
-    def _backtest_values(self, series: list, covs: list | None) -> tuple[list[np.ndarray], list]:
-        return backtest_values(self.model, series, future=covs, horizon=self.config.horizon)
 
     def forecast(self, panel: Panel, *, part: int = 0) -> np.ndarray:
         """Quantiles ``(H, M, Q)`` for the rows after the panel's last row (which must end L observed rows)."""
+        return self.forecast_request(panel, part=part).result()
+
+    def forecast_request(self, panel: Panel, *, part: int = 0) -> Request:
+        """:meth:`forecast` before its forward pass, so a caller can batch it with others
+        (``forecaster.forecast_many``); raises ``ValueError`` for a history it cannot forecast from."""
+        self._check_history(panel)
         c = self.config
         scaling = self.scalings[part]
+        first = max(0, len(panel) - self.history_needed() - c.lag_window)  # the rows the window and its lags read
+        windows = tail_inputs(scaling.forward(panel.values[first:]), last_ns=int(panel.index[-1].value),
+                              step_ns=panel.step_seconds * NS, spec=self.input_spec())
+        metrics = panel.metrics
+        return Request(self.model.model, windows,
+                       lambda out: scaling.inverse(self._unpack(out, metrics), axis=2)[0])
+
+    def _check_history(self, panel: Panel) -> None:
+        c = self.config
         tail = panel.values[-c.input_steps :]
         if len(tail) < c.input_steps or np.isnan(tail).any():
             raise ValueError(
@@ -440,6 +458,30 @@ class LstmCandidate:
                 f"the LSTM reads past days' values as covariates: give at least {need} rows (the longest lag "
                 f"{max(self.lags(), default=0)} plus the input window {c.input_steps}), got {len(panel)}"
             )
+
+    def predict_at_darts(self, panel: Panel, origins: np.ndarray, *, part: int = 0) -> np.ndarray:
+        """:meth:`predict_at` through darts' historical forecasts (the reference for the direct path)."""
+        c = self.config
+        scaling = self.scalings[part]
+        out = np.full((len(origins), c.horizon, len(panel.metrics), len(c.quantiles)), np.nan)
+        if len(origins) == 0:
+            return out
+        series = self._series(panel, scaling, max(0, int(origins.min()) - c.input_steps + 1),
+                              min(len(panel), int(origins.max()) + c.horizon + 1))
+        covs = self._covariates(panel, scaling, series)
+        values, starts = backtest_values(self.model, series, future=covs, horizon=c.horizon)
+        position = {ts: i for i, ts in enumerate(_naive(panel.index[origins + 1]))}
+        for v, start in zip(values, starts, strict=True):
+            i = position.get(pd.Timestamp(start))
+            if i is not None:
+                out[i] = self._unpack(v, panel.metrics)
+        return scaling.inverse(out, axis=2)
+
+    def forecast_darts(self, panel: Panel, *, part: int = 0) -> np.ndarray:
+        """:meth:`forecast` through darts' ``predict`` (the reference for the direct path)."""
+        self._check_history(panel)
+        c = self.config
+        scaling = self.scalings[part]
         rows = slice(len(panel) - c.input_steps, len(panel))
         series = TimeSeries.from_times_and_values(
             _naive(panel.index[rows]), scaling.forward(panel.values)[rows].astype(np.float32),
