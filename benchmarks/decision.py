@@ -14,6 +14,12 @@ sees once its levels are known). The issue's target is p95 < 100 ms per app on 2
 
 Writes ``benchmarks/results/decision.json`` and ``.md``. Run: ``.venv/bin/python benchmarks/decision.py``
 (about a minute per profile); ``--profiles web`` for one.
+
+``--fast-path DAYS`` measures instead what the cover cache saves (issue 19): the first ``DAYS`` of the same
+week decided twice from a fresh cache, once as the rule runs (a cover solved once per grid level, then
+looked up) and once with ``CoverCache(solve_every_time=True)`` (every cover asked of the exact MILP again),
+checking at every step that both give the same actions, and reports decide's p50/p95 per call for each.
+Writes ``benchmarks/results/decision-fastpath.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -115,6 +121,60 @@ def measure(profile: str) -> dict:
     return out
 
 
+def decide_all(rule: Predictive, steps: int) -> tuple[np.ndarray, list]:
+    """``run``'s loop, returning decide's seconds per call and each decision's actions as plain tuples."""
+    ex = Executor(rule.ctx.fleet, steps)
+    plan, actions = np.zeros(steps), []
+    for t in range(steps):
+        ex.begin(t)
+        inp = rule.decision_input(t, ex)
+        began = time.perf_counter()
+        decision = decide(inp)
+        plan[t] = time.perf_counter() - began
+        actions.append(tuple((a.target.tolist(), a.keep.tolist(), a.mask.tolist()) for a in decision.actions))
+        rule.act(decision, ex)
+        if t == 0:
+            ex.warm_start(ex.held)
+        ex.end()
+    return plan, actions
+
+
+def fast_path(profile: str, days: float) -> dict:
+    """The same ``days`` decided with the cover cache and solving every cover every time (see the docstring)."""
+    from prescale.replay.covers import CoverCache
+
+    fleet, inp = week(profile)
+    steps = min(len(inp.index), round(days * 86_400 / inp.step_seconds))
+    out = {"profile": profile, "tiers": [t.kind for t in fleet.tiers], "decisions": steps}
+    answers = {}
+    for name, every in (("cached", False), ("solve every time", True)):
+        covers = CoverCache(fleet, resolution=CONFIG.cover_resolution, solve_every_time=every)
+        ctx = context(inp, fleet, CONFIG, covers)
+        rule = Predictive(ctx, covered=inp.covered(Q) * (1 + H), floor=ctx.observed * (1 + H), quantile=Q,
+                          headroom=H, hold=CONFIG.hold_steps(inp.step_seconds))
+        plan, answers[name] = decide_all(rule, steps)
+        out[name] = {"decide": stats(plan), "milp_solves": covers.solves, "cover_hits": covers.hits}
+        print(f"{profile} {name}: {out[name]}", flush=True)
+    out["same_actions"] = answers["cached"] == answers["solve every time"]
+    return out
+
+
+def fast_markdown(payload: dict) -> str:
+    lines = ["# Decide's cost per call: the cover cache against solving every cover every time", "",
+             f"`{payload['command']}`; q={Q}, headroom={H}; NASA at one-minute steps from a fresh cache; issue 19's "
+             "target: decide p50 <= 10 ms per app (2 cores).", "",
+             "| profile | tiers | decisions | covers | decide p50 | p95 | p99 | MILP solves | same actions |",
+             "|---|---|---:|---|---:|---:|---:|---:|---|"]
+    for row in payload["rows"]:
+        for name in ("cached", "solve every time"):
+            d = row[name]["decide"]
+            lines.append(f"| {row['profile']} | {', '.join(row['tiers'])} | {row['decisions']} | {name} | "
+                         f"{d['p50_ms']} ms | {d['p95_ms']} ms | {d['p99_ms']} ms | {row[name]['milp_solves']} | "
+                         f"{'yes' if row['same_actions'] else 'NO'} |")
+    lines += ["", "Same actions: every decision's actions (target, keep, mask) equal at every step."]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(payload: dict) -> str:
     lines = ["# Decision latency: `prescale.decision.decide`, one week of NASA at one-minute steps", "",
              f"`{payload['command']}`; q={Q}, headroom={H}; target p95 < 100 ms per app (2 cores).", "",
@@ -134,7 +194,18 @@ def markdown(payload: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", default=",".join(PROFILES))
+    parser.add_argument("--fast-path", type=float, default=None, metavar="DAYS",
+                        help="Measure the cover cache against solving every time over the first DAYS.")
     args = parser.parse_args()
+    if args.fast_path is not None:
+        rows = [fast_path(p, args.fast_path) for p in args.profiles.split(",") if p]
+        payload = {"command": "python benchmarks/decision.py " + " ".join(sys.argv[1:]), "rows": rows}
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "decision-fastpath.json").write_text(json.dumps(payload, indent=1))
+        text = fast_markdown(payload)
+        (OUT / "decision-fastpath.md").write_text(text)
+        print(text)
+        return
     rows = [measure(p) for p in args.profiles.split(",") if p]
     payload = {"command": "python benchmarks/decision.py " + " ".join(sys.argv[1:]), "rows": rows}
     OUT.mkdir(parents=True, exist_ok=True)
