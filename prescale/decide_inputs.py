@@ -149,7 +149,7 @@ def assemble(
     if reactive:
         forecast = None  # the reactive rule decides on observed demand alone
     step = forecast.step_seconds if forecast is not None else int(fallback_step_seconds)
-    fleet = build_fleet(catalog, profile, step_seconds=step)
+    fleet = fleet_of(catalog, profile, step)
     notes: list[str] = []
     ahead = None
     if forecast is not None:
@@ -173,6 +173,29 @@ def assemble(
                         margin=knobs.margin, state=fitted_state(state, fleet),
                         reactive=ReactiveRule.hpa(decision_seconds or step) if reactive else None)  # fmt: skip
     return Assembled(inp, tuple(notes), ahead)
+
+
+_FLEETS: dict[tuple[int, int, int], tuple[Catalog, AppProfile, Fleet]] = {}
+_FLEETS_MAX = 4096
+
+
+def fleet_of(catalog: Catalog, profile: AppProfile, step_seconds: int) -> Fleet:
+    """``build_fleet(catalog, profile, step_seconds=...)``, remembered for the same catalog and profile objects.
+
+    The live callers load both through ``prescale.catalog``'s per-file caches, so an unchanged file is the same
+    object every minute, and building the fleet again (the compatibility filter over the whole catalog) was
+    half a millisecond of every decision. Keyed by identity, with the objects kept alive in the entry so an id
+    is never reused while its entry stands; a changed file is a new object, so a new fleet. Both are frozen
+    pydantic values, and a fleet is treated as a value by every reader."""
+    key = (id(catalog), id(profile), int(step_seconds))
+    found = _FLEETS.get(key)
+    if found is not None and found[0] is catalog and found[1] is profile:
+        return found[2]
+    fleet = build_fleet(catalog, profile, step_seconds=step_seconds)
+    if len(_FLEETS) >= _FLEETS_MAX:
+        _FLEETS.clear()
+    _FLEETS[key] = (catalog, profile, fleet)
+    return fleet
 
 
 def holding_of(fleet: Fleet, held: Held) -> tuple[Holding, list[str]]:

@@ -164,17 +164,23 @@ def _searched(problem: Problem, clock: Callable[[], float]) -> Allocation:
 def _exact(problem: Problem) -> Allocation:
     """The linear problem at the settings' knobs, solved to ``exact_gap``; runner-ups drop one chosen type."""
     knobs = problem.default_knobs()
-    res = milp.solve(problem, knobs, gap=problem.settings.exact_gap, time_limit=_seconds(problem.settings))
-    if res.solution is None:
-        solution = search.greedy(problem, knobs)
-        note = f"milp {res.status} ({res.message}); greedy answer"
-    else:
-        solution, note = res.solution, f"milp {res.status}"
+    solution, note = exact_solution(problem, knobs)
     ev = evaluate(problem, solution)
     ups = _exclusion_runner_ups(problem, knobs, solution)
     return _result(
         problem, solution, ev, knobs=knobs, solver="milp", trials=1, runner_ups=ups, details={"source": note}
     )
+
+
+def exact_solution(problem: Problem, knobs: Knobs) -> tuple[Solution, str]:
+    """The exact solver's answer at ``knobs`` (the greedy one if the MILP finds none) and a note saying which.
+
+    ``allocate(..., solver="milp")`` chooses exactly this; callers that need only the node counts (the replay's
+    cover cache, ``prescale.replay.covers``) call it on the built problem and skip the explanation."""
+    res = milp.solve(problem, knobs, gap=problem.settings.exact_gap, time_limit=_seconds(problem.settings))
+    if res.solution is None:
+        return search.greedy(problem, knobs), f"milp {res.status} ({res.message}); greedy answer"
+    return res.solution, f"milp {res.status}"
 
 
 def _exclusion_runner_ups(problem: Problem, knobs: Knobs, solution: Solution) -> tuple[Mix, ...]:
