@@ -52,7 +52,7 @@ def test_the_pipeline_ingests_trains_and_replays_every_app(quick_demo):
     for app, rep in replays.items():
         assert "error" not in rep, rep
         assert rep["profile"] == app
-        assert set(rep["budget_costs"]) == {"predictive", "reactive", "static", "oracle"}
+        assert set(rep["budget_costs"]) == {"predictive", "reactive", "static", "oracle", "aws", "crane"}
         bound = rep["oracle"]["lower_bound"]  # the LP bound under the oracle's zero-violation schedules
         assert 0 < bound <= rep["budget_costs"]["oracle"]["0"]
         for costs in rep["budget_costs"].values():  # nothing beats that bound at zero violations
