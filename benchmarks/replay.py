@@ -47,10 +47,14 @@ Writes ``benchmarks/results/replay.json`` and ``.md``. Run (about an hour on 2 c
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -97,9 +101,14 @@ class Trace:
 
 
 def sweeps(quantiles: tuple[float, ...], headrooms: tuple[float, ...], targets: tuple[float, ...]) -> ReplayConfig:
-    """The benchmark's sweeps over the shipped settings, and a longer oracle budget (the week-long windows)."""
+    """The benchmark's sweeps over the shipped settings, and a longer oracle budget (the week-long windows).
+
+    The oracle keeps its solves in ``.prescale/bench-cache/oracle`` (keyed by a hash of every input and of its
+    code), so a rerun on unchanged code and traces reads them instead of solving the same MILPs again.
+    """
     return ReplayConfig(settings={"predictive": {"quantiles": quantiles, "headrooms": headrooms},
-                                  "reactive": {"targets": targets}, "oracle": {"time_limit_seconds": 180.0},
+                                  "reactive": {"targets": targets},
+                                  "oracle": {"time_limit_seconds": 180.0, "cache": CACHE / "oracle"},
                                   **reference_sweeps(targets)})
 
 
@@ -204,24 +213,89 @@ def with_history(inp, panel: Panel, window, dmap):
     return inp.with_history(dmap.apply(panel.values[: window.replay_start, 0]))
 
 
-def replay_trace(trace: Trace, catalog, config: ReplayConfig, args) -> tuple[list[dict], dict]:
+def trace_info(trace: Trace, catalog, args) -> dict:
+    """The trace's facts for the report, training (or reading the kept) forecasts of its window on the way."""
     panel, window = trace_panel(trace, catalog)
     started = time.perf_counter()
-    fc, candidate, train_s, predict_s = forecasts_for(trace, panel, window, candidate=args.forecaster,
-                                                      preset=args.preset)
-    info = {"trace": trace.name, "source": trace.source, "step_seconds": panel.step_seconds,
+    _, candidate, train_s, predict_s = forecasts_for(trace, panel, window, candidate=args.forecaster,
+                                                     preset=args.preset)
+    print(f"{trace.name}: forecaster {candidate} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return {"trace": trace.name, "source": trace.source, "step_seconds": panel.step_seconds,
             "days": trace.days, "forecaster": candidate, "train_seconds": round(train_s, 1),
             "forecast_seconds": round(predict_s, 1),
             "daily_acf": round(daily_acf(panel.values[: window.replay_start, 0], panel.step_seconds), 3)}
-    print(f"{trace.name}: forecaster {candidate} ({time.perf_counter() - started:.0f} s)", flush=True)
-    rows = []
-    for name in args.profiles:
-        fleet, inp = profile_input(trace, panel, window, fc, name, catalog, args, source={"forecaster": candidate})
-        began = time.perf_counter()
-        result = backtest(inp, fleet, config)
-        rows.append(_row(trace, info, name, result, time.perf_counter() - began))
-        print(f"  {name}: {json.dumps(rows[-1]['comparison'])} ({rows[-1]['seconds']:.0f} s)", flush=True)
-    return rows, info
+
+
+def replay_case(trace: Trace, profile: str, info: dict, catalog, config: ReplayConfig, args) -> list[dict]:
+    """One (trace, profile) case: every policy's sweep and the oracle (``backtest``), as one result row."""
+    panel, window = trace_panel(trace, catalog)
+    fc, candidate, *_ = forecasts_for(trace, panel, window, candidate=args.forecaster, preset=args.preset)
+    fleet, inp = profile_input(trace, panel, window, fc, profile, catalog, args, source={"forecaster": candidate})
+    began = time.perf_counter()
+    result = backtest(inp, fleet, config)
+    return [_row(trace, info, profile, result, time.perf_counter() - began)]
+
+
+def ex_ante_case(trace: Trace, profile: str, info: dict, catalog, config, args) -> list[dict]:
+    """One (trace, profile) case of ``--ex-ante``: tuned before the window at each budget, run once over it."""
+    return ex_ante.ex_ante_trace(trace, catalog, replace_args(args, profiles=[profile]), forecasts_for=forecasts_for,
+                                 trace_panel=trace_panel, daily_acf=daily_acf, hindsight=args.hindsight)
+
+
+def ex_ante_forecasts(trace: Trace, catalog, args) -> dict:
+    """Train (or read the kept) out-of-sample forecasts of ``--ex-ante``'s stretch and window."""
+    ex_ante.trace_inputs(trace, catalog, args, forecasts_for, trace_panel)
+    return {}
+
+
+def replace_args(args: argparse.Namespace, **changes) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), **changes})
+
+
+# A case's rough cost, for handing out the longest first: the window's steps times the profile's weight (the
+# oracle's MILP on the mixed profiles dominates; measured in replay.json's per-case seconds).
+PROFILE_WEIGHT = {"analytics": 4.0, "inference": 3.0, "transcoder": 2.0, "web": 1.0}
+
+
+def run_cases(case, traces: list[Trace], catalog, config, args, *, prepare) -> tuple[list[dict], list[dict]]:
+    """``case(trace, profile, info, ...)`` over every (trace, profile), ``args.jobs`` at a time.
+
+    ``prepare(trace)`` runs first in this process, trace by trace (it trains or reads the kept forecasts, so
+    the workers only read them). With ``--jobs`` above 1 the cases run in that many spawned processes (one
+    BLAS and torch thread each), longest first; the rows come back in (trace, profile) order either way.
+    """
+    infos = {t.name: prepare(t) for t in traces}
+    cases = [(t, p) for t in traces for p in args.profiles]
+    done: dict[tuple[str, str], list[dict]] = {}
+    if args.jobs <= 1:
+        for trace, profile in cases:
+            done[trace.name, profile] = _announce(case(trace, profile, infos[trace.name], catalog, config, args))
+    else:
+        order = sorted(cases, key=lambda c: -len(c[0].values) * PROFILE_WEIGHT.get(c[1], 1.0))
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_one_thread) as pool:
+            futures = {pool.submit(case, t, p, infos[t.name], catalog, config, args): (t.name, p) for t, p in order}
+            for future in as_completed(futures):
+                done[futures[future]] = _announce(future.result())
+    rows = [row for t, p in cases for row in done[t.name, p]]
+    return rows, [infos[t.name] for t in traces]
+
+
+def _announce(rows: list[dict]) -> list[dict]:
+    for row in rows:
+        if "comparison" in row:
+            print(f"  {row['trace']}/{row['profile']}: {json.dumps(row['comparison'])} ({row['seconds']:.0f} s)",
+                  flush=True)
+    return rows
+
+
+def _one_thread() -> None:
+    """A worker's start: one thread for BLAS and torch, as many workers as cores share the machine."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)
 
 
 def _row(trace: Trace, info: dict, profile: str, result, seconds: float) -> dict:
@@ -613,6 +687,9 @@ def main() -> None:
     parser.add_argument("--profiles", default=",".join(PROFILES))
     parser.add_argument("--traces", default="", help="comma-separated trace names (default: all)")
     parser.add_argument("--skip-fast-path", action="store_true")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="(trace, profile) cases replayed at once, one process each (default: the CPU count; "
+                             "1: in this process)")
     parser.add_argument("--perfect", action="store_true",
                         help="only the predictive rule with a perfect forecast against the oracle of replay.json "
                              "(writes replay-perfect.json and .md; minutes, not an hour)")
@@ -646,11 +723,12 @@ def main() -> None:
     if args.ex_ante:
         args.root, args.quantiles, args.targets = ROOT, QUANTILES, config.settings_for("reactive").targets
         args.references = {name: config.settings_for(name) for name in REFERENCES}
-        hindsight = ex_ante.hindsight_costs(OUT / "replay.json")
-        rows = [row for trace in traces for row in ex_ante.ex_ante_trace(
-            trace, catalog, args, forecasts_for=forecasts_for, trace_panel=trace_panel, daily_acf=daily_acf,
-            hindsight=hindsight)]
-        payload = {"command": command(), "rows": rows, "aggregate": ex_ante.aggregate(rows)}
+        args.hindsight = ex_ante.hindsight_costs(OUT / "replay.json")
+        started = time.perf_counter()
+        rows, _ = run_cases(ex_ante_case, traces, catalog, config, args,
+                            prepare=functools.partial(ex_ante_forecasts, catalog=catalog, args=args))
+        payload = {"command": command(), "jobs": args.jobs, "seconds": round(time.perf_counter() - started, 1),
+                   "rows": rows, "aggregate": ex_ante.aggregate(rows)}
         publish("replay-ex-ante-quick" if args.quick else "replay-ex-ante", payload, ex_ante.markdown)
         return
     if args.error_scale:
@@ -665,12 +743,12 @@ def main() -> None:
         rows = [row for trace in traces for row in perfect_forecast(trace, catalog, config, args, oracle)]
         publish("replay-perfect", {"command": command(), "rows": rows}, perfect_markdown)
         return
-    rows, infos = [], []
-    for trace in traces:
-        trace_rows, info = replay_trace(trace, catalog, config, args)
-        rows += trace_rows
-        infos.append(info)
-    payload = {"command": command(), "traces": infos, "rows": rows, "aggregate": aggregate(rows)}
+    started = time.perf_counter()
+    rows, infos = run_cases(replay_case, traces, catalog, config, args,
+                            prepare=functools.partial(trace_info, catalog=catalog, args=args))
+    kept = sum("(kept solve)" in str((r["oracle"] or {}).get("message", "")) for r in rows)
+    payload = {"command": command(), "jobs": args.jobs, "seconds": round(time.perf_counter() - started, 1),
+               "oracle_kept_solves": kept, "traces": infos, "rows": rows, "aggregate": aggregate(rows)}
     if not args.skip_fast_path and not args.quick:
         by_name = {t.name: t for t in load_traces(args.vms)}
         payload["fast_path"] = {
