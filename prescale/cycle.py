@@ -38,9 +38,9 @@ import pandas as pd
 
 from prescale.catalog import AppProfile, Catalog
 from prescale.cluster import ClusterState, Guardrails, Holding, Plan, make_plan
-from prescale.decide_inputs import Held, SloState, assemble, rejected, state_to_json, target_nodes
+from prescale.decide_inputs import Held, SloState, assemble, fleet_of, rejected, state_to_json, target_nodes
 from prescale.decision import Covers, RuleState, decide
-from prescale.fleet import Fleet, build_fleet
+from prescale.fleet import Fleet
 from prescale.forecast import Forecast
 from prescale.ledger import LedgerRow
 from prescale.monitoring import Health
@@ -152,7 +152,7 @@ def slo_step(gathered: Gathered, view: ClusterView, catalog: Catalog, observed: 
     newest = newest_observed(gathered.rows, gathered.profile)
     if newest is None or (before.observed_at is not None and newest <= before.observed_at):
         return SloStep(policy, before, None)
-    fleet = build_fleet(catalog, gathered.profile, step_seconds=data_step(gathered.rows))
+    fleet = fleet_of(catalog, gathered.profile, data_step(gathered.rows))
     ready = Held.of(view.holdings).ready
     serving = fleet.capacity([ready.get(name, 0) for name in fleet.names])
     metrics = [j for j, m in enumerate(fleet.metrics) if m in observed]
@@ -229,8 +229,8 @@ def plan_app(
 
 def data_step(rows: pd.DataFrame) -> int:
     """The metrics' step in seconds (the median gap between instants; 60 with one instant)."""
-    instants = rows["ts"].drop_duplicates().sort_values()  # long rows: one per metric per instant
-    return int(instants.diff().dropna().median().total_seconds()) if len(instants) > 1 else 60
+    instants = np.unique(pd.DatetimeIndex(rows["ts"]).as_unit("ns").asi8)  # long rows: one per metric per instant
+    return int(np.median(np.diff(instants)) / 1e9) if len(instants) > 1 else 60
 
 
 def demand_of(forecast: Forecast | None, profile: AppProfile) -> tuple[Forecast | None, str, str]:

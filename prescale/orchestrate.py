@@ -74,12 +74,19 @@ def sources(profile: AppProfile) -> dict[str, tuple[str, float]]:
 
 
 def observed_demand(rows: pd.DataFrame, profile: AppProfile) -> dict[str, float]:
-    """The newest observed value of each bound profile metric (from the store's long rows)."""
-    latest = rows.dropna(subset=["value"]).sort_values("ts").groupby("metric")["value"].last()
+    """The newest observed value of each bound profile metric (from the store's long rows; of rows at the same
+    newest instant, the last)."""
+    if not len(rows):
+        return {}
+    metric, values = rows["metric"].to_numpy(), rows["value"].to_numpy(dtype=float)
+    stamps = pd.DatetimeIndex(rows["ts"]).as_unit("ns").asi8
+    seen = ~np.isnan(values)
     out = {}
     for name, (source, scale) in sources(profile).items():
-        if source in latest.index:
-            out[name] = float(latest[source]) * scale
+        at = np.flatnonzero(seen & (metric == source))
+        if len(at):
+            newest = at[len(at) - 1 - int(np.argmax(stamps[at][::-1]))]
+            out[name] = float(values[newest]) * scale
     return out
 
 

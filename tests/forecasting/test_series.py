@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.series import SeriesError, fill_short_gaps, fingerprint, panel_from_long, panel_from_wide, valid_origins
+from models.series import (
+    SeriesError,
+    fill_short_gaps,
+    fingerprint,
+    long_to_wide,
+    panel_from_long,
+    panel_from_wide,
+    valid_origins,
+)
 
 
 def _frame(values, step="60s"):
@@ -71,3 +79,25 @@ def test_duplicate_only_timestamps_are_refused():
     frame = pd.DataFrame({"m": [1.0, 2.0]}, index=pd.DatetimeIndex(["2024-01-01"] * 2, tz="UTC"))
     with pytest.raises(SeriesError, match="at least 2 timestamps"):
         panel_from_wide(frame)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_long_to_wide_is_the_pivot_table_mean(seed):
+    """Duplicates averaged, NaN values skipped, timestamps and metrics without a value dropped, metrics sorted."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 200))
+    ts = pd.date_range("2026-01-01", periods=n, freq="60s", tz="UTC")
+    parts = []
+    for metric in ["mem", "app.rps", "cpu"][: int(rng.integers(1, 4))]:
+        keep = rng.random(n) < 0.8
+        values = rng.random(int(keep.sum()))
+        values[rng.random(len(values)) < 0.1] = np.nan
+        parts.append(pd.DataFrame({"ts": ts[keep], "metric": metric, "value": values}))
+    rows = pd.concat(parts, ignore_index=True)
+    rows = pd.concat([rows, rows.sample(frac=0.2, random_state=seed).assign(value=lambda d: d.value + 1)])
+    rows = rows.sample(frac=1.0, random_state=seed)
+    expected = rows.pivot_table(index="ts", columns="metric", values="value", aggfunc="mean")
+    got = long_to_wide(rows)
+    assert list(got.columns) == list(expected.columns)
+    assert got.index.equals(expected.index)
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-12, equal_nan=True)
