@@ -16,12 +16,21 @@ How many workers a runner has (:func:`workers`) sizes the orchestrate flow's chu
 count as workers, and on Dask every worker thread of the cluster does (asked of the scheduler when the flow
 runs, so a standing cluster that grew or shrank is sized as it is now).
 
+On Dask the orchestrate flow pins each chunk to a worker (:func:`placements`, :func:`pinned`): chunk ``i`` of
+the cycle's (stable) cut goes to the ``i % n``-th of the cluster's workers in address order, every cycle, so a
+standing cluster's worker meets the same apps each minute and its caches (champions, the ledger's recent rows)
+stay warm; without the pin, the scheduler hands a chunk to whichever worker is free and a worker keeps meeting
+apps it has not loaded. The pin is a preference (``allow_other_workers``): a worker that left is no obstacle.
+
 The choice is read when a flow module is imported, which is once per flow run for a
 deployment (the worker starts a fresh process). In-process callers switch with
 ``flow.with_options(task_runner=task_runner(settings, ...))``.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -61,3 +70,25 @@ def workers(runner: TaskRunner | None) -> int:
         return max(1, sum(runner.client.nthreads().values()))
     except Exception:  # noqa: BLE001 - a scheduler that does not answer: the flow still runs (and says why)
         return 1
+
+
+def placements(runner: TaskRunner | None) -> list[str]:
+    """A Dask runner's worker addresses, sorted (one entry per worker thread); [] for threads or unknown."""
+    if runner is None or isinstance(runner, ThreadPoolTaskRunner) or not hasattr(type(runner), "client"):
+        return []
+    try:
+        return sorted(address for address, threads in runner.client.nthreads().items() for _ in range(threads))
+    except Exception:  # noqa: BLE001 - as in workers(): unpinned is still correct, only colder
+        return []
+
+
+@contextlib.contextmanager
+def pinned(addresses: list[str], index: int) -> Iterator[None]:
+    """Tasks submitted inside go preferably to ``addresses[index % len(addresses)]`` (nothing without any)."""
+    if not addresses:
+        yield
+        return
+    import dask
+
+    with dask.annotate(workers=[addresses[index % len(addresses)]], allow_other_workers=True):
+        yield

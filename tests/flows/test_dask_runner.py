@@ -100,3 +100,43 @@ def _same(got: dict, want: dict) -> None:
                 assert got[app][key] == pytest.approx(value, rel=1e-9), (app, key)
             else:
                 assert got[app][key] == value, (app, key)
+
+
+def test_a_pinned_chunk_runs_on_its_worker_every_time(prefect_harness):
+    """The orchestrate flow's pin (``flows.runners.pinned``) reaches the Dask scheduler through prefect-dask:
+    submission ``i`` runs on the ``i % n``-th worker, the same one in every run of the same cut."""
+    from prefect import flow, task
+    from prefect.context import FlowRunContext
+
+    from flows.runners import pinned, placements, task_runner
+
+    @task
+    def where() -> str:
+        from distributed import get_worker
+
+        return get_worker().address
+
+    @flow(task_runner=task_runner(DASK))
+    def spread() -> tuple[list[str], list[str]]:
+        addresses = placements(FlowRunContext.get().task_runner)
+        futures = []
+        for i in range(8):
+            with pinned(addresses, i):
+                futures.append(where.submit())
+        return addresses, [f.result() for f in futures]
+
+    addresses, ran = spread()
+    assert len(addresses) == 2 and len(set(addresses)) == 2
+    assert ran == [addresses[i % 2] for i in range(8)]
+
+
+def test_threads_are_not_pinned():
+    import dask
+
+    from flows.runners import pinned, placements, task_runner
+
+    assert placements(task_runner(RunnerSettings(), threads=2)) == []
+    with pinned([], 3):
+        assert "workers" not in dask.get_annotations()
+    with pinned(["tcp://a:1", "tcp://b:2"], 3):
+        assert dask.get_annotations()["workers"] == ["tcp://b:2"]
