@@ -229,10 +229,11 @@ def prefect_server(home: Path):
 
 
 def profile(home: Path, apps: int, name: str) -> None:
-    """Where one warm cycle's per-app time goes: gather and plan of ``apps`` apps, in this process, profiled.
+    """Where one warm cycle's per-app time goes: ``apps`` apps as one ``decide-apps`` chunk, in this process.
 
-    Reuses a home the main run built (profiles, history, registry); runs each app's steps serially with the
-    cycle's search budget for that app count, after one unprofiled pass that warms the champion cache.
+    Reuses a home the main run built (profiles, history, registry); runs the chunk once unprofiled (champions
+    loaded, the ledger's recent rows cached), then once under cProfile, and reports the wall time per app,
+    each stage's CPU per app from the rows' ``timing``, and the profile.
     """
     import cProfile
     import io
@@ -240,7 +241,7 @@ def profile(home: Path, apps: int, name: str) -> None:
 
     from prefect.logging import disable_run_logger
 
-    from tasks.orchestrate import gather, observe, plan_app
+    from tasks.orchestrate import decide_apps, observe
 
     os.environ["PRESCALE_HOME"] = str(home)
     os.environ["PRESCALE_SEARCH__PROFILES"] = str(home / "profiles")
@@ -248,27 +249,27 @@ def profile(home: Path, apps: int, name: str) -> None:
     total = len(list((home / "profiles").glob("*.yaml")))
     names = [app_name(i) for i in range(apps)]
     at = MetricsStore(settings.store.root).read(names[0])["ts"].max() + STEP  # as the main run's first cycle
-    parts = {"gather": 0.0, "plan": 0.0}
     with disable_run_logger():
         views = observe.fn(names, settings, at.timestamp())
-        for app in names:  # warm: champions loaded, caches filled
-            plan_app.fn(gather.fn(app, at, settings), views[app], settings)
+        decide_apps.fn(names, views, at, settings)  # warm: champions loaded, caches filled
         prof = cProfile.Profile()
+        started = time.perf_counter()
         prof.enable()
-        for app in names:
-            t0 = time.perf_counter()
-            got = gather.fn(app, at, settings)
-            t1 = time.perf_counter()
-            plan_app.fn(got, views[app], settings)
-            parts["gather"] += t1 - t0
-            parts["plan"] += time.perf_counter() - t1
+        decided = decide_apps.fn(names, views, at, settings)
         prof.disable()
+        wall = time.perf_counter() - started
+    stages: dict[str, list[float]] = {}
+    for d in decided:
+        for stage, ms in d.row.timing.get("cpu_ms", {}).items():
+            stages.setdefault(stage, []).append(ms)
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(40)
-    per_app = {k: round(1000 * v / apps, 1) for k, v in parts.items()}
-    text = (f"# Where a warm orchestrate cycle's per-app time goes ({apps} of {total} apps, serial, profiled)\n\n"
-            f"Per app: gather "
-            f"{per_app['gather']} ms, plan {per_app['plan']} ms (cProfile adds overhead).\n\n"
+    cpu = ", ".join(f"{k} {np.mean(v):.2f}" for k, v in stages.items())
+    failed = sum(d.row.outcome == "failed" for d in decided)
+    text = (f"# Where a warm orchestrate cycle's per-app time goes ({apps} of {total} apps, one chunk, profiled)\n\n"
+            f"`python benchmarks/scale.py --profile {home} --profile-apps {apps}`. Per app: {1000 * wall / apps:.1f} ms "
+            f"wall under cProfile (which adds overhead); CPU ms by stage (the rows' timing, profiled too): {cpu}. "
+            f"{failed} failed.\n\n"
             "```\n" + out.getvalue().strip() + "\n```\n")
     (OUT / f"{name}.md").write_text(text)
     print(text[:3000])
