@@ -78,7 +78,7 @@ from models.lstm import (
     week_sin,
 )
 from models.series import Panel
-from models.torch_inference import NS, InputSpec, Request, backtest, tail_inputs
+from models.torch_inference import InputSpec, Request, forecast_request, predict_origins
 
 if TYPE_CHECKING:
     from models.train import TrainConfig
@@ -240,17 +240,9 @@ class DartsGlobal:
 
     def predict_at(self, panel: Panel, origins: np.ndarray, *, part: int = 0) -> np.ndarray:
         """Quantiles ``(W, H, M, Q)`` from each origin (each must start a valid window), in batched passes."""
-        c = self.config
-        scaling = self.scalings[part]
-        out = np.full((len(origins), c.horizon, len(panel.metrics), len(c.quantiles)), np.nan)
-        if len(origins) == 0:
-            return out
-        values, positions = backtest(self.model.model, scaling.forward(panel.values),
-                                     stamps_ns=panel.index.as_unit("ns").asi8, step_ns=panel.step_seconds * NS,
-                                     observed=panel.observed, spec=self.input_spec(), origins=np.asarray(origins))
-        if len(positions):
-            out[positions] = unpack_quantiles(values, len(panel.metrics), c.quantiles)
-        return scaling.inverse(out, axis=2)
+        quantiles, metrics = self.config.quantiles, len(panel.metrics)
+        return predict_origins(self.model.model, panel, self.scalings[part], origins, spec=self.input_spec(),
+                               quantiles=quantiles, unpack=lambda v: unpack_quantiles(v, metrics, quantiles))
 
     def forecast(self, panel: Panel, *, part: int = 0) -> np.ndarray:
         """Quantiles ``(H, M, Q)`` for the rows after the panel's last row (which must end L observed rows)."""
@@ -259,14 +251,9 @@ class DartsGlobal:
     def forecast_request(self, panel: Panel, *, part: int = 0) -> Request:
         """:meth:`forecast` before its forward pass (for ``forecaster.forecast_many``'s batches)."""
         self._check_history(panel)
-        c = self.config
-        scaling = self.scalings[part]
-        first = max(0, len(panel) - self.history_needed() - c.lag_window)
-        windows = tail_inputs(scaling.forward(panel.values[first:]), last_ns=int(panel.index[-1].value),
-                              step_ns=panel.step_seconds * NS, spec=self.input_spec())
-        metrics = len(panel.metrics)
-        return Request(self.model.model, windows,
-                       lambda out: scaling.inverse(unpack_quantiles(out, metrics, c.quantiles), axis=2)[0])
+        quantiles, metrics = self.config.quantiles, len(panel.metrics)
+        return forecast_request(self.model.model, panel, self.scalings[part], history=self.history_needed(),
+                                spec=self.input_spec(), unpack=lambda v: unpack_quantiles(v, metrics, quantiles))
 
     def _check_history(self, panel: Panel) -> None:
         c = self.config

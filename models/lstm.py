@@ -107,7 +107,7 @@ from torch import nn
 
 from models.component import Trained, TrainPart
 from models.series import Panel, runs
-from models.torch_inference import NS, InputSpec, Request, backtest, tail_inputs
+from models.torch_inference import InputSpec, Request, forecast_request, predict_origins
 
 if TYPE_CHECKING:
     from models.train import TrainConfig
@@ -415,17 +415,8 @@ class LstmCandidate:
     def predict_at(self, panel: Panel, origins: np.ndarray, *, part: int = 0) -> np.ndarray:
         """Quantile forecasts ``(W, H, M, Q)`` from each origin (each must start a valid window; others are NaN),
         all in batched forward passes."""
-        c = self.config
-        scaling = self.scalings[part]
-        out = np.full((len(origins), c.horizon, len(panel.metrics), len(c.quantiles)), np.nan)
-        if len(origins) == 0:
-            return out
-        values, positions = backtest(self.model.model, scaling.forward(panel.values),
-                                     stamps_ns=panel.index.as_unit("ns").asi8, step_ns=panel.step_seconds * NS,
-                                     observed=panel.observed, spec=self.input_spec(), origins=np.asarray(origins))
-        if len(positions):
-            out[positions] = self._unpack(values, panel.metrics)
-        return scaling.inverse(out, axis=2)
+        return predict_origins(self.model.model, panel, self.scalings[part], origins, spec=self.input_spec(),
+                               quantiles=self.config.quantiles, unpack=lambda v: self._unpack(v, panel.metrics))
 
     def forecast(self, panel: Panel, *, part: int = 0) -> np.ndarray:
         """Quantiles ``(H, M, Q)`` for the rows after the panel's last row (which must end L observed rows)."""
@@ -435,14 +426,9 @@ class LstmCandidate:
         """:meth:`forecast` before its forward pass, so a caller can batch it with others
         (``forecaster.forecast_many``); raises ``ValueError`` for a history it cannot forecast from."""
         self._check_history(panel)
-        c = self.config
-        scaling = self.scalings[part]
-        first = max(0, len(panel) - self.history_needed() - c.lag_window)  # the rows the window and its lags read
-        windows = tail_inputs(scaling.forward(panel.values[first:]), last_ns=int(panel.index[-1].value),
-                              step_ns=panel.step_seconds * NS, spec=self.input_spec())
         metrics = panel.metrics
-        return Request(self.model.model, windows,
-                       lambda out: scaling.inverse(self._unpack(out, metrics), axis=2)[0])
+        return forecast_request(self.model.model, panel, self.scalings[part], history=self.history_needed(),
+                                spec=self.input_spec(), unpack=lambda v: self._unpack(v, metrics))
 
     def _check_history(self, panel: Panel) -> None:
         c = self.config

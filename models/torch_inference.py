@@ -211,6 +211,32 @@ def backtest(net: torch.nn.Module, z: np.ndarray, *, stamps_ns: np.ndarray, step
     return run(net, Windows.concat(parts)), np.concatenate(positions)
 
 
+def predict_origins(net: torch.nn.Module, panel, scaling, origins: np.ndarray, *, spec: InputSpec,
+                    quantiles: Sequence[float], unpack: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """A direct-path candidate's ``predict_at``: quantiles ``(W, H, M, Q)`` from each origin in batched passes
+    (:func:`backtest`), NaN where an origin has no observed window; ``unpack`` turns the network's outputs
+    ``(W', H, M * Q')`` into ``(W', H, M, Q)`` in scaled units, ``scaling`` maps them back."""
+    out = np.full((len(origins), spec.horizon, len(panel.metrics), len(quantiles)), np.nan)
+    if len(origins) == 0:
+        return out
+    values, positions = backtest(net, scaling.forward(panel.values), stamps_ns=panel.index.as_unit("ns").asi8,
+                                 step_ns=panel.step_seconds * NS, observed=panel.observed, spec=spec,
+                                 origins=np.asarray(origins))  # fmt: skip
+    if len(positions):
+        out[positions] = unpack(values)
+    return scaling.inverse(out, axis=2)
+
+
+def forecast_request(net: torch.nn.Module, panel, scaling, *, history: int, spec: InputSpec,
+                     unpack: Callable[[np.ndarray], np.ndarray]) -> Request:
+    """A direct-path candidate's ``forecast_request``: the one window after the panel's last row (reading the
+    last ``history`` rows plus the lag window), finished as :func:`predict_origins` finishes its windows."""
+    first = max(0, len(panel) - history - spec.lag_window)  # the rows the window and its lags read
+    windows = tail_inputs(scaling.forward(panel.values[first:]), last_ns=int(panel.index[-1].value),
+                          step_ns=panel.step_seconds * NS, spec=spec)
+    return Request(net, windows, lambda out: scaling.inverse(unpack(out), axis=2)[0])
+
+
 def run_requests(requests: Sequence[Request]) -> list[np.ndarray | Exception]:
     """Every request's component quantiles (its ``finish`` of its outputs), in order, or its exception.
 
