@@ -267,8 +267,9 @@ def profile(home: Path, apps: int, name: str) -> None:
     cpu = ", ".join(f"{k} {np.mean(v):.2f}" for k, v in stages.items())
     failed = sum(d.row.outcome == "failed" for d in decided)
     text = (f"# Where a warm orchestrate cycle's per-app time goes ({apps} of {total} apps, one chunk, profiled)\n\n"
-            f"`python benchmarks/scale.py --profile {home} --profile-apps {apps}`. Per app: {1000 * wall / apps:.1f} ms "
-            f"wall under cProfile (which adds overhead); CPU ms by stage (the rows' timing, profiled too): {cpu}. "
+            f"`python benchmarks/scale.py --profile {home} --profile-apps {apps}`. "
+            f"Per app: {1000 * wall / apps:.1f} ms wall under cProfile (which adds overhead); "
+            f"CPU ms by stage (the rows' timing, profiled too): {cpu}. "
             f"{failed} failed.\n\n"
             "```\n" + out.getvalue().strip() + "\n```\n")
     (OUT / f"{name}.md").write_text(text)
