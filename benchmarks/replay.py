@@ -33,8 +33,8 @@ targets on every compatible type (``REFERENCE_TYPES``), learning from the 14 day
 here; at the same realised violations in ``--ex-ante``), in their own tables.
 
 Writes ``benchmarks/results/replay.json`` and ``.md``. The cases run ``--jobs`` at a time (default: the CPU
-count), one process each; the oracle keeps its solves in ``.prescale/bench-cache/oracle``. Run (about 38
-minutes cold on 2 cores, in the background):
+count), one process each; the oracle keeps its solves in ``.prescale/bench-cache/oracle``. Run (about 37
+minutes cold on 2 cores, 24 with the oracle's solves kept; in the background):
 ``.venv/bin/python benchmarks/replay.py [--quick]``. Then, against the reactive and oracle costs of
 ``replay.json``:
 
